@@ -1,0 +1,3 @@
+from unlearnable.cli import main
+
+raise SystemExit(main())

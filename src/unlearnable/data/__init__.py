@@ -1,0 +1,71 @@
+"""Datasets: load a known dataset by name, or an ImageFolder / archive / saved dataset by path.
+
+    load_dataset("cifar10", "test")              # CIFAR-10 from the data root (downloaded if missing)
+    load_dataset("shots/", "train")              # an ImageFolder directory
+    load_dataset("cifar10-jpeg.tar.gz", "test")  # an archive of one, read without extracting
+    load_dataset("out/protected", "train")       # a dataset `unlearnable poison` saved
+
+Every dataset's meta["source"] = {"spec", "kind", "split", "path"} says how to load it again:
+for a named dataset, `path` is the data root that holds its files; otherwise the absolute path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from unlearnable.data.cifar import load_cifar
+from unlearnable.data.dataset import ImageDataset
+from unlearnable.data.fashion_mnist import load_fashion_mnist
+from unlearnable.data.imagefolder import ARCHIVE_SUFFIXES, is_archive, load_imagefolder
+from unlearnable.data.saved import is_saved_dataset, load_saved, save_dataset
+from unlearnable.errors import UserInputError
+
+__all__ = ["DATASET_NAMES", "ImageDataset", "is_saved_dataset", "load_dataset", "load_saved", "save_dataset"]
+
+DATASET_NAMES = ("cifar10", "cifar100", "fashion-mnist")
+ALIASES = {"fmnist": "fashion-mnist"}
+SPLITS = ("train", "test")
+DATA_ROOT_ENV = "UNLEARNABLE_DATA"
+
+
+def default_data_root() -> Path:
+    """Where named datasets live: $UNLEARNABLE_DATA, else ~/.cache/unlearnable/data."""
+    env = os.environ.get(DATA_ROOT_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "unlearnable" / "data"
+
+
+def load_dataset(spec: str, split: str = "train", data_root: str | None = None, download: bool = True) -> ImageDataset:
+    """Load `split` ("train" or "test") of the dataset `spec`.
+
+    `spec` is a name from DATASET_NAMES (or an alias in ALIASES), looked up under `data_root`
+    (default: `default_data_root()`) and downloaded there when missing and `download` is set;
+    or a path to a saved dataset directory, an ImageFolder directory, or a .tar/.tar.gz/.tgz
+    archive of one. Raises UserInputError for anything the user has to fix.
+    """
+    if split not in SPLITS:
+        raise UserInputError(f"unknown split {split!r}; use 'train' or 'test'")
+    name = ALIASES.get(spec, spec)
+    if name in DATASET_NAMES:
+        root = (Path(data_root).expanduser() if data_root else default_data_root()).resolve()
+        if name == "fashion-mnist":
+            return load_fashion_mnist(root, split, download, spec)
+        return load_cifar(name, root, split, download, spec)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        if os.sep in spec or "/" in spec or spec.startswith((".", "~")) or is_archive(path):
+            raise UserInputError(f"{spec}: no such file or directory; check the path")
+        aliases = ", ".join(f"{alias} = {target}" for alias, target in ALIASES.items())
+        raise UserInputError(f"unknown dataset {spec!r}; known names: {', '.join(DATASET_NAMES)} ({aliases}), or give "
+                             "the path of an ImageFolder directory, a .tar/.tar.gz/.tgz archive of one or a saved "
+                             "dataset")
+    path = path.resolve()
+    if is_saved_dataset(path):
+        dataset = load_saved(path, split)
+        if not dataset.meta.get("source"):
+            dataset.meta["source"] = {"spec": spec, "kind": "saved", "split": split, "path": str(path)}
+        return dataset
+    if path.is_dir() or is_archive(path):
+        return load_imagefolder(path, split, spec)
+    raise UserInputError(f"{path} is neither a directory nor an archive ({', '.join(ARCHIVE_SUFFIXES)}); give an "
+                         "ImageFolder directory, an archive of one, a saved dataset or a dataset name")

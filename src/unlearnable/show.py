@@ -1,0 +1,91 @@
+"""`unlearnable show`: look at what a poison and a defense do to the images."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from unlearnable.data import DATASET_NAMES, ImageDataset, load_dataset, load_saved
+from unlearnable.defenses import build_defense
+from unlearnable.errors import UserInputError
+from unlearnable.figures import sample_grid
+from unlearnable.protect import as_float, psnr
+
+
+def load_source(protected: ImageDataset, data_root: str | None) -> ImageDataset | None:
+    """The clean training split a saved dataset was made from, or None (with a warning) if unavailable."""
+    source = protected.meta.get("source") or {}
+    if source.get("kind") in DATASET_NAMES:  # a named dataset: its files were found under "path"
+        spec, data_root = source["kind"], data_root or source.get("path")
+    else:
+        spec = source.get("path") or source.get("spec")
+    if spec is None:
+        return None
+    try:
+        clean = load_dataset(spec, "train", data_root)
+    except UserInputError as e:
+        print(f"unlearnable: warning: clean source not shown: {e}", file=sys.stderr)
+        return None
+    if len(clean) != len(protected) or not torch.equal(clean.labels, protected.labels):
+        print(f"unlearnable: warning: clean source not shown: {spec} no longer matches the saved dataset", file=sys.stderr)
+        return None
+    return clean
+
+
+def pick_samples(ds: ImageDataset, per_class: int, max_classes: int) -> dict[int, list[int]]:
+    """Per class (the first `max_classes`), the first `per_class` poisoned indices (any if none)."""
+    poisoned = set(ds.meta.get("poisoned_indices", []))
+    labels = ds.labels.tolist()
+    picks: dict[int, list[int]] = {}
+    for c in range(min(ds.num_classes, max_classes)):
+        members = [i for i, y in enumerate(labels) if y == c]
+        chosen = [i for i in members if i in poisoned][:per_class] or members[:per_class]
+        if chosen:
+            picks[c] = chosen
+    return picks
+
+
+def show_command(saved: str | os.PathLike, out: str | os.PathLike | None = None, defense: str = "rsk+ff",
+                 per_class: int = 1, max_classes: int = 10, data_root: str | None = None,
+                 seed: int = 0) -> Path:
+    """Write a PNG grid of clean vs poisoned vs defended samples per class; returns its path."""
+    if per_class < 1 or max_classes < 1:
+        raise UserInputError("--per-class and --classes must be at least 1")
+    protected = load_saved(saved)
+    clean = load_source(protected, data_root)
+    transform = build_defense(defense)
+    generator = torch.Generator().manual_seed(seed)
+    picks = pick_samples(protected, per_class, max_classes)
+    kinds = (["clean"] if clean is not None else []) + [protected.meta.get("attack", "saved"), defense]
+    rows = {}
+    for c, idx in picks.items():
+        poisoned = as_float(protected.images[idx])
+        defended = transform(poisoned, generator)
+        images = []
+        for k in range(len(idx)):
+            images += ([as_float(clean.images[idx[k]])] if clean is not None else []) + [poisoned[k], defended[k]]
+        rows[protected.classes[c]] = images
+    title = describe(protected)
+    if clean is not None:
+        title += f"   PSNR poisoned vs clean {psnr(protected.images, clean.images):.1f} dB"
+    out = Path(out) if out is not None else Path(saved) / "samples.png"
+    sample_grid(rows, kinds * per_class, out, title)
+    return out
+
+
+def describe(ds: ImageDataset) -> str:
+    """One line: attack and its parameters, e.g. 'cuda k=3 p_b=0.3 seed=0 mix=1.0'."""
+    params = ds.meta.get("params", {})
+    parts = [ds.meta.get("attack", "clean")]
+    if "kernel_size" in params:
+        parts += [f"k={params['kernel_size']}", f"p_b={params['blur_parameter']}"]
+    if "seed" in ds.meta:
+        parts.append(f"seed={ds.meta['seed']}")
+    if "mix" in params:
+        parts.append(f"mix={params['mix']}")
+    if params.get("grayscale"):
+        parts.append("grayscale")
+    return " ".join(parts)
