@@ -42,11 +42,16 @@ def per_image_loop(images: torch.Tensor, labels: torch.Tensor, kernels: torch.Te
     return out
 
 
-def floor_pass(images: torch.Tensor, device: torch.device, chunk: int) -> torch.Tensor:
-    """uint8 → float → uint8 in chunks: reads and writes every byte once, nothing else."""
+def floor_pass(images: torch.Tensor, device: torch.device, chunk: int, via_int32: bool) -> torch.Tensor:
+    """uint8 → float → uint8 in chunks: reads and writes every byte once, nothing else.
+
+    via_int32 casts float → int32 → uint8, as the project does, which is ~4× faster on CPU than
+    the plain float → uint8 cast.
+    """
     out = torch.empty_like(images)
     for s in range(0, len(images), chunk):
-        out[s:s + chunk] = images[s:s + chunk].to(device).float().to(torch.uint8).cpu()
+        x = images[s:s + chunk].to(device).float()
+        out[s:s + chunk] = (x.to(torch.int32) if via_int32 else x).to(torch.uint8).cpu()
     return out
 
 
@@ -92,7 +97,8 @@ def main() -> None:
     t_ours, poison = timed(lambda: cuda_poison(images, labels, 10, device=device, progress=False), device, args.repeat)
     kernels = torch.tensor(poison.key["kernels"])
     chunk = 8192 if device.type == "cuda" else 128
-    t_floor, _ = timed(lambda: floor_pass(images, device, chunk), device, args.repeat)
+    t_floor, _ = timed(lambda: floor_pass(images, device, chunk, via_int32=True), device, args.repeat)
+    t_plain, _ = timed(lambda: floor_pass(images, device, chunk, via_int32=False), device, args.repeat)
     loop_n = min(args.loop_n or args.n, args.n)
     t_loop, ref = timed(lambda: per_image_loop(images[:loop_n], labels[:loop_n], kernels, device), device)
     t_loop *= args.n / loop_n
@@ -102,17 +108,18 @@ def main() -> None:
     scaled = f" (timed on {loop_n}, scaled)" if loop_n < args.n else ""
     print(f"per-image loop : {t_loop:8.3f} s{scaled}")
     print(f"this project   : {t_ours:8.3f} s   ({args.n / t_ours:,.0f} images/s)")
-    print(f"floor          : {t_floor:8.3f} s   (chunked uint8→float→uint8)")
+    print(f"floor          : {t_floor:8.3f} s   (chunked uint8→float→int32→uint8, the casts the project uses)")
+    print(f"plain floor    : {t_plain:8.3f} s   (chunked uint8→float→uint8 with torch's direct casts)")
     print(f"agreement with the loop: {100 * same:.4f}% identical bytes, max difference {off} level(s)")
     if args.sweep and device.type == "cpu":
-        for c in (32, 64, 128, 256, 512, 2048):
+        for c in (64, 128, 256, 512, 2048):
             cuda_mod.CPU_CHUNK_PIXELS = c * 3 * 32 * 32
             t, _ = timed(lambda: cuda_poison(images, labels, 10, device=device, progress=False), device, args.repeat)
             print(f"  chunk {c:5d} images: {t:.3f} s")
         t, _ = timed(lambda: per_class_conv2d(images, labels, kernels, 512), device, args.repeat)
         print(f"  per-class depthwise conv2d (chunk 512): {t:.3f} s")
     print(f"RESULT cuda-generation: {t_loop / t_ours:.1f}x faster than the per-image loop, "
-          f"{t_ours / t_floor:.2f}x the floor (targets: >= 30x, <= 3x)")
+          f"{t_ours / t_floor:.2f}x the floor, {t_ours / t_plain:.2f}x the plain floor (targets: >= 30x, <= 3x)")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50000, help="number of 32×32×3 images (default 50000)")
     parser.add_argument("--device", default="cpu", help="torch device for the batched pass and the floor")
     parser.add_argument("--naive-n", type=int, default=2000, help="images the naive loop is timed on")
-    parser.add_argument("--chunks", default="256,512,1024,2048", help="chunk sizes to sweep, comma-separated")
+    parser.add_argument("--chunks", default="128,256,512,1024,2048", help="chunk sizes to sweep, comma-separated")
     parser.add_argument("--threads", default=None, help="torch thread counts to sweep (default 1..cpu count, max 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (fastest counts)")
     args = parser.parse_args()

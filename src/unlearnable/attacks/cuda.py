@@ -93,6 +93,7 @@ class BlurNormalise:
         self.grayscale = grayscale
         self.padded = torch.zeros(chunk, c, h + 2 * self.pad, w + 2 * self.pad, device=device)
         self.blurred = torch.empty(chunk, c, h, w, device=device)
+        self.truncated = torch.empty(chunk, c, h, w, dtype=torch.int32, device=device)
 
     def __call__(self, x: torch.Tensor, kernels: torch.Tensor, out: torch.Tensor) -> None:
         """Write ``floor(255 · y / max(y))`` per image into `out` (an all-zero image stays black).
@@ -119,7 +120,9 @@ class BlurNormalise:
             y.copy_(y.mean(dim=1, keepdim=True).expand_as(y))
         peak = y.amax(dim=(1, 2, 3), keepdim=True)
         peak.masked_fill_(peak == 0, 1.0)
-        out.copy_(y.div_(peak).mul_(255.0))  # float → uint8 truncates, as the published astype does
+        # float → int truncates toward zero, as the published astype(uint8) does; going through int32
+        # is ~4× faster on CPU than a direct float → uint8 cast (bench/bench_cuda.py).
+        out.copy_(torch.mul(y.div_(peak), 255.0, out=y).to(torch.int32))
 
 
 def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.ndarray,

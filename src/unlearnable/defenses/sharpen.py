@@ -7,6 +7,7 @@ on every channel of an image, no channel mixing) with PyTorch ``conv2d`` semanti
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -17,31 +18,36 @@ from unlearnable.errors import UserInputError
 PADDING_MODES = ("valid", "replicate", "reflect", "zeros")
 """``valid`` shrinks H×W to (H-2)×(W-2); the others pad one pixel and keep H×W."""
 
-
-def cross_kernels(center: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-    """Assemble cross-shaped kernels from their weights.
-
-    Args:
-        center: (B,) centre weights c.
-        neighbours: (B, 4) weights n1 (top), n2 (left), n3 (right), n4 (bottom).
-
-    Returns:
-        (B, 3, 3) kernels ``[[0, -n1, 0], [-n2, c, -n3], [0, -n4, 0]]``, dtype of `center`.
-    """
-    zero = torch.zeros_like(center)
-    n1, n2, n3, n4 = (-neighbours).unbind(dim=1)
-    return torch.stack([zero, n1, zero, n2, center, n3, zero, n4, zero], dim=1).view(-1, 3, 3)
+_NEIGHBOURS = (1, 3, 5, 7)
+"""Flat (row-major 3×3) positions of n1 (top), n2 (left), n3 (right), n4 (bottom); the centre is 4."""
 
 
 def static_sharpen_kernel(center: float = 2.5, *, device: torch.device | str | None = None,
                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The SSK kernel: centre `center`, every neighbour (center - 1) / 4, so it sums to 1.
+    """The SSK kernel: centre `center`, every neighbour weight (center - 1) / 4, so it sums to 1.
 
     Returns:
-        (3, 3) tensor on `device` with `dtype`.
+        (3, 3) tensor ``[[0, -n, 0], [-n, c, -n], [0, -n, 0]]`` on `device` with `dtype`.
     """
-    c = torch.full((1,), float(center), device=device, dtype=dtype)
-    return cross_kernels(c, ((c - 1) / 4).expand(1, 4))[0]
+    n = (center - 1) / 4
+    return torch.tensor([[0, -n, 0], [-n, center, -n], [0, -n, 0]], device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel_distribution(center: float, std: float, device: torch.device,
+                         dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """RSK kernels as an affine map of five standard normals z: vec(K) = mean + z @ loading.
+
+    c = center + std·z0 and n_i = (c - 1)/4 + std·z_i = (center - 1)/4 + std·(z0/4 + z_i), so
+    mean = vec(SSK kernel) (9,) and loading (5, 9) sends z0 to the centre (+std) and to every
+    neighbour (-std/4), and z_i to neighbour i (-std).
+    """
+    mean = static_sharpen_kernel(center, dtype=torch.float64).flatten()
+    loading = torch.zeros(5, 9, dtype=torch.float64)
+    loading[0, 4] = std
+    loading[0, _NEIGHBOURS] = -std / 4
+    loading[range(1, 5), _NEIGHBOURS] = -std
+    return mean.to(device, dtype), loading.to(device, dtype)
 
 
 def sample_sharpen_kernels(batch_size: int, center: float = 2.5, std: float = 0.1, *,
@@ -53,36 +59,45 @@ def sample_sharpen_kernels(batch_size: int, center: float = 2.5, std: float = 0.
     (column 0 drives c, columns 1-4 drive n1..n4), so a seed fixes the kernels.
 
     Returns:
-        (batch_size, 3, 3) kernels on ``generator.device`` with `dtype`.
+        (batch_size, 3, 3) cross kernels ``[[0, -n1, 0], [-n2, c, -n3], [0, -n4, 0]]`` on
+        ``generator.device`` with `dtype`.
     """
     z = torch.randn((batch_size, 5), generator=generator, device=generator.device, dtype=dtype)
-    c = center + std * z[:, 0]
-    neighbours = ((c - 1) / 4).unsqueeze(1) + std * z[:, 1:]
-    return cross_kernels(c, neighbours)
+    mean, loading = _kernel_distribution(float(center), float(std), z.device, dtype)
+    return torch.addmm(mean, z, loading).view(batch_size, 3, 3)
 
 
 def sharpen(x: torch.Tensor, kernels: torch.Tensor, padding: str = "valid") -> torch.Tensor:
-    """Correlate every image with its own 3×3 kernel (depthwise), then clamp to [0, 1].
+    """Correlate every image with its own cross-shaped 3×3 kernel (depthwise), then clamp to [0, 1].
 
     Args:
         x: float B×C×H×W batch, values in [0, 1], any device.
         kernels: (3, 3) kernel shared by the batch, or (B, 3, 3) one per image; same device
-            and dtype as `x`.
+            and dtype as `x`. Only the centre and its four neighbours are read (the corners of
+            a cross kernel are zero).
         padding: one of ``PADDING_MODES``.
 
     Returns:
-        B×C×(H-2)×(W-2) for ``valid``, B×C×H×W otherwise; dtype of `x`, values in [0, 1].
+        B×C×(H-2)×(W-2) for ``valid``, B×C×H×W otherwise; dtype of `x`, values in [0, 1]. A view
+        whose rows are W (or W+2) elements apart, like a torchvision crop.
     """
     if not x.is_floating_point():
         raise TypeError(f"sharpen expects a float batch in [0, 1], got {x.dtype}")
+    if padding != "valid":
+        x = F.pad(x, (1, 1, 1, 1), mode="constant" if padding == "zeros" else padding)
     batch, channels, height, width = x.shape
-    if padding in ("replicate", "reflect"):
-        x = F.pad(x, (1, 1, 1, 1), mode=padding)
-    # One group per (image, channel): a single grouped conv2d runs every image with its own kernel.
-    groups = batch * channels
-    weight = kernels.expand(batch, 3, 3).repeat_interleave(channels, dim=0).unsqueeze(1)
-    out = F.conv2d(x.reshape(1, groups, *x.shape[2:]), weight, padding=int(padding == "zeros"), groups=groups)
-    return out.view(batch, channels, *out.shape[2:]).clamp_(0, 1)
+    weights = kernels.expand(batch, 3, 3).reshape(batch, 9, 1, 1).unbind(1)  # 9 × (B, 1, 1)
+    # Work on flattened channels: output pixel (i, j) sits at flat index i·W + j and kernel tap
+    # (r, s) reads input index i·W + j + r·W + s, so every tap is one contiguous slice and one
+    # multiply-add over the whole batch. Columns j = W-2, W-1 wrap around and are cropped away.
+    flat = x.reshape(batch, channels, height * width)
+    out = flat.new_empty(batch, channels, (height - 2) * width)
+    span = out.shape[-1] - 2
+    acc = torch.mul(flat.narrow(-1, width + 1, span), weights[4], out=out.narrow(-1, 0, span))
+    for tap in _NEIGHBOURS:
+        acc.addcmul_(flat.narrow(-1, tap // 3 * width + tap % 3, span), weights[tap])
+    acc.clamp_(0, 1)
+    return out.view(batch, channels, height - 2, width).narrow(-1, 0, width - 2)
 
 
 def _finite(name: str, value: object, expected: str) -> float:
