@@ -98,7 +98,11 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio (dB) between two uint8 image tensors of the same shape."""
-    mse = (a.double() - b.double()).pow(2).mean().item()
+def psnr(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> float:
+    """Peak signal-to-noise ratio (dB) between two uint8 image tensors of the same shape (N×...)."""
+    squared = 0
+    for s in range(0, len(a), chunk):
+        d = a[s:s + chunk].to(torch.int32) - b[s:s + chunk].to(torch.int32)
+        squared += int((d * d).sum())
+    mse = squared / a.numel()
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
