@@ -62,3 +62,17 @@ class ImageDataset:
         """The images at `indices`, in that order (copies)."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
         return ImageDataset(self.images[idx].contiguous(), self.labels[idx].clone(), list(self.classes), dict(self.meta))
+
+
+def stratified_subset(ds: ImageDataset, per_class: int, seed: int = 0) -> ImageDataset:
+    """The first `per_class` images of every class after a seeded shuffle, in dataset order.
+
+    Deterministic for a given seed; classes with fewer images keep all of them. The subset's
+    ``meta["subset"]`` records the indices taken from `ds`.
+    """
+    order = np.random.default_rng(seed).permutation(len(ds))
+    labels = ds.labels.numpy()[order]
+    keep = np.sort(np.concatenate([order[labels == c][:per_class] for c in range(ds.num_classes)]))
+    out = ds.subset(keep)
+    out.meta = {**ds.meta, "subset": {"per_class": per_class, "seed": seed, "indices": keep.tolist()}}
+    return out

@@ -1,0 +1,96 @@
+"""Table-1 protocol end to end on tiny data, and (slow) the CPU demo's effect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnable.cli import main
+from unlearnable.data import load_saved
+from unlearnable.experiments import CONDITIONS, Protocol, run_table1, summarize
+
+TINY = Protocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
+                at={"norm": "linf", "eps": 4 / 255, "steps": 1})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "t1"
+    runs = run_table1(str(tiny_folder), out, TINY, progress=False)
+    assert [r.name for r in runs] == list(CONDITIONS)
+    for run in runs:
+        results = json.loads((run / "results.json").read_text())
+        assert results["status"] == "complete" and len(results["epochs"]) == 1
+    at = json.loads((out / "runs" / "cuda+at" / "results.json").read_text())
+    assert at["config"]["adversarial"]["steps"] == 1
+    assert json.loads((out / "runs" / "cuda+rsk+ff" / "results.json").read_text())["config"]["defense"] == "rsk+ff"
+    # The protected set carries the published key and points back at the clean set saved beside it.
+    protected = load_saved(out / "data" / "cuda")
+    clean = load_saved(out / "data" / "clean")
+    assert protected.meta["attack"] == "cuda" and protected.meta["seed"] == 0
+    assert protected.meta["source"]["path"] == str((out / "data" / "clean").resolve())
+    assert torch.equal(protected.labels, clean.labels) and not torch.equal(protected.images, clean.images)
+    assert len(summarize(runs)) == 6
+    # A second call finds every run finished and trains nothing.
+    capsys.readouterr()
+    run_table1(str(tiny_folder), out, TINY, progress=False)
+    assert capsys.readouterr().out.count("skipped") == 4
+
+
+def test_subset_keeps_the_published_poison_selection(tiny_folder, tmp_path):
+    protocol = Protocol(model="small", recipe="quick", train_per_class=3)
+    from unlearnable.experiments import prepare_data
+    from unlearnable.attacks import cuda_key
+    clean_dir, cuda_dir = prepare_data(str(tiny_folder), tmp_path, protocol)
+    protected = load_saved(cuda_dir)
+    keep = protected.meta["subset"]["indices"]
+    assert len(keep) == 9 and protected.meta["poisoned_indices"] == list(range(9))
+    kernels, _ = cuda_key(3, 24)
+    np.testing.assert_allclose(np.array(protected.meta["kernels"]), kernels)
+
+
+def test_train_command_writes_results(tiny_folder, tmp_path):
+    out = tmp_path / "protected"
+    assert main(["poison", "--data", str(tiny_folder), "--out", str(out)]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--train", str(out), "--model", "small", "--recipe", "quick", "--epochs", "1",
+                 "--batch-size", "8", "--defense", "rsk+ff", "--out", str(run)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "complete" and results["train_data"]["attack"] == "cuda"
+    assert 0 <= results["final"]["test_acc_last"] <= 100
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--recipe", "nope"], "recipe"), (["--model", "nope"], "model"), (["--defense", "nope"], "defense"),
+    (["--epochs", "0"], "epochs"),
+])
+def test_bad_train_input(tiny_folder, tmp_path, capsys, args, needle):
+    code = main(["train", "--train", str(tiny_folder), "--out", str(tmp_path / "run"), "--batch-size", "8", *args])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_demo_shows_the_effect(tmp_path):
+    """The README's main job: CUDA ≥ 25 points below clean, RSK+FF wins back at least half (≈ 15 min)."""
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    acc = {c: json.loads((tmp_path / "demo" / "runs" / c / "results.json").read_text())["final"]["test_acc_last"]
+           for c in CONDITIONS}
+    assert acc["clean"] - acc["cuda"] >= 25
+    assert acc["cuda+rsk+ff"] - acc["cuda"] >= (acc["clean"] - acc["cuda"]) / 2
+    assert (tmp_path / "demo" / "report" / "report.html").is_file()

@@ -1,0 +1,336 @@
+"""The trainer: recipes, the batched pipeline, an end-to-end run, results.json, checkpoints and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+import unlearnable.train as train_module
+from unlearnable.data import ImageDataset
+from unlearnable.errors import UserInputError
+from unlearnable.train import (CIFAR10_CLASSES, RECIPES, Recipe, TrainConfig, Trainer, config_to_dict, lr_factor,
+                               normalization_stats, random_crop, random_flip, random_rotation, resolve_config,
+                               resolve_recipe, train)
+
+COLOURS = torch.tensor([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40]], dtype=torch.float32)
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine a busy core
+    makes every parallel region wait for it (50× slower steps measured): run these tests on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+def blobs(n: int, seed: int, size: int = 32) -> ImageDataset:
+    """Noisy dark images with one disc whose colour is the class (4 classes): learnable in an epoch."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, len(COLOURS), (n,), generator=g)
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centre = torch.randint(size // 4, 3 * size // 4, (2, n, 1, 1), generator=g)
+    disc = ((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 < (size // 5) ** 2).unsqueeze(1)
+    noise = torch.rand(n, 3, size, size, generator=g) * 90
+    images = torch.where(disc, COLOURS[labels].view(n, 3, 1, 1), noise)
+    return ImageDataset(images.round().to(torch.uint8), labels, ["red", "green", "blue", "yellow"],
+                        {"source": {"spec": f"blobs-{seed}", "kind": "synthetic"}})
+
+
+def tiny_net(num_classes: int = 4, dropout: float = 0.0) -> nn.Module:
+    """A seeded two-conv CNN with BatchNorm (and optional dropout, to exercise the global RNG)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(4),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Dropout(dropout), nn.Linear(16, num_classes))
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[ImageDataset, ImageDataset]:
+    return blobs(256, seed=0), blobs(96, seed=1)
+
+
+def quick_config(out: Path, **changes) -> TrainConfig:
+    """Two epochs of the quick recipe in batches of 64 on the CPU, with `changes` to TrainConfig."""
+    recipe = resolve_recipe("quick", epochs=2, batch_size=64, test_batch_size=64)
+    return dataclasses.replace(TrainConfig(out=str(out), model="tiny", recipe=recipe, device="cpu"), **changes)
+
+
+# --- recipes -----------------------------------------------------------------------------------
+
+def test_published_recipes() -> None:
+    paper, cuda = RECIPES["paper"], RECIPES["cuda-paper"]
+    assert (paper.epochs, paper.batch_size, paper.lr, paper.momentum, paper.weight_decay) == (60, 512, 0.1, 0.9, 5e-4)
+    assert (paper.schedule, paper.clip_grad_norm, paper.normalize, paper.label_smoothing) == ("cosine", 5.0, True, 0)
+    assert (cuda.epochs, cuda.schedule, cuda.milestones, cuda.gamma) == (100, "step", (40, 80), 0.1)
+    assert cuda.normalize is False
+    assert (cuda.lr, cuda.batch_size, cuda.clip_grad_norm, cuda.weight_decay) == (0.1, 512, 5.0, 5e-4)
+    assert RECIPES["quick"].epochs <= 15
+
+
+def test_resolve_recipe_overrides_and_errors() -> None:
+    assert resolve_recipe("paper", epochs=3, clip_grad_norm=None) == Recipe(name="paper", epochs=3, clip_grad_norm=None)
+    assert [recipe.name for recipe in RECIPES.values()] == list(RECIPES)
+    assert resolve_recipe("cuda-paper", milestones=[2, 4]).milestones == (2, 4)
+    with pytest.raises(UserInputError, match="paper, cuda-paper, quick"):
+        resolve_recipe("fast")
+    with pytest.raises(UserInputError, match="unknown recipe field 'epoch'.*epochs"):
+        resolve_recipe("paper", epoch=3)
+    for bad in ({"epochs": 0}, {"lr": -1.0}, {"schedule": "exp"}, {"label_smoothing": 1.0}, {"milestones": (5, 2)},
+                {"batch_size": 2.5}, {"clip_grad_norm": 0}):
+        with pytest.raises(UserInputError, match=f"recipe field {next(iter(bad))}="):
+            resolve_recipe("paper", **bad)
+
+
+def test_schedules_match_torch_per_epoch_schedulers() -> None:
+    """"cosine" and "step" equal CosineAnnealingLR / MultiStepLR stepped once an epoch."""
+    steps_per_epoch = 3
+    for recipe, make in [(resolve_recipe("paper", epochs=7),
+                          lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)),
+                         (resolve_recipe("cuda-paper", epochs=7, milestones=(2, 5)),
+                          lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [2, 5], 0.1))]:
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=recipe.lr)
+        reference, expected = make(optimizer), []
+        for _ in range(recipe.epochs):
+            expected.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            reference.step()
+        factor = lr_factor(recipe, steps_per_epoch)
+        got = [recipe.lr * factor(epoch * steps_per_epoch + s) for epoch in range(recipe.epochs)
+               for s in range(steps_per_epoch)]
+        assert got == pytest.approx([lr for lr in expected for _ in range(steps_per_epoch)], rel=1e-12)
+
+
+def test_linear_warmup_schedule() -> None:
+    recipe = resolve_recipe("quick", epochs=4, warmup_fraction=0.25)
+    factor = [lr_factor(recipe, 10)(step) for step in range(40)]
+    assert factor[9] == 1.0 and factor[:10] == sorted(factor[:10]) and factor[0] == 0.1
+    assert factor[10:] == sorted(factor[10:], reverse=True) and 0 < factor[-1] < 0.05
+    short = [lr_factor(resolve_recipe("quick", epochs=1), 4)(step) for step in range(4)]  # warm-up of 0.4 steps
+    assert max(short) == short[0] == 1.0
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+def test_random_crop_reframes_30_into_32_with_zero_border() -> None:
+    """Each output is F.pad(x, 4)[t:t+32, l:l+32] for offsets t, l in 0..6, and all offsets occur."""
+    batch = 300
+    x = (torch.arange(30 * 30, dtype=torch.float32) + 1).view(1, 1, 30, 30).repeat(batch, 2, 1, 1)
+    out = random_crop(x, (32, 32), 4, torch.Generator().manual_seed(0))
+    assert out.shape == (batch, 2, 32, 32)
+    padded = F.pad(x, (4, 4, 4, 4))
+    offsets = set()
+    for b in range(batch):
+        r, c = (out[b, 0] > 0).nonzero()[0].tolist()  # a visible pixel tells where the window sits
+        value = int(out[b, 0, r, c]) - 1
+        top, left = value // 30 + 4 - r, value % 30 + 4 - c
+        assert 0 <= top <= 6 and 0 <= left <= 6
+        assert torch.equal(out[b], padded[b, :, top:top + 32, left:left + 32])
+        offsets.add((top, left))
+    assert len(offsets) == 49
+
+
+def test_random_crop_offsets_on_32() -> None:
+    x = torch.ones(400, 1, 32, 32)
+    out = random_crop(x, (32, 32), 4, torch.Generator().manual_seed(1))
+    visible_rows = (out[:, 0].sum(2) > 0).sum(1)
+    assert set(visible_rows.tolist()) == {28, 29, 30, 31, 32}  # offsets 0..8: up to 4 zero rows either side
+    assert out.sum() < x.sum()
+
+
+def test_random_flip() -> None:
+    x = torch.rand(200, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all())
+    assert 70 < int(mirrored.sum()) < 130
+
+
+@pytest.mark.parametrize("size", [(32, 32), (28, 36)])
+def test_random_rotation_matches_torchvision(size: tuple[int, int]) -> None:
+    """The same angles through torchvision's rotate (nearest, fill 0) give the same images."""
+    x = torch.rand(32, 3, *size, generator=torch.Generator().manual_seed(1))
+    out = random_rotation(x, 15, torch.Generator().manual_seed(0))
+    angles = (torch.rand(32, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 15
+    reference = torch.stack([TF.rotate(image, float(angle), InterpolationMode.NEAREST, fill=0)
+                             for image, angle in zip(x, angles)])
+    assert (out == reference).float().mean() > 0.999
+    assert not torch.equal(out, x)
+
+
+def test_rotation_only_when_asked(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(train_module, "random_rotation", lambda x, degrees, g: calls.append(degrees) or x)
+    for rotate in (False, True):
+        trainer = Trainer(resolve_config(quick_config(tmp_path, rotate=rotate)), *data, tiny_net(), None)
+        images, _ = next(trainer.train_loader.shuffled(trainer.generator))
+        assert trainer.augment(images).shape == images.shape
+    assert calls == [15.0]
+
+
+class Recorder(nn.Module):
+    """Wraps a model and records every input it sees with the mode it was in."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seen: list[tuple[bool, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((self.training, x.detach().clone()))
+        return self.model(x)
+
+
+def test_defense_on_train_batches_only_and_test_is_normalize_only(tmp_path: Path, data,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    train_set, test_set = data
+    defended: list[torch.Tensor] = []
+
+    def record_defense(spec: str, **options):
+        def defense(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            defended.append(x.clone())
+            return x[:, :, 1:-1, 1:-1]  # shrinks like "valid" RSK: the crop must re-frame it
+        return defense
+
+    monkeypatch.setattr(train_module, "build_defense", record_defense)
+    model = Recorder(tiny_net())
+    train(quick_config(tmp_path, defense="rsk", normalization="data"), train_set, test_set, model=model,
+          progress=False)
+    train_images = {bytes(image.numpy()) for image in train_set.images}
+    assert len(defended) == 2 * (len(train_set) // 64)
+    for batch in defended:
+        assert all(bytes(image.numpy()) in train_images for image in (batch * 255).round().to(torch.uint8))
+    _, mean, std = normalization_stats("data", train_set)
+    expected = (test_set.images / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    evaluated = [x for training, x in model.seen if not training]
+    assert len(evaluated) == 2 * math.ceil(len(test_set) / 64)
+    torch.testing.assert_close(torch.cat(evaluated[:2]), expected.float(), rtol=0, atol=1e-5)
+    assert all(x.shape[-2:] == (32, 32) for _, x in model.seen)
+
+
+def test_normalization_stats(data) -> None:
+    train_set, _ = data
+    cifar_like = ImageDataset(train_set.images, train_set.labels % 10, list(CIFAR10_CLASSES))
+    assert normalization_stats("auto", cifar_like) == ("cifar10", [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
+    name, mean, std = normalization_stats("auto", train_set)
+    pixels = train_set.images.double().div(255).transpose(0, 1).reshape(3, -1)
+    assert name == "data"
+    assert mean == pytest.approx(pixels.mean(1).tolist())
+    assert std == pytest.approx(pixels.std(1, unbiased=False).tolist())
+
+
+# --- runs, results.json, checkpoints, resume ---------------------------------------------------
+
+def test_end_to_end_run_writes_results(tmp_path: Path, data) -> None:
+    train_set, test_set = data
+    config = quick_config(tmp_path / "run", name="blobs", recipe=resolve_recipe("quick", epochs=2, batch_size=32))
+    results = train(config, train_set, test_set, model=tiny_net(), progress=False)
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert written == json.loads(json.dumps(results))
+    assert written["name"] == "blobs" and written["status"] == "complete" and written["seed"] == 0
+    assert set(written["versions"]) == {"unlearnable", "torch", "torchvision", "python", "numpy"}
+    assert written["device"].startswith("cpu (") and written["deterministic"] is True
+    assert written["train_data"]["source"]["spec"] == "blobs-0" and written["train_data"]["attack"] is None
+    assert written["train_data"]["num_images"] == 256 and written["test_data"]["num_images"] == 96
+    assert written["config"] == config_to_dict(config)
+    assert written["config"]["recipe"]["batch_size"] == 32 and written["config"]["amp"] is False
+    assert [record["epoch"] for record in written["epochs"]] == [1, 2]
+    for record in written["epochs"]:
+        assert set(record) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
+                               "images_per_s"}
+        assert 0 <= record["train_acc"] <= 100 and 0 <= record["test_acc"] <= 100 and record["images_per_s"] > 0
+    final = written["final"]
+    assert final["test_acc_last"] == written["epochs"][-1]["test_acc"]
+    assert final["test_acc_best"] == max(record["test_acc"] for record in written["epochs"])
+    assert final["best_epoch"] in (1, 2) and final["wall_seconds"] > 0 and final["images_per_s"] > 0
+    assert final["test_acc_last"] > 50  # chance is 25%
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2 and len(checkpoint["history"]) == 2
+
+
+def test_model_by_name_goes_through_create_model(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch) -> None:
+    built = []
+
+    def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+        built.append((name, num_classes, in_channels))
+        return tiny_net(num_classes)
+
+    monkeypatch.setitem(sys.modules, "unlearnable.models", types.SimpleNamespace(create_model=create_model))
+    config = quick_config(tmp_path, model="small", recipe=resolve_recipe("quick", epochs=1, batch_size=128))
+    results = train(config, *data, progress=False)
+    assert built == [("small", 4, 3)] and results["model"]["name"] == "small"
+
+
+def test_resume_is_bit_identical(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 epochs straight == 1 epoch, a crash, and a resume to 2: same accuracies, same weights."""
+    train_set, test_set = data
+
+    def config(out: Path) -> TrainConfig:
+        return quick_config(out, defense="rsk+ff", name="run")
+
+    straight = train(config(tmp_path / "a"), train_set, test_set, model=tiny_net(dropout=0.2), progress=False)
+
+    real_save = train_module.save_checkpoint
+
+    def save_then_crash(path: Path, state: dict) -> None:
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "b"), train_set, test_set, model=tiny_net(dropout=0.2), progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    resumed = train(config(tmp_path / "b"), train_set, test_set, model=tiny_net(dropout=0.2), resume=True,
+                    progress=False)
+
+    def outcome(results: dict) -> list[tuple]:
+        return [(r["train_loss"], r["train_acc"], r["test_loss"], r["test_acc"], r["lr"]) for r in results["epochs"]]
+
+    assert outcome(resumed) == outcome(straight)
+    assert resumed["final"]["test_acc_last"] == straight["final"]["test_acc_last"]
+    weights = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["model"] for run in ("a", "b")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_finished_run_needs_resume(tmp_path: Path, data) -> None:
+    config = quick_config(tmp_path, recipe=resolve_recipe("quick", epochs=1, batch_size=128))
+    first = train(config, *data, model=tiny_net(), progress=False)
+    with pytest.raises(UserInputError, match="--resume.*another --out"):
+        train(config, *data, model=tiny_net(), progress=False)
+    again = train(config, *data, model=tiny_net(), resume=True, progress=False)
+    assert again["epochs"] == first["epochs"] and again["status"] == "complete"
+    with pytest.raises(UserInputError, match="cannot resume.*seed"):
+        train(dataclasses.replace(config, seed=1), *data, model=tiny_net(), resume=True, progress=False)
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    for changes, message in [({"device": "tpu"}, "device"), ({"defense": "blur"}, "unknown defense"),
+                             ({"adversarial": {"norm": "l1"}}, "norm"), ({"adversarial": {"epsilon": 1}}, "epsilon"),
+                             ({"normalization": "imagenet"}, "normalization"), ({"amp": "yes"}, "amp")]:
+        with pytest.raises(UserInputError, match=message):
+            resolve_config(quick_config(tmp_path, **changes))
+    resolved = config_to_dict(quick_config(tmp_path, adversarial={"norm": "l2", "eps": 0.5, "steps": 5}))
+    assert resolved["adversarial"] == {"norm": "l2", "eps": 0.5, "steps": 5, "alpha": 0.25, "random_start": True}
+    assert resolved["device"] == "cpu" and resolved["channels_last"] is False and resolved["name"] == tmp_path.name
+
+
+def test_too_few_images_for_a_batch(tmp_path: Path, data) -> None:
+    train_set, test_set = data
+    with pytest.raises(UserInputError, match="fewer than one batch"):
+        train(quick_config(tmp_path, recipe=resolve_recipe("quick", batch_size=512)), train_set, test_set,
+              model=tiny_net(), progress=False)
