@@ -48,7 +48,7 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """conv1×1 → BN → ReLU → conv3×3(stride) → BN → ReLU → conv1×1 (×4 width) → BN, plus shortcut, ReLU."""
+    """conv1×1 → BN → ReLU → conv3×3(stride) → BN → ReLU → conv1×1 (4× width) → BN, + shortcut, ReLU."""
 
     expansion = 4
 
