@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -40,3 +41,13 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """Keep decode caches and downloads of every test out of the user's home."""
     monkeypatch.setenv("UNLEARNABLE_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("UNLEARNABLE_DATA", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine a busy core
+    makes every parallel region wait for it (50× slower steps measured): run such tests on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

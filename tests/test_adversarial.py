@@ -16,14 +16,7 @@ from unlearnable.train import Trainer, TrainConfig, resolve_config, resolve_reci
 ATTACKS = {"linf": pgd_linf, "l2": pgd_l2}
 EPS = {"linf": 8 / 255, "l2": 0.5}
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine a busy core
-    makes every parallel region wait for it (50× slower steps measured): run these tests on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

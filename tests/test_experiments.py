@@ -17,12 +17,7 @@ TINY = Protocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_si
                 at={"norm": "linf", "eps": 4 / 255, "steps": 1})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, capsys):
