@@ -93,11 +93,6 @@ def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: st
     return protected
 
 
-def as_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 N×C×H×W → float32 in [0, 1]."""
-    return images.float().div_(255)
-
-
 def psnr(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> float:
     """Peak signal-to-noise ratio (dB) between two uint8 image tensors of the same shape (N×...)."""
     squared = 0

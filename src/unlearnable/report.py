@@ -29,11 +29,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from unlearnable.data import ImageDataset, is_saved_dataset, load_saved  # noqa: E402
+from unlearnable.data import ImageDataset, is_saved_dataset, load_saved, to_unit_float  # noqa: E402
 from unlearnable.defenses import build_defense  # noqa: E402
 from unlearnable.errors import UserInputError  # noqa: E402
 from unlearnable.io import atomic_write_bytes  # noqa: E402
-from unlearnable.protect import as_float  # noqa: E402
 from unlearnable.show import load_source, pick_samples, show_command  # noqa: E402
 
 DASH = "—"
@@ -563,11 +562,11 @@ def class_spectra(protected: ImageDataset, clean: ImageDataset | None, seed: int
     defense, generator = build_defense(DEFENSE), torch.Generator().manual_seed(seed)
     spectra = {}
     for c, idx in pick_samples(protected, SPECTRA_PER_CLASS, MAX_CLASSES).items():
-        poisoned = as_float(protected.images[idx])
+        poisoned = to_unit_float(protected.images[idx])
         defended = torch.cat([defense(poisoned[s:s + chunk], generator) for s in range(0, len(idx), chunk)])
         row = {"poisoned": mean_log_power(poisoned), "defended": mean_log_power(defended)}
         if clean is not None:
-            row["clean"] = mean_log_power(as_float(clean.images[idx]))
+            row["clean"] = mean_log_power(to_unit_float(clean.images[idx]))
             row["difference"] = row["poisoned"] - row["clean"]
         spectra[protected.classes[c]] = row
     return spectra

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from unlearnable.data import DATASET_NAMES, ImageDataset, load_dataset, load_saved
+from unlearnable.data import DATASET_NAMES, ImageDataset, load_dataset, load_saved, to_unit_float
 from unlearnable.defenses import build_defense
 from unlearnable.errors import UserInputError
 from unlearnable.figures import sample_grid
-from unlearnable.protect import as_float, psnr
+from unlearnable.protect import psnr
 
 
 def load_source(protected: ImageDataset, data_root: str | None) -> ImageDataset | None:
@@ -62,11 +62,11 @@ def show_command(saved: str | os.PathLike, out: str | os.PathLike | None = None,
     kinds = (["clean"] if clean is not None else []) + [protected.meta.get("attack", "saved"), defense]
     rows = {}
     for c, idx in picks.items():
-        poisoned = as_float(protected.images[idx])
+        poisoned = to_unit_float(protected.images[idx])
         defended = transform(poisoned, generator)
         images = []
         for k in range(len(idx)):
-            images += ([as_float(clean.images[idx[k]])] if clean is not None else []) + [poisoned[k], defended[k]]
+            images += ([to_unit_float(clean.images[idx[k]])] if clean is not None else []) + [poisoned[k], defended[k]]
         rows[protected.classes[c]] = images
     title = describe(protected)
     if clean is not None:

@@ -40,7 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 import unlearnable
-from unlearnable.data import ImageDataset
+from unlearnable.data import ImageDataset, to_unit_float
 from unlearnable.defenses import Defense, build_defense
 from unlearnable.defenses.adversarial import AdversarialTraining
 from unlearnable.errors import UserInputError
@@ -198,11 +198,6 @@ NORMALIZATION_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 NORMALIZATIONS = ("auto", "cifar10", "cifar100", "data")
-
-
-def to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 B×C×H×W → float32 in [0, 1] on the same device."""
-    return images.to(torch.float32).mul_(1 / 255)
 
 
 def random_crop(x: torch.Tensor, size: tuple[int, int], padding: int, generator: torch.Generator) -> torch.Tensor:

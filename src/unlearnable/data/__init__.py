@@ -15,13 +15,13 @@ import os
 from pathlib import Path
 
 from unlearnable.data.cifar import load_cifar
-from unlearnable.data.dataset import ImageDataset, stratified_subset
+from unlearnable.data.dataset import ImageDataset, stratified_subset, to_unit_float
 from unlearnable.data.fashion_mnist import load_fashion_mnist
 from unlearnable.data.imagefolder import ARCHIVE_SUFFIXES, is_archive, load_imagefolder
 from unlearnable.data.saved import is_saved_dataset, load_saved, save_dataset
 from unlearnable.errors import UserInputError
 
-__all__ = ["DATASET_NAMES", "ImageDataset", "stratified_subset", "is_saved_dataset", "load_dataset", "load_saved", "save_dataset"]
+__all__ = ["DATASET_NAMES", "ImageDataset", "stratified_subset", "to_unit_float", "is_saved_dataset", "load_dataset", "load_saved", "save_dataset"]
 
 DATASET_NAMES = ("cifar10", "cifar100", "fashion-mnist")
 ALIASES = {"fmnist": "fashion-mnist"}

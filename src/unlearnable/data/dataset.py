@@ -9,6 +9,11 @@ import numpy as np
 import torch
 
 
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N×C×H×W (0..255) → float32 in [0, 1] on the same device, as torchvision's ToTensor (x/255)."""
+    return images.to(torch.float32).div_(255)
+
+
 @dataclass
 class ImageDataset:
     """A labelled image dataset.
