@@ -319,7 +319,7 @@ def test_config_validation(tmp_path: Path) -> None:
             resolve_config(quick_config(tmp_path, **changes))
     resolved = config_to_dict(quick_config(tmp_path, adversarial={"norm": "l2", "eps": 0.5, "steps": 5}))
     assert resolved["adversarial"] == {"norm": "l2", "eps": 0.5, "steps": 5, "alpha": 0.25, "random_start": True}
-    assert resolved["device"] == "cpu" and resolved["channels_last"] is False and resolved["name"] == tmp_path.name
+    assert resolved["device"] == "cpu" and resolved["channels_last"] is True and resolved["amp"] is False and resolved["name"] == tmp_path.name
 
 
 def test_too_few_images_for_a_batch(tmp_path: Path, data) -> None:
