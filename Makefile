@@ -19,8 +19,12 @@ fashion-mnist:
 		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
 	fi
 
-demo: $(STAMP) fashion-mnist
-	$(BIN)/unlearnable demo
+# The demo's data: a local CIFAR-10 ImageFolder archive when there is one (offline), else the
+# torchvision CIFAR-10 download.
+CIFAR10 ?= $(firstword $(wildcard ../shared/data/cifar10-jpeg.tar.gz) cifar10)
+
+demo: $(STAMP)
+	$(BIN)/unlearnable demo --data $(CIFAR10)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

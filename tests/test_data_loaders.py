@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHARED_CIFAR
 from unlearnable.data import DATASET_NAMES, cifar, fashion_mnist, imagefolder, load_dataset, save_dataset
 from unlearnable.errors import UserInputError
 
-SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -382,12 +382,12 @@ def test_saved_dataset_keeps_or_gets_a_source(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again.images.numpy(), train.images.numpy())
 
 
-@pytest.mark.skipif(not SHARED_CIFAR10.is_file(), reason="shared CIFAR-10 archive not present")
+@pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason="shared CIFAR-10 archive not present")
 def test_shared_cifar10_archive_test_split() -> None:
-    ds = load_dataset(str(SHARED_CIFAR10), "test")
+    ds = load_dataset(str(SHARED_CIFAR), "test")
     assert ds.images.shape == (10000, 3, 32, 32) and ds.classes == CIFAR10_CLASSES
     assert ds.labels.bincount().tolist() == [1000] * 10
-    with tarfile.open(SHARED_CIFAR10, "r|gz") as tar:  # streamed: the member is near the start
+    with tarfile.open(SHARED_CIFAR, "r|gz") as tar:  # streamed: the member is near the start
         member = next(m for m in tar if m.name == "test/airplane/0000.jpg")
         first = np.asarray(Image.open(tar.extractfile(member)).convert("RGB"))
     np.testing.assert_array_equal(ds.numpy_nhwc()[0], first)

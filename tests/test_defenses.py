@@ -170,7 +170,7 @@ def test_build_defense_composes_in_order():
 
 
 def test_build_defense_single_names_and_none():
-    assert DEFENSE_NAMES == ("none", "rsk", "ssk", "ff") and set(DEFENSES) == {"rsk", "ssk", "ff"}
+    assert DEFENSE_NAMES[:4] == ("none", "rsk", "ssk", "ff") and {"rsk", "ssk", "ff"} <= set(DEFENSES)
     assert isinstance(build_defense("ssk", center=2.0, padding="reflect"), StaticSharpen)
     x = _images((1, 3, 8, 8))
     none = build_defense("none")
@@ -178,7 +178,7 @@ def test_build_defense_single_names_and_none():
 
 
 @pytest.mark.parametrize("spec, options, mentions", [
-    ("jpeg", {}, "'jpeg'"),
+    ("blur", {}, "'blur'"),
     ("rsk+", {}, "rsk, ssk, ff"),
     ("ff", {"center": 2.0}, "center=2.0"),
     ("none", {"std": 0.1}, "std=0.1"),

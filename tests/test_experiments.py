@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED_CIFAR
 from unlearnable.cli import main
 from unlearnable.data import load_saved
 from unlearnable.experiments import CONDITIONS, Protocol, run_table1, summarize
@@ -47,8 +48,7 @@ def test_subset_keeps_the_published_poison_selection(tiny_folder, tmp_path):
     protocol = Protocol(model="small", recipe="quick", train_per_class=3)
     from unlearnable.experiments import prepare_data
     from unlearnable.attacks import cuda_key
-    clean_dir, cuda_dir = prepare_data(str(tiny_folder), tmp_path, protocol)
-    protected = load_saved(cuda_dir)
+    protected = load_saved(prepare_data(str(tiny_folder), tmp_path, protocol)["cuda"])
     keep = protected.meta["subset"]["indices"]
     assert len(keep) == 9 and protected.meta["poisoned_indices"] == list(range(9))
     kernels, _ = cuda_key(3, 24)
@@ -81,11 +81,28 @@ def test_bad_train_input(tiny_folder, tmp_path, capsys, args, needle):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason="needs the CIFAR-10 JPEG archive beside the checkout")
 def test_demo_shows_the_effect(tmp_path):
-    """The README's main job: CUDA ≥ 25 points below clean, RSK+FF wins back at least half (≈ 15 min)."""
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    """The README's main job: CUDA ≥ 25 points below clean, RSK+FF wins back at least half (≈ 10 min)."""
+    assert main(["demo", "--data", str(SHARED_CIFAR), "--out", str(tmp_path / "demo")]) == 0
     acc = {c: json.loads((tmp_path / "demo" / "runs" / c / "results.json").read_text())["final"]["test_acc_last"]
            for c in CONDITIONS}
     assert acc["clean"] - acc["cuda"] >= 25
     assert acc["cuda+rsk+ff"] - acc["cuda"] >= (acc["clean"] - acc["cuda"]) / 2
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
+
+
+def test_grid_trains_every_pair_and_tabulates(tiny_folder, tmp_path):
+    from unlearnable.experiments import grid_table, prepare_data, run_grid
+    data = prepare_data(str(tiny_folder), tmp_path, TINY, poisons={"cuda": ("cuda", {}), "huda": ("huda", {})})
+    assert sorted(data) == ["clean", "cuda", "huda"]
+    assert load_saved(data["huda"]).meta["attack"] == "huda"
+    defenses = {"none": {"defense": "none"}, "rsk+ff": {"defense": "rsk+ff"}}
+    runs = run_grid(data, defenses, tmp_path, TINY, progress=False)
+    assert sorted(runs) == sorted((c, r) for c in data for r in defenses)
+    config = json.loads((runs["huda", "rsk+ff"] / "results.json").read_text())["config"]
+    assert config["defense"] == "rsk+ff" and config["train"] == str(data["huda"])
+    lines = grid_table(runs)
+    assert lines[0] == "| defense | clean | cuda | huda |" and len(lines) == 4
+    cell = float(lines[3].split("|")[4])
+    assert cell == pytest.approx(json.loads((runs["huda", "rsk+ff"] / "results.json").read_text())["final"]["test_acc_last"], abs=0.01)

@@ -18,6 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 import unlearnable.train as train_module
 from unlearnable.data import ImageDataset
+from unlearnable.defenses import TrainingDefense
 from unlearnable.errors import UserInputError
 from unlearnable.train import (CIFAR10_CLASSES, RECIPES, Recipe, TrainConfig, Trainer, config_to_dict, lr_factor,
                                normalization_stats, random_crop, random_flip, random_rotation, resolve_config,
@@ -192,13 +193,13 @@ def test_defense_on_train_batches_only_and_test_is_normalize_only(tmp_path: Path
     train_set, test_set = data
     defended: list[torch.Tensor] = []
 
-    def record_defense(spec: str, **options):
+    def record_defense(spec: str, **options) -> TrainingDefense:
         def defense(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             defended.append(x.clone())
             return x[:, :, 1:-1, 1:-1]  # shrinks like "valid" RSK: the crop must re-frame it
-        return defense
+        return TrainingDefense(before_crop=defense)
 
-    monkeypatch.setattr(train_module, "build_defense", record_defense)
+    monkeypatch.setattr(train_module, "training_defense", record_defense)
     model = Recorder(tiny_net())
     train(quick_config(tmp_path, defense="rsk", normalization="data"), train_set, test_set, model=model,
           progress=False)

@@ -7,6 +7,7 @@ the problem and the fix, exit code 2, and nothing half-written on disk.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -29,19 +30,39 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", metavar="DIR", help="where named datasets live or are downloaded to")
 
 
+ATTACK_OPTIONS = ("kernel_size", "blur_parameter", "grayscale", "eps", "norm", "patch_size")
+"""Attack-specific options: default None (not given); each goes only to the attacks that take it."""
+
+
 def add_attack_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--attack", default="cuda", help="attack name (cuda, vuda, huda); default cuda")
-    p.add_argument("--kernel-size", type=int, default=3, help="odd kernel size k (paper: 3 for 32×32, 9 for 224×224)")
-    p.add_argument("--blur-parameter", type=float, default=0.3, help="p_b: kernel entries are U[0, p_b) (paper: 0.3; 0.06 for ImageNet-100)")
-    p.add_argument("--seed", type=int, default=0, help="RandomState seed of the key; 0 is the published key")
+    from unlearnable.attacks import ATTACKS
+    p.add_argument("--attack", default="cuda", help=f"attack name ({', '.join(ATTACKS)}); default cuda")
+    p.add_argument("--kernel-size", type=int, help="cuda/vuda/huda: odd kernel size k (default 3; paper: 3 for 32×32, 9 for 224×224)")
+    p.add_argument("--blur-parameter", type=float, help="cuda/vuda/huda: p_b, kernel entries are U[0, p_b) (default 0.3; 0.06 for ImageNet-100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the key (cuda: RandomState seed, 0 is the published key)")
     p.add_argument("--mix", type=float, default=1.0, help="fraction of training images poisoned, in [0, 1]")
-    p.add_argument("--grayscale", action="store_true", help="grayscale CUDA: channel mean after the blur")
+    p.add_argument("--grayscale", action="store_true", default=None, help="cuda/vuda/huda: channel mean after the blur")
+    p.add_argument("--eps", type=float, help="noise: L∞ bound of the class patterns (default 8/255); lsp: per-value RMS, "
+                                             "every perturbation has L2 norm √(C·H·W)·eps (default 6/255)")
+    p.add_argument("--norm", type=float, help="ar: L2 norm of every perturbation over C·H·W in [0, 1] units (default 1.0)")
+    p.add_argument("--patch-size", type=int, help="lsp: side of the constant patches (default ⌈min(H, W)/4⌉: 8 for 32×32)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
 def attack_params(args: argparse.Namespace) -> dict:
-    return {"kernel_size": args.kernel_size, "blur_parameter": args.blur_parameter, "seed": args.seed,
-            "mix": args.mix, "grayscale": args.grayscale}
+    """seed, mix and the attack options given; one the attack does not take is a UserInputError."""
+    from unlearnable.attacks import get_attack
+    takes = inspect.signature(get_attack(args.attack)).parameters
+    params = {"seed": args.seed, "mix": args.mix}
+    for name in ATTACK_OPTIONS:
+        if getattr(args, name) is None:
+            continue
+        if name not in takes:
+            own = [f"--{n.replace('_', '-')}" for n in ATTACK_OPTIONS if n in takes]
+            raise UserInputError(f"--{name.replace('_', '-')} does not apply to --attack {args.attack}; "
+                                 f"it takes {', '.join(own + ['--seed', '--mix'])}")
+        params[name] = getattr(args, name)
+    return params
 
 
 def cmd_poison(args: argparse.Namespace) -> None:
@@ -84,6 +105,14 @@ def adversarial_config(args: argparse.Namespace) -> dict | None:
     return {"norm": args.adversarial, "eps": eps, "steps": args.at_steps}
 
 
+def defense_options(args: argparse.Namespace) -> dict:
+    """Options of the --defense chain given on the command line (absent = the defense's default)."""
+    options = {"steps": args.steps, "filter_size": args.filter_size, "mix_alpha": args.mix_alpha}
+    if args.adversarial is None:
+        options["eps"] = args.eps  # with --adversarial, --eps is that attack's radius
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from unlearnable.data import load_dataset, stratified_subset
     from unlearnable.train import TrainConfig, resolve_recipe, train
@@ -94,7 +123,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         train_set = stratified_subset(train_set, args.train_per_class, args.seed)
     if args.test_per_class:
         test_set = stratified_subset(test_set, args.test_per_class, args.seed)
-    config = TrainConfig(out=args.out, model=args.model, defense=args.defense, recipe=resolve_recipe(args.recipe, **recipe_overrides(args)),
+    config = TrainConfig(out=args.out, model=args.model, defense=args.defense, defense_options=defense_options(args),
+                         recipe=resolve_recipe(args.recipe, **recipe_overrides(args)),
                          seed=args.seed, device=args.device, adversarial=adversarial_config(args), rotate=args.rotate,
                          name=args.name or Path(args.out).name, train=args.train, test=test_spec)
     results = train(config, train_set, test_set, resume=args.resume)
@@ -121,13 +151,61 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {md} and {html}")
 
 
+def cmd_audit(args: argparse.Namespace) -> None:
+    from unlearnable.audit import run_audit
+    from unlearnable.report import write_report
+    t = time.perf_counter()
+    line, table = run_audit(args.data, args.out, args.budget, args.clean, args.test, args.data_root, args.seed,
+                            args.device)
+    runs = sorted(Path(args.out).glob("runs/*/*"))
+    md, html = write_report(runs, Path(args.out) / "report", title=f"Audit of {args.data}")
+    print("\n".join(table))
+    print(f"verdict: {line}")
+    print(f"total {time.perf_counter() - t:.0f} s; report: {md} and {html}")
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    from unlearnable.detect import detect_command
+    detection = detect_command(args.data, args.reference, args.data_root, args.out, args.seed, args.max_images,
+                               args.device)
+    print("\n".join(detection.lines()))
+    if args.out:
+        print(f"wrote {Path(args.out) / 'detect.json'} and {Path(args.out) / 'detect_spectra.png'}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from unlearnable.attacks import get_attack
+    from unlearnable.audit import BUDGETS
+    from unlearnable.defenses import training_defense
+    from unlearnable.experiments import grid_table, prepare_data, run_grid
+    from unlearnable.report import write_report
+    plan = BUDGETS[args.budget]
+    defenses = plan.defenses if args.defenses is None else {name: plan.defenses.get(name, {"defense": name})
+                                                            for name in args.defenses.split(",")}
+    for settings in defenses.values():
+        training_defense(settings["defense"], **settings.get("defense_options", {}))  # fail before any work
+    poisons = {name: (name, {}) for name in args.poisons.split(",")}
+    for attack in poisons:
+        get_attack(attack)
+    t = time.perf_counter()
+    data = prepare_data(args.data, Path(args.out), plan.protocol, args.data_root, poisons)
+    runs = run_grid(data, defenses, args.out, plan.protocol, args.seed, args.device)
+    md, html = write_report(list(runs.values()), Path(args.out) / "report", title=f"Defenses × poisons on {args.data}")
+    table = "\n".join(grid_table(runs))
+    (Path(args.out) / "table.md").write_text(table + "\n")
+    print(table)
+    print(f"total {time.perf_counter() - t:.0f} s; report: {md} and {html}")
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from unlearnable.attacks import ATTACKS
     from unlearnable.data import DATASET_NAMES
-    from unlearnable.defenses import DEFENSE_NAMES
+    from unlearnable.defenses import defense_kinds
     print("datasets:", ", ".join(DATASET_NAMES), "(or a path)")
     print("attacks: ", ", ".join(sorted(ATTACKS)))
-    print("defenses:", ", ".join(DEFENSE_NAMES), "(chain with '+', e.g. rsk+ff)")
+    print("defenses: 'none' or a '+'-chain, e.g. rsk+ff, rsk+ff+coin, cutmix, rsk+ff+at-linf; by kind:")
+    for kind, names in defense_kinds().items():
+        print(f"  {kind}: {', '.join(names)}")
 
 
 def build_parser() -> Parser:
@@ -154,8 +232,10 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="seed of the defense's randomness")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("demo", help="the quick CPU protocol: clean, CUDA, CUDA+AT, CUDA+RSK+FF on Fashion-MNIST, and the report")
-    p.add_argument("--data", default="fashion-mnist", help="dataset (default fashion-mnist, offline here)")
+    p = sub.add_parser("demo", help="the quick CPU protocol: clean, CUDA, CUDA+AT, CUDA+RSK+FF on CIFAR-10, and the report")
+    p.add_argument("--data", default="cifar10",
+                   help="dataset (default cifar10: found under --data-root or downloaded; a CIFAR-10 ImageFolder "
+                        "archive works too)")
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="out/demo", metavar="DIR", help="output directory (default out/demo)")
@@ -165,7 +245,9 @@ def build_parser() -> Parser:
     p.add_argument("--train", required=True, metavar="DATA", help="training data: dataset name, path, or saved (protected) dataset")
     p.add_argument("--test", metavar="DATA", help="test data (default: the test split of --train)")
     p.add_argument("--data-root", metavar="DIR")
-    p.add_argument("--defense", default="none", help="defense transform, e.g. rsk+ff (default none)")
+    p.add_argument("--defense", default="none",
+                   help="defense chain, e.g. rsk+ff, cutmix, rsk+ff+at-linf, dat, ueraser (default none; "
+                        "`unlearnable list` shows every name)")
     p.add_argument("--model", default="resnet18", help="model name (default resnet18)")
     p.add_argument("--recipe", default="paper", help="paper, cuda-paper or quick (default paper)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
@@ -173,8 +255,12 @@ def build_parser() -> Parser:
     p.add_argument("--lr", type=float, help="override the recipe's learning rate")
     p.add_argument("--weight-decay", type=float, help="override the recipe's weight decay")
     p.add_argument("--adversarial", choices=("linf", "l2"), help="PGD adversarial training")
-    p.add_argument("--eps", type=float, help="PGD radius (default 4/255 for linf, 0.5 for l2)")
-    p.add_argument("--at-steps", type=int, default=10, help="PGD steps (default 10)")
+    p.add_argument("--eps", type=float, help="PGD radius of --adversarial or of at-linf / at-l2 in --defense "
+                                             "(default 4/255 for linf, 0.5 for l2)")
+    p.add_argument("--at-steps", type=int, default=10, help="PGD steps of --adversarial (default 10)")
+    p.add_argument("--steps", type=int, help="steps of at-linf, at-l2 or dat in --defense (default 10)")
+    p.add_argument("--filter-size", type=int, help="dat's filter size: 3, 5 or 7 (default 5)")
+    p.add_argument("--mix-alpha", type=float, help="mixup / cutmix: λ ~ Beta(α, α) (default 1: uniform)")
     p.add_argument("--rotate", action="store_true", help="RandomRotation(15°) after the flip (the CIFAR-100 recipe)")
     p.add_argument("--train-per-class", type=int, help="train on a stratified subset of this many images per class")
     p.add_argument("--test-per-class", type=int, help="test on a stratified subset of this many images per class")
@@ -203,6 +289,43 @@ def build_parser() -> Parser:
     p.add_argument("--out", default="out/report", metavar="DIR")
     p.add_argument("--title")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("audit", help="train against every defense; verdict: does the protection hold?")
+    p.add_argument("data", metavar="DATA", help="the protected dataset (e.g. from `unlearnable poison`)")
+    p.add_argument("--budget", default="quick", choices=("quick", "full"),
+                   help="quick: small CNN on 500 images per class, ~20 min on 2 CPU cores; full: ResNet-18, "
+                        "paper recipe, all data (GPU)")
+    p.add_argument("--clean", metavar="SPEC", help="the clean training data DATA was made from (default: the "
+                                                  "source recorded in DATA)")
+    p.add_argument("--test", metavar="SPEC", help="clean test data (default: DATA's test split)")
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="out/audit", metavar="DIR", help="output directory (default out/audit)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("detect", help="does DATA look convolution-poisoned (CUDA-like)? verdict plus evidence; exit 0 either way")
+    p.add_argument("data", metavar="DATA", help="dataset name, ImageFolder directory or archive, or saved dataset; its train split is checked")
+    p.add_argument("--reference", metavar="SPEC", help="clean images of the same classes and size (its test split when it has one); "
+                                                       "default: DATA's test split")
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--out", metavar="DIR", help="also write DIR/detect.json and DIR/detect_spectra.png")
+    p.add_argument("--max-images", type=int, default=10_000, help="class-balanced cap on DATA and on the reference (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the subsets and the edge detector's random keys")
+    p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("compare", help="the defense × poison table: train every defense on every poison and on clean data")
+    p.add_argument("--data", required=True, metavar="SPEC", help="the clean dataset to poison")
+    p.add_argument("--poisons", default="cuda,ops,lsp,ar,noise", help="comma-separated attacks (default "
+                                                                      "cuda,ops,lsp,ar,noise), each with its defaults")
+    p.add_argument("--defenses", help="comma-separated defense chains (default: the audit battery of --budget)")
+    p.add_argument("--budget", default="quick", choices=("quick", "full"), help="protocol as for `audit`")
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="out/compare", metavar="DIR", help="output directory (default out/compare)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("list", help="known datasets, attacks and defenses")
     p.set_defaults(func=cmd_list)

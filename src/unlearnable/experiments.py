@@ -50,9 +50,9 @@ class Protocol:
     rotate: bool = False
 
 
-# The CPU demo: Fashion-MNIST (offline here through Debian's package), the small CNN and the quick
-# recipe on 1,000 training images per class, 8 epochs; adversarial training with 2 PGD steps instead
-# of 10 so that the four conditions fit in 15 minutes on 2 cores.
+# The CPU demo (run on CIFAR-10): the small CNN and the quick recipe on 1,000 training images per
+# class, 8 epochs; adversarial training with 2 PGD steps instead of 10 so that the four conditions fit
+# in 15 minutes on 2 cores.
 DEMO = Protocol(model="small", recipe="quick", overrides={"epochs": 8}, train_per_class=1000, test_per_class=300,
                 at={"norm": "linf", "eps": 4 / 255, "steps": 2})
 
@@ -75,31 +75,45 @@ def summarize(runs: list[Path]) -> list[str]:
 
 
 def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | None = None,
-                 attack_params: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """Save the clean and the CUDA-protected training sets (with the clean test split) under out/data.
+                 poisons: dict[str, tuple[str, dict[str, Any]]] | None = None) -> dict[str, Path]:
+    """Save the clean training set and each protected version of it (with the clean test split).
 
-    Returns the two saved-dataset directories (clean, cuda); existing ones are reused.
+    Args:
+        source: a dataset spec for ``load_dataset``.
+        out: the experiment directory; datasets go to out/data/<name>.
+        protocol: gives the subset sizes.
+        poisons: {name: (attack, params)}; default {"cuda": ("cuda", CUDA_PAPER)}. Each attack
+            protects the full training split (so keys and per-image draws are those of the whole
+            dataset), and the protocol's subset is taken afterwards.
+
+    Returns:
+        {"clean": dir, **{name: dir}}; datasets saved earlier are reused.
     """
-    clean_dir, cuda_dir = out / "data" / "clean", out / "data" / "cuda"
-    if is_saved_dataset(clean_dir) and is_saved_dataset(cuda_dir):
-        return clean_dir, cuda_dir
-    train = load_dataset(source, "train", data_root)
+    poisons = {"cuda": ("cuda", CUDA_PAPER)} if poisons is None else poisons
+    dirs = {name: out / "data" / name for name in ("clean", *poisons)}
+    if all(is_saved_dataset(d) for d in dirs.values()):
+        return dirs
+    full = load_dataset(source, "train", data_root)
+    train = full if protocol.train_per_class is None else stratified_subset(full, protocol.train_per_class)
     test = load_dataset(source, "test", data_root)
-    # Poison the whole split so that the kernels and per-image draws are the published ones, then subset.
-    protected = poison_dataset(train, "cuda", **(attack_params or CUDA_PAPER))
-    if protocol.train_per_class is not None:
-        train = stratified_subset(train, protocol.train_per_class)
-        protected = subset_protected(protected, train.meta["subset"]["indices"])
     if protocol.test_per_class is not None:
         test = stratified_subset(test, protocol.test_per_class)
-    with atomic_directory(clean_dir, overwrite=True) as tmp:
-        save_dataset(tmp, train, test)
-    # The protected set's source is the clean set saved beside it, so `show` and the report can
-    # put each protected image next to its clean original.
-    protected.meta["source"] = {"spec": str(clean_dir), "kind": "saved", "split": "train", "path": str(clean_dir.resolve())}
-    with atomic_directory(cuda_dir, overwrite=True) as tmp:
-        save_dataset(tmp, protected, test)
-    return clean_dir, cuda_dir
+    if not is_saved_dataset(dirs["clean"]):
+        with atomic_directory(dirs["clean"], overwrite=True) as tmp:
+            save_dataset(tmp, train, test)
+    for name, (attack, params) in poisons.items():
+        if is_saved_dataset(dirs[name]):
+            continue
+        protected = poison_dataset(full, attack, **params)
+        if protocol.train_per_class is not None:
+            protected = subset_protected(protected, train.meta["subset"]["indices"])
+        # The protected set's source is the clean set saved beside it, so `show` and the report can
+        # put each protected image next to its clean original.
+        protected.meta["source"] = {"spec": str(dirs["clean"]), "kind": "saved", "split": "train",
+                                    "path": str(dirs["clean"].resolve())}
+        with atomic_directory(dirs[name], overwrite=True) as tmp:
+            save_dataset(tmp, protected, test)
+    return dirs
 
 
 def subset_protected(protected: ImageDataset, keep: list[int]) -> ImageDataset:
@@ -129,26 +143,73 @@ def is_complete(run_dir: Path) -> bool:
         return False
 
 
+def train_once(run_dir: Path, data_dir: Path, protocol: Protocol, settings: dict[str, Any], seed: int = 0,
+               device: str | None = None, progress: bool = True, name: str | None = None) -> Path:
+    """Train on the saved dataset `data_dir` (its test split for testing) unless `run_dir` is finished.
+
+    Args:
+        settings: TrainConfig fields of the condition: defense, defense_options, adversarial.
+        name: the run's name in reports (default: the directory's name).
+
+    Returns:
+        run_dir; an interrupted run is resumed from its checkpoint.
+    """
+    from unlearnable.train import TrainConfig, resolve_recipe, train
+
+    name = name or run_dir.name
+    if is_complete(run_dir):
+        print(f"{name}: finished earlier, skipped")
+        return run_dir
+    config = TrainConfig(out=str(run_dir), model=protocol.model, recipe=resolve_recipe(protocol.recipe, **protocol.overrides),
+                         seed=seed, device=device, rotate=protocol.rotate, name=name, train=str(data_dir),
+                         test=str(data_dir), **settings)
+    train(config, load_saved(data_dir), load_saved(data_dir, "test"), resume=(run_dir / "checkpoint.pt").exists(),
+          progress=progress)
+    return run_dir
+
+
 def run_table1(source: str, out: str | Path, protocol: Protocol, data_root: str | None = None,
                seed: int = 0, device: str | None = None, conditions: tuple[str, ...] = CONDITIONS,
                progress: bool = True) -> list[Path]:
     """Train every condition (skipping finished runs, resuming interrupted ones); returns the run dirs."""
-    from unlearnable.train import TrainConfig, resolve_recipe, train
-
     out = Path(out)
-    clean_dir, cuda_dir = prepare_data(source, out, protocol, data_root)
-    test = load_saved(clean_dir, "test")
-    recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
-    runs = []
-    for name in conditions:
-        run_dir = out / "runs" / name
-        runs.append(run_dir)
-        if is_complete(run_dir):
-            print(f"{name}: finished earlier, skipped")
-            continue
-        data_dir = clean_dir if name == "clean" else cuda_dir
-        config = TrainConfig(out=str(run_dir), model=protocol.model, recipe=recipe, seed=seed, device=device,
-                             rotate=protocol.rotate, name=name, train=str(data_dir), test=str(data_dir),
-                             **condition_config(name, protocol))
-        train(config, load_saved(data_dir), test, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
+    data = prepare_data(source, out, protocol, data_root)
+    return [train_once(out / "runs" / name, data["clean"] if name == "clean" else data["cuda"], protocol,
+                       condition_config(name, protocol), seed, device, progress) for name in conditions]
+
+
+def run_grid(data: dict[str, Path], defenses: dict[str, dict[str, Any]], out: str | Path, protocol: Protocol,
+             seed: int = 0, device: str | None = None, progress: bool = True) -> dict[tuple[str, str], Path]:
+    """Train every (dataset, defense) pair: the defense × poison table.
+
+    Args:
+        data: {column name: saved dataset dir}, e.g. from `prepare_data` (clean and each poison).
+        defenses: {row name: TrainConfig fields (defense, defense_options, adversarial)}.
+        out: runs go to out/runs/<column>/<row> (finished ones are skipped).
+
+    Returns:
+        {(column, row): run dir}.
+    """
+    runs = {}
+    for column, data_dir in data.items():
+        for row, settings in defenses.items():
+            run_dir = Path(out) / "runs" / column / row
+            runs[column, row] = train_once(run_dir, data_dir, protocol, settings, seed, device, progress,
+                                           name=f"{column}/{row}")
     return runs
+
+
+def last_accuracy(run_dir: Path) -> float:
+    """The last-epoch clean test accuracy (%) of a finished run."""
+    return json.loads((run_dir / "results.json").read_text())["final"]["test_acc_last"]
+
+
+def grid_table(runs: dict[tuple[str, str], Path]) -> list[str]:
+    """Markdown lines: one row per defense, one column per dataset, last-epoch test accuracy (%)."""
+    columns = list(dict.fromkeys(column for column, _ in runs))
+    rows = list(dict.fromkeys(row for _, row in runs))
+    lines = ["| defense | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for row in rows:
+        cells = [f"{last_accuracy(runs[c, row]):.2f}" if (c, row) in runs else "" for c in columns]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines

@@ -77,11 +77,12 @@ def show_command(saved: str | os.PathLike, out: str | os.PathLike | None = None,
 
 
 def describe(ds: ImageDataset) -> str:
-    """One line: attack and its parameters, e.g. 'cuda k=3 p_b=0.3 seed=0 mix=1.0'."""
+    """One line: attack and its parameters, e.g. 'cuda k=3 p_b=0.3 seed=0 mix=1.0', 'lsp eps=0.02353 patch_size=8 seed=0 mix=1.0'."""
     params = ds.meta.get("params", {})
     parts = [ds.meta.get("attack", "clean")]
     if "kernel_size" in params:
         parts += [f"k={params['kernel_size']}", f"p_b={params['blur_parameter']}"]
+    parts += [f"{name}={params[name]:.4g}" for name in ("eps", "norm", "patch_size") if name in params]
     if "seed" in ds.meta:
         parts.append(f"seed={ds.meta['seed']}")
     if "mix" in params:

@@ -4,18 +4,23 @@ In the style of airbench: the whole training set sits on the training device as 
 every epoch cuts a seeded permutation of it into batches (drop_last), and each batch is augmented
 with batched tensor ops (SPEC §4):
 
-    uint8 → float [0, 1] → defense (e.g. RSK → FF; "valid" RSK shrinks 32×32 to 30×30)
+    uint8 → float [0, 1] → before-crop defenses (e.g. RSK → FF; "valid" RSK shrinks 32×32 to 30×30)
           → RandomCrop(H×W, padding 4, zero fill)   re-frames a 30×30 image in a 32×32 window
           → horizontal flip (p = 0.5)
           → RandomRotation(15°, nearest, zero fill)  only with `rotate` (the CIFAR-100 recipe)
-          → adversarial step hook (PGD, when adversarial training is on)
-          → Normalize → model
+          → after-crop defenses (e.g. COIN, Cutout)
+          → label mixing (MixUp / CutMix: the targets become B×K probabilities)
+          → model-in-the-loop step hook (PGD adversarial training, DAT, UEraser)
+          → Normalize → model → cross-entropy on the (soft) targets
 
-A test batch is only Normalize: no defense, no augmentation. Every random draw of a run (epoch
-permutations, defense kernels, crop offsets, flips, angles, PGD starts) comes from one
-torch.Generator on the training device seeded with the run's seed; its state, with the model's,
-the optimiser's and the schedule's, is checkpointed after every epoch, so `resume=True` continues
-a run exactly: on CPU the result is bit-identical to an uninterrupted run.
+The defense chain is one "+"-spec (`unlearnable.defenses.training_defense`); the older
+`adversarial` option is the same PGD hook and cannot be combined with a hook in the chain. A
+test batch is only Normalize: no defense, no augmentation. Every random draw of a run (epoch
+permutations, defense kernels, crop offsets, flips, angles, mixing ratios, PGD starts, DAT
+filters, UEraser draws) comes from one torch.Generator on the training device seeded with the
+run's seed; its state, with the model's, the optimiser's and the schedule's, is checkpointed
+after every epoch, so `resume=True` continues a run exactly: on CPU the result is bit-identical
+to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from tqdm import tqdm
 
 import unlearnable
 from unlearnable.data import ImageDataset, to_unit_float
-from unlearnable.defenses import Defense, build_defense
+from unlearnable.defenses import StepHook, TrainingDefense, training_defense
 from unlearnable.defenses.adversarial import AdversarialTraining
 from unlearnable.errors import UserInputError
 from unlearnable.io import atomic_write_bytes, write_json
@@ -327,8 +332,9 @@ class TrainConfig:
         out: the run directory (results.json, checkpoint.pt).
         model: a name for ``unlearnable.models.create_model`` (or the label of a module passed to `train`).
         recipe: a Recipe, or the name of one in ``RECIPES``.
-        defense: a defense spec for ``build_defense`` ("none", "rsk+ff", ...), train batches only.
-        defense_options: keyword options for ``build_defense``.
+        defense: a defense chain for ``training_defense`` ("none", "rsk+ff", "cutmix",
+            "rsk+ff+at-linf", ...), train batches only.
+        defense_options: keyword options for ``training_defense`` (e.g. keep_percent, eps, steps).
         seed: seeds the model's initialisation and the run's torch.Generator.
         device: "cpu", "cuda", "cuda:1", ... or None for CUDA when available.
         adversarial: None, or PGD adversarial training options (`AdversarialTraining`: norm
@@ -394,7 +400,11 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             raise UserInputError(f"{name}={value!r} is invalid: expected true, false or 'auto'")
         return value
 
-    build_defense(config.defense, **config.defense_options)  # validates spec and options
+    defense = training_defense(config.defense, **config.defense_options)  # validates spec and options
+    if defense.hook is not None and config.adversarial is not None:
+        raise UserInputError(f"defense {config.defense!r} already has a model-in-the-loop step ({defense.hook!r}), "
+                             "so adversarial training cannot be added too; drop --adversarial or that part of "
+                             "the chain")
     if config.normalization not in NORMALIZATIONS:
         raise UserInputError(f"normalization={config.normalization!r} is invalid: expected one of "
                              f"{', '.join(NORMALIZATIONS)}")
@@ -440,8 +450,12 @@ class Trainer:
             raise UserInputError(f"the training set has {len(train_set)} images, fewer than one batch of "
                                  f"{self.recipe.batch_size}; lower the batch size")
         self.image_size: tuple[int, int] = tuple(train_set.shape[1:])  # type: ignore[assignment]
-        self.defense: Defense = build_defense(config.defense, **config.defense_options)
-        self.attack = None if config.adversarial is None else AdversarialTraining(**config.adversarial)
+        self.num_classes = train_set.num_classes
+        self.defense: TrainingDefense = training_defense(config.defense, **config.defense_options)
+        # The step hook: the chain's (at-linf, at-l2, dat, ueraser) or the `adversarial` option's PGD.
+        self.attack: StepHook | None = self.defense.hook
+        if config.adversarial is not None:
+            self.attack = AdversarialTraining(**config.adversarial)
         self.normalize = Normalize(*(normalization or (None, None)), device=self.device)
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=self.recipe.lr, momentum=self.recipe.momentum,
@@ -461,23 +475,27 @@ class Trainer:
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 B×C×H×W training images → float B×C×H×W in [0, 1] (H×W of the dataset): the
-        defense, RandomCrop(pad 4), flip and optionally rotation, all drawn from the run's generator."""
-        x = self.defense(to_unit_float(images), self.generator)
+        before-crop defenses, RandomCrop(pad 4), flip, optionally rotation, then the after-crop
+        defenses, all drawn from the run's generator."""
+        x = self.defense.before_crop(to_unit_float(images), self.generator)
         x = random_crop(x, self.image_size, CROP_PADDING, self.generator)
         x = random_flip(x, self.generator)
         if self.config.rotate:
             x = random_rotation(x, ROTATION_DEGREES, self.generator)
-        return x
+        return self.defense.after_crop(x, self.generator)
 
-    def update(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a model-ready batch: forward, loss, backward, clip, SGD, schedule.
+
+        `targets` are int64 labels (B,) or, after a mixing defense, float B×K probabilities (the
+        recipe's cross-entropy, label smoothing included, takes either).
 
         Returns:
             (loss, logits), detached: the batch's mean training loss and its B×K logits.
         """
         with self.autocast():
             logits = self.forward(inputs)
-        loss = self.criterion(logits.float(), labels)
+        loss = self.criterion(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.recipe.clip_grad_norm is not None:
@@ -487,12 +505,18 @@ class Trainer:
         return loss.detach(), logits.detach()
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment a uint8 batch, attack it when adversarial training is on, and update on it."""
+        """Augment a uint8 batch, mix it, run the step hook (AT, DAT, UEraser) on it, and update on it.
+
+        The hook sees the training targets: the labels, or the mixed probabilities after a mixing defense.
+        """
         x = self.augment(images)
+        targets = labels
+        if self.defense.mix is not None:
+            x, targets = self.defense.mix(x, F.one_hot(labels, self.num_classes).to(x.dtype), self.generator)
         if self.attack is not None:
             with self.autocast():
-                x = self.attack(self.forward, x, labels, self.generator, self.model_input)
-        return self.update(self.model_input(x), labels)
+                x = self.attack(self.forward, x, targets, self.generator, self.model_input)
+        return self.update(self.model_input(x), targets)
 
     def train_epoch(self, bar: tqdm) -> dict[str, float]:
         """One pass over a fresh permutation of the training set.
@@ -647,8 +671,9 @@ def results_dict(config: TrainConfig, train_set: ImageDataset, test_set: ImageDa
     attack, num_images, shape, num_classes}, epochs (one record per epoch: epoch, train_loss,
     train_acc, test_loss, test_acc, lr, seconds, train_seconds, images_per_s), final
     {test_acc_last, test_acc_best, best_epoch, wall_seconds, images_per_s}, status
-    ("running" | "complete"). Accuracies are percentages; train_* are measured on the augmented
-    (adversarial, under AT) batches with the recipe's loss, test_loss is plain cross-entropy.
+    ("running" | "complete"). Accuracies are percentages; train_* are measured on the batches the
+    model trains on (defended, mixed, after the step hook) with the recipe's loss, train_acc
+    against the original labels; test_loss is plain cross-entropy.
     """
     device = torch.device(config.device or "cpu")
     on_cuda = device.type == "cuda"

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
+from unlearnable.defenses.coin import Coin, displace, sample_displacements
+from unlearnable.defenses.cutout import Cutout
+from unlearnable.defenses.dat import DeconvolutionAT
 from unlearnable.defenses.frequency import FrequencyFilter, dct_low_pass, dct_matrix, kept_frequencies
+from unlearnable.defenses.hooks import StepHook, l2_adversarial_training, linf_adversarial_training
+from unlearnable.defenses.iss import BitDepthReduction, Grayscale, JpegCompression, jpeg_round_trip
+from unlearnable.defenses.mixing import CutMix, Mixing, MixUp
 from unlearnable.defenses.sharpen import (PADDING_MODES, RandomSharpen, StaticSharpen, sample_sharpen_kernels,
                                           sharpen, static_sharpen_kernel)
+from unlearnable.defenses.ueraser import UEraserMax
 from unlearnable.errors import UserInputError
 
 
@@ -31,10 +39,39 @@ DEFENSES: dict[str, Callable[..., Defense]] = {
     "rsk": RandomSharpen,
     "ssk": StaticSharpen,
     "ff": FrequencyFilter,
+    "coin": Coin,
+    "jpeg": JpegCompression,
+    "gray": Grayscale,
+    "bdr": BitDepthReduction,
+    "cutout": Cutout,
 }
 
 DEFENSE_NAMES: tuple[str, ...] = ("none", *DEFENSES)
 """Every single name `build_defense` accepts; any "+"-chain of the names in ``DEFENSES`` works too."""
+
+MIXING_DEFENSES: dict[str, Callable[..., Mixing]] = {
+    "mixup": MixUp,
+    "cutmix": CutMix,
+}
+"""Label-mixing defenses, training only (`training_defense`): ``mix(x, targets, generator) -> (x, targets)``."""
+
+HOOK_DEFENSES: dict[str, Callable[..., StepHook]] = {
+    "at-linf": linf_adversarial_training,
+    "at-l2": l2_adversarial_training,
+    "dat": DeconvolutionAT,
+    "ueraser": UEraserMax,
+}
+"""Model-in-the-loop step hooks, training only (`training_defense`):
+``hook(model, x, targets, generator, normalize) -> x``."""
+
+
+def defense_kinds() -> dict[str, tuple[str, ...]]:
+    """Every defense name, grouped by where the trainer applies it, in pipeline order."""
+    after = {name for name, factory in DEFENSES.items() if getattr(factory, "after_crop", False)}
+    return {"before crop/flip": tuple(name for name in DEFENSES if name not in after),
+            "after crop/flip": tuple(name for name in DEFENSES if name in after),
+            "label mixing, at most one": tuple(MIXING_DEFENSES),
+            "model in the loop, at most one": tuple(HOOK_DEFENSES)}
 
 
 class Identity:
@@ -70,31 +107,96 @@ def build_defense(spec: str, **options: Any) -> Defense:
     """The defense named by `spec`: "none", one name of ``DEFENSES``, or a "+"-chain ("rsk+ff").
 
     Each option goes to every factory in the chain that accepts it (center, std, padding,
-    keep_percent, imagenet_variant); options set to None count as not given. An unknown name,
+    keep_percent, imagenet_variant, alpha, severity, published_quirks, quality, bits, size);
+    options set to None count as not given. An unknown name,
     an option no defense in the chain takes, or an out-of-range value raises UserInputError.
     """
-    options = {key: value for key, value in options.items() if value is not None}
+    names = _chain_names(spec)
+    for name in names:
+        if name in MIXING_DEFENSES or name in HOOK_DEFENSES:
+            raise UserInputError(f"defense {name!r} in {spec!r} needs the labels or the model, so it works only in "
+                                 f"training (unlearnable train --defense); image transforms are {', '.join(DEFENSES)}")
+    return _compose(_construct(names, spec, options))
+
+
+def _chain_names(spec: str) -> list[str]:
+    """The names of a "+"-chain, lower-cased; [] for "none". Unknown names raise UserInputError."""
     names = [part.strip() for part in spec.strip().lower().split("+")]
     if names == ["none"]:
-        factories: list[Callable[..., Defense]] = []
-    else:
-        unknown = [name for name in names if name not in DEFENSES]
-        if unknown:
-            raise UserInputError(f"unknown defense {unknown[0]!r} in {spec!r}: expected 'none' or a '+'-chain of "
-                                 f"{', '.join(DEFENSES)} (e.g. 'rsk+ff')")
-        factories = [DEFENSES[name] for name in names]
+        return []
+    for name in names:
+        if name not in DEFENSES and name not in MIXING_DEFENSES and name not in HOOK_DEFENSES:
+            known = "; ".join(f"{kind}: {', '.join(kind_names)}" for kind, kind_names in defense_kinds().items()
+                              if kind_names)
+            raise UserInputError(f"unknown defense {name!r} in {spec!r}: expected 'none' or a '+'-chain of known "
+                                 f"names ({known}), e.g. 'rsk+ff'")
+    return names
+
+
+def _construct(names: list[str], spec: str, options: dict[str, Any]) -> list[Any]:
+    """Call each name's factory with the options it accepts (None = not given); an option nobody takes raises."""
+    options = {key: value for key, value in options.items() if value is not None}
+    factories = [{**DEFENSES, **MIXING_DEFENSES, **HOOK_DEFENSES}[name] for name in names]
     accepted = [_accepted_options(factory) for factory in factories]
     unused = sorted(set(options).difference(*accepted))
     if unused:
         raise UserInputError(f"option {unused[0]}={options[unused[0]]!r} does not apply to defense {spec!r}: "
                              f"it takes {', '.join(sorted(set().union(*accepted))) or 'no options'}")
-    defenses = [factory(**{key: value for key, value in options.items() if key in keys})
-                for factory, keys in zip(factories, accepted)]
+    return [factory(**{key: value for key, value in options.items() if key in keys})
+            for factory, keys in zip(factories, accepted)]
+
+
+def _compose(defenses: Sequence[Defense]) -> Defense:
     if not defenses:
         return Identity()
     return defenses[0] if len(defenses) == 1 else Compose(defenses)
 
 
-__all__ = ["DEFENSES", "DEFENSE_NAMES", "PADDING_MODES", "Compose", "Defense", "FrequencyFilter", "Identity",
-           "RandomSharpen", "StaticSharpen", "build_defense", "dct_low_pass", "dct_matrix", "kept_frequencies",
-           "sample_sharpen_kernels", "sharpen", "static_sharpen_kernel"]
+@dataclass(frozen=True)
+class TrainingDefense:
+    """A training chain split by kind, in the order the trainer applies the parts (``unlearnable.train``):
+
+        before_crop → RandomCrop / flip (/ rotation) → after_crop → mix → hook → update
+
+    Attributes:
+        before_crop, after_crop: image transforms (``DEFENSES``; the after-crop ones have the
+            class attribute ``after_crop = True``), composed in chain order; Identity() when none.
+        mix: the label-mixing defense (``MIXING_DEFENSES``), or None.
+        hook: the model-in-the-loop step hook (``HOOK_DEFENSES``), or None.
+    """
+
+    before_crop: Defense = field(default_factory=Identity)
+    after_crop: Defense = field(default_factory=Identity)
+    mix: Mixing | None = None
+    hook: StepHook | None = None
+
+
+def training_defense(spec: str, **options: Any) -> TrainingDefense:
+    """The training defense named by `spec`: "none", or a "+"-chain of any names of ``DEFENSES``,
+    at most one of ``MIXING_DEFENSES`` and at most one of ``HOOK_DEFENSES`` ("rsk+ff+at-linf", "cutmix").
+
+    Options are routed as in `build_defense` (to every factory in the chain that takes them;
+    eps, steps, filter_size, step_size, draws, mix_alpha besides the transforms' own). Transforms
+    keep their chain order within their kind. An unknown name, a second mixing defense or
+    hook, an option nobody takes, or a bad value raises UserInputError.
+    """
+    names = _chain_names(spec)
+    for registry, kind in ((MIXING_DEFENSES, "label-mixing defense"), (HOOK_DEFENSES, "model-in-the-loop defense")):
+        chosen = [name for name in names if name in registry]
+        if len(chosen) > 1:
+            raise UserInputError(f"{spec!r} has {len(chosen)} of the {kind}s ({', '.join(chosen)}): keep at most one")
+    parts = list(zip(names, _construct(names, spec, options)))
+    transforms = [(name, part) for name, part in parts if name in DEFENSES]
+    return TrainingDefense(
+        before_crop=_compose([part for name, part in transforms if not getattr(DEFENSES[name], "after_crop", False)]),
+        after_crop=_compose([part for name, part in transforms if getattr(DEFENSES[name], "after_crop", False)]),
+        mix=next((part for name, part in parts if name in MIXING_DEFENSES), None),
+        hook=next((part for name, part in parts if name in HOOK_DEFENSES), None))
+
+
+__all__ = ["DEFENSES", "DEFENSE_NAMES", "HOOK_DEFENSES", "MIXING_DEFENSES", "PADDING_MODES", "BitDepthReduction",
+           "Coin", "Compose", "CutMix", "Cutout", "DeconvolutionAT", "Defense", "FrequencyFilter", "Grayscale",
+           "Identity", "JpegCompression", "MixUp", "Mixing", "RandomSharpen", "StaticSharpen", "StepHook",
+           "TrainingDefense", "UEraserMax", "build_defense", "dct_low_pass", "dct_matrix", "defense_kinds", "displace",
+           "jpeg_round_trip", "kept_frequencies", "l2_adversarial_training", "linf_adversarial_training",
+           "sample_displacements", "sample_sharpen_kernels", "sharpen", "static_sharpen_kernel", "training_defense"]
