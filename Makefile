@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Fashion-MNIST for the demo: Debian's package when it is missing and apt is usable;
+# Fashion-MNIST offline: Debian's package when it is missing and apt is usable;
 # otherwise the loader downloads it on first use.
 fashion-mnist:
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -35,3 +35,5 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_cuda.py
 	$(BIN)/python bench/bench_defenses.py
+	$(BIN)/python bench/bench_iss_coin.py
+	$(BIN)/python bench/bench_poisons.py
