@@ -75,6 +75,12 @@ def cmd_poison(args: argparse.Namespace) -> None:
           f"-> {args.out} (the key is in {Path(args.out) / 'meta.json'}; keep it private)")
 
 
+def cmd_recover(args: argparse.Namespace) -> None:
+    from unlearnable.defenses.deconv import recover_command
+    print("\n".join(recover_command(args.data, args.out, args.kernel_size, args.regularization, args.data_root,
+                                    args.overwrite)))
+
+
 def cmd_show(args: argparse.Namespace) -> None:
     from unlearnable.show import show_command
     path = show_command(args.dir, args.out, args.defense, args.per_class, args.classes, args.data_root, args.seed)
@@ -221,6 +227,15 @@ def build_parser() -> Parser:
                    help="npy: arrays only; png: also an ImageFolder of lossless PNGs in DIR/png (what an owner publishes)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=cmd_poison)
+
+    p = sub.add_parser("recover", help="estimate the class-wise blur kernels of DATA and deconvolve it (deconv defense)")
+    p.add_argument("data", metavar="DATA", help="a (poisoned) dataset: a saved dataset directory, a name or a path")
+    p.add_argument("--out", required=True, metavar="DIR", help="output saved dataset (written atomically), with kernels.png")
+    p.add_argument("--kernel-size", type=int, help="odd kernel size (default: search 3, 5, 7, 9)")
+    p.add_argument("--regularization", type=float, default=0.01, help="Tikhonov lambda > 0 (default 0.01)")
+    p.add_argument("--data-root", metavar="DIR", help="where the clean source dataset lives (evaluation only)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("show", help="PNG grid of clean vs poisoned vs defended samples per class")
     p.add_argument("dir", metavar="DIR", help="a saved dataset (from `unlearnable poison`)")

@@ -444,6 +444,9 @@ class Trainer:
         self.device = torch.device(config.device or "cpu")
         self.model = model
         self.forward: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
+        self.defense: TrainingDefense = training_defense(config.defense, **config.defense_options)
+        if self.defense.preprocess is not None:  # deterministic, so a resumed run sees the same images
+            train_set = self.defense.preprocess(train_set)
         self.train_loader = DeviceLoader(train_set, self.device, self.recipe.batch_size)
         self.test_loader = DeviceLoader(test_set, self.device, self.recipe.test_batch_size)
         if len(self.train_loader) == 0:
@@ -451,7 +454,6 @@ class Trainer:
                                  f"{self.recipe.batch_size}; lower the batch size")
         self.image_size: tuple[int, int] = tuple(train_set.shape[1:])  # type: ignore[assignment]
         self.num_classes = train_set.num_classes
-        self.defense: TrainingDefense = training_defense(config.defense, **config.defense_options)
         # The step hook: the chain's (at-linf, at-l2, dat, ueraser) or the `adversarial` option's PGD.
         self.attack: StepHook | None = self.defense.hook
         if config.adversarial is not None:

@@ -19,12 +19,14 @@ import torch
 from unlearnable.defenses.coin import Coin, displace, sample_displacements
 from unlearnable.defenses.cutout import Cutout
 from unlearnable.defenses.dat import DeconvolutionAT
+from unlearnable.defenses.deconv import Deconvolve, estimate_kernels, recover, wiener_deconvolve
 from unlearnable.defenses.frequency import FrequencyFilter, dct_low_pass, dct_matrix, kept_frequencies
 from unlearnable.defenses.hooks import StepHook, l2_adversarial_training, linf_adversarial_training
 from unlearnable.defenses.iss import BitDepthReduction, Grayscale, JpegCompression, jpeg_round_trip
 from unlearnable.defenses.mixing import CutMix, Mixing, MixUp
 from unlearnable.defenses.sharpen import (PADDING_MODES, RandomSharpen, StaticSharpen, sample_sharpen_kernels,
                                           sharpen, static_sharpen_kernel)
+from unlearnable.data.dataset import ImageDataset
 from unlearnable.defenses.ueraser import UEraserMax
 from unlearnable.errors import UserInputError
 
@@ -64,6 +66,12 @@ HOOK_DEFENSES: dict[str, Callable[..., StepHook]] = {
 """Model-in-the-loop step hooks, training only (`training_defense`):
 ``hook(model, x, targets, generator, normalize) -> x``."""
 
+PREPROCESSING_DEFENSES: dict[str, Callable[..., Callable[[ImageDataset], ImageDataset]]] = {
+    "deconv": Deconvolve,
+}
+"""Whole-training-set transforms, training only, applied once before training (`training_defense`):
+``preprocess(dataset) -> dataset``, deterministic; at most one, first in the chain ("deconv+rsk")."""
+
 
 def defense_kinds() -> dict[str, tuple[str, ...]]:
     """Every defense name, grouped by where the trainer applies it, in pipeline order."""
@@ -71,7 +79,8 @@ def defense_kinds() -> dict[str, tuple[str, ...]]:
     return {"before crop/flip": tuple(name for name in DEFENSES if name not in after),
             "after crop/flip": tuple(name for name in DEFENSES if name in after),
             "label mixing, at most one": tuple(MIXING_DEFENSES),
-            "model in the loop, at most one": tuple(HOOK_DEFENSES)}
+            "model in the loop, at most one": tuple(HOOK_DEFENSES),
+            "preprocessing once before training, at most one, first": tuple(PREPROCESSING_DEFENSES)}
 
 
 class Identity:
@@ -113,8 +122,8 @@ def build_defense(spec: str, **options: Any) -> Defense:
     """
     names = _chain_names(spec)
     for name in names:
-        if name in MIXING_DEFENSES or name in HOOK_DEFENSES:
-            raise UserInputError(f"defense {name!r} in {spec!r} needs the labels or the model, so it works only in "
+        if name in MIXING_DEFENSES or name in HOOK_DEFENSES or name in PREPROCESSING_DEFENSES:
+            raise UserInputError(f"defense {name!r} in {spec!r} needs the labels, the model or the whole training set, so it works only in "
                                  f"training (unlearnable train --defense); image transforms are {', '.join(DEFENSES)}")
     return _compose(_construct(names, spec, options))
 
@@ -125,7 +134,7 @@ def _chain_names(spec: str) -> list[str]:
     if names == ["none"]:
         return []
     for name in names:
-        if name not in DEFENSES and name not in MIXING_DEFENSES and name not in HOOK_DEFENSES:
+        if name not in {**DEFENSES, **MIXING_DEFENSES, **HOOK_DEFENSES, **PREPROCESSING_DEFENSES}:
             known = "; ".join(f"{kind}: {', '.join(kind_names)}" for kind, kind_names in defense_kinds().items()
                               if kind_names)
             raise UserInputError(f"unknown defense {name!r} in {spec!r}: expected 'none' or a '+'-chain of known "
@@ -136,7 +145,7 @@ def _chain_names(spec: str) -> list[str]:
 def _construct(names: list[str], spec: str, options: dict[str, Any]) -> list[Any]:
     """Call each name's factory with the options it accepts (None = not given); an option nobody takes raises."""
     options = {key: value for key, value in options.items() if value is not None}
-    factories = [{**DEFENSES, **MIXING_DEFENSES, **HOOK_DEFENSES}[name] for name in names]
+    factories = [{**DEFENSES, **MIXING_DEFENSES, **HOOK_DEFENSES, **PREPROCESSING_DEFENSES}[name] for name in names]
     accepted = [_accepted_options(factory) for factory in factories]
     unused = sorted(set(options).difference(*accepted))
     if unused:
@@ -163,12 +172,15 @@ class TrainingDefense:
             class attribute ``after_crop = True``), composed in chain order; Identity() when none.
         mix: the label-mixing defense (``MIXING_DEFENSES``), or None.
         hook: the model-in-the-loop step hook (``HOOK_DEFENSES``), or None.
+        preprocess: the whole-training-set transform (``PREPROCESSING_DEFENSES``) the trainer applies
+            once before training, or None.
     """
 
     before_crop: Defense = field(default_factory=Identity)
     after_crop: Defense = field(default_factory=Identity)
     mix: Mixing | None = None
     hook: StepHook | None = None
+    preprocess: Callable[[ImageDataset], ImageDataset] | None = None
 
 
 def training_defense(spec: str, **options: Any) -> TrainingDefense:
@@ -181,22 +193,28 @@ def training_defense(spec: str, **options: Any) -> TrainingDefense:
     hook, an option nobody takes, or a bad value raises UserInputError.
     """
     names = _chain_names(spec)
-    for registry, kind in ((MIXING_DEFENSES, "label-mixing defense"), (HOOK_DEFENSES, "model-in-the-loop defense")):
+    for registry, kind in ((MIXING_DEFENSES, "label-mixing defense"), (HOOK_DEFENSES, "model-in-the-loop defense"),
+                           (PREPROCESSING_DEFENSES, "preprocessing defense")):
         chosen = [name for name in names if name in registry]
         if len(chosen) > 1:
             raise UserInputError(f"{spec!r} has {len(chosen)} of the {kind}s ({', '.join(chosen)}): keep at most one")
+    if any(name in PREPROCESSING_DEFENSES for name in names[1:]):
+        raise UserInputError(f"{spec!r}: a preprocessing defense ({', '.join(PREPROCESSING_DEFENSES)}) runs once "
+                             "before training, so put it first in the chain, e.g. 'deconv+rsk'")
     parts = list(zip(names, _construct(names, spec, options)))
     transforms = [(name, part) for name, part in parts if name in DEFENSES]
     return TrainingDefense(
         before_crop=_compose([part for name, part in transforms if not getattr(DEFENSES[name], "after_crop", False)]),
         after_crop=_compose([part for name, part in transforms if getattr(DEFENSES[name], "after_crop", False)]),
         mix=next((part for name, part in parts if name in MIXING_DEFENSES), None),
-        hook=next((part for name, part in parts if name in HOOK_DEFENSES), None))
+        hook=next((part for name, part in parts if name in HOOK_DEFENSES), None),
+        preprocess=next((part for name, part in parts if name in PREPROCESSING_DEFENSES), None))
 
 
-__all__ = ["DEFENSES", "DEFENSE_NAMES", "HOOK_DEFENSES", "MIXING_DEFENSES", "PADDING_MODES", "BitDepthReduction",
-           "Coin", "Compose", "CutMix", "Cutout", "DeconvolutionAT", "Defense", "FrequencyFilter", "Grayscale",
+__all__ = ["DEFENSES", "DEFENSE_NAMES", "HOOK_DEFENSES", "MIXING_DEFENSES", "PADDING_MODES", "PREPROCESSING_DEFENSES",
+           "BitDepthReduction", "Coin", "Compose", "CutMix", "Cutout", "DeconvolutionAT", "Deconvolve", "Defense", "FrequencyFilter", "Grayscale",
            "Identity", "JpegCompression", "MixUp", "Mixing", "RandomSharpen", "StaticSharpen", "StepHook",
            "TrainingDefense", "UEraserMax", "build_defense", "dct_low_pass", "dct_matrix", "defense_kinds", "displace",
-           "jpeg_round_trip", "kept_frequencies", "l2_adversarial_training", "linf_adversarial_training",
-           "sample_displacements", "sample_sharpen_kernels", "sharpen", "static_sharpen_kernel", "training_defense"]
+           "estimate_kernels", "jpeg_round_trip", "kept_frequencies", "l2_adversarial_training", "linf_adversarial_training",
+           "recover", "sample_displacements", "sample_sharpen_kernels", "sharpen", "static_sharpen_kernel", "training_defense",
+           "wiener_deconvolve"]

@@ -1,0 +1,138 @@
+"""The deconv defense: blind class-kernel estimation, Tikhonov deconvolution, trainer and CLI wiring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnable.attacks import cuda_poison
+from unlearnable.cli import main
+from unlearnable.data import ImageDataset, save_dataset
+from unlearnable.defenses import training_defense
+from unlearnable.defenses.deconv import estimate_kernels, kernel_errors, psnr, recover, wiener_deconvolve
+from unlearnable.errors import UserInputError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CLASSES = 4
+FAST = {"rounds": 6, "restarts": 16, "steps": 200}
+
+
+def smooth_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
+    """uint8 n×3×size×size Gaussian fields with a 1/f amplitude spectrum (natural-image-like), 20..235."""
+    g = torch.Generator().manual_seed(seed)
+    fy = torch.fft.fftfreq(size)[:, None]
+    fx = torch.fft.rfftfreq(size)[None, :]
+    amplitude = 1 / (fy ** 2 + fx ** 2).sqrt().clamp_min(1 / size)
+    noise = torch.randn(n, 3, size, size // 2 + 1, 2, generator=g)
+    x = torch.fft.irfft2(torch.view_as_complex(noise) * amplitude, s=(size, size))
+    x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True)
+    return (128 + 30 * x).clamp(20, 235).to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def poisoned() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(clean, poisoned, labels, true kernels) for 1,600 synthetic images, CUDA k=3 p_b=0.3 seed 0."""
+    clean = smooth_images(1600)
+    labels = torch.arange(1600) % CLASSES
+    poison = cuda_poison(clean, labels, CLASSES, progress=False)
+    return clean, poison.images, labels, torch.tensor(poison.key["kernels"])
+
+
+def test_estimated_kernels_match_the_key_with_flip_resolved(poisoned):
+    _, images, labels, true = poisoned
+    estimated = estimate_kernels(images, labels, CLASSES, 3, **FAST)
+    assert estimated.shape == (CLASSES, 3, 3) and bool((estimated >= 0).all())
+    torch.testing.assert_close(estimated.sum(dim=(1, 2)), torch.ones(CLASSES))
+    errors = kernel_errors(estimated, true)
+    flipped = kernel_errors(estimated.flip(-2, -1), true)
+    assert float(errors.max()) < 0.25, errors  # tolerance: 25% relative L2 per class (measured 15-18%)
+    assert bool((errors < flipped).all())  # the 180° rotation is resolved, not just the magnitude
+
+
+def test_estimation_is_deterministic(poisoned):
+    _, images, labels, _ = poisoned
+    subset = slice(0, 400)
+    first = estimate_kernels(images[subset], labels[subset], CLASSES, 3, rounds=1, restarts=4, steps=30)
+    second = estimate_kernels(images[subset], labels[subset], CLASSES, 3, rounds=1, restarts=4, steps=30)
+    assert torch.equal(first, second)
+
+
+def test_wiener_with_true_kernels_raises_psnr(poisoned):
+    clean, images, labels, true = poisoned
+    restored = wiener_deconvolve(images[:200], labels[:200], true)
+    assert restored.dtype == torch.uint8 and restored.shape == images[:200].shape
+    assert int(restored.amax()) == 255
+    # Compare shapes, not brightness: CUDA rescaled every image by its max, so match the gain first.
+    def fitted(a: torch.Tensor) -> torch.Tensor:
+        a, b = a.double(), clean[:200].double()
+        gain = (a * b).sum(dim=(1, 2, 3), keepdim=True) / a.square().sum(dim=(1, 2, 3), keepdim=True)
+        return (a * gain).clamp(0, 255).round().to(torch.uint8)
+    gain = psnr(fitted(restored), clean[:200]).mean() - psnr(fitted(images[:200]), clean[:200]).mean()
+    assert float(gain) > 3.0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, y: estimate_kernels(x.float(), y, CLASSES, 3), "uint8"),
+    (lambda x, y: estimate_kernels(x, y[:-1], CLASSES, 3), "labels"),
+    (lambda x, y: estimate_kernels(x, y, CLASSES + 1, 3), "every class"),
+    (lambda x, y: estimate_kernels(x, y, CLASSES, 4), "kernel-size"),
+    (lambda x, y: wiener_deconvolve(x, y, torch.ones(CLASSES, 3, 3), regularization=0.0), "regularization"),
+    (lambda x, y: wiener_deconvolve(x, y, torch.ones(CLASSES, 2, 2)), "odd k"),
+])
+def test_bad_input_raises_one_line(poisoned, call, message):
+    _, images, labels, _ = poisoned
+    with pytest.raises(UserInputError, match=message) as info:
+        call(images[:40], labels[:40])
+    assert "\n" not in str(info.value)
+
+
+def test_chain_places_deconv_first_and_only_once():
+    defense = training_defense("deconv+coin", kernel_size=3)
+    assert defense.preprocess is not None and defense.after_crop is not None
+    with pytest.raises(UserInputError, match="first"):
+        training_defense("rsk+deconv")
+    with pytest.raises(UserInputError, match="at most one"):
+        training_defense("deconv+deconv")
+
+
+def test_trainer_applies_deconv_once(poisoned, monkeypatch, tmp_path):
+    from unlearnable import train as train_module
+    from unlearnable.defenses import deconv
+    _, images, labels, _ = poisoned
+    calls = []
+
+    def counting(dataset, kernel_size=None, regularization=deconv.REGULARIZATION):  # a fast stand-in
+        calls.append(len(dataset))
+        return ImageDataset(255 - dataset.images, dataset.labels, dataset.classes, dict(dataset.meta))
+    monkeypatch.setattr(deconv, "recover", counting)
+    ds = ImageDataset(images[:256], labels[:256], [str(c) for c in range(CLASSES)], {})
+    recipe = train_module.resolve_recipe("quick", epochs=1, batch_size=64, test_batch_size=64)
+    config = train_module.resolve_config(train_module.TrainConfig(
+        out=str(tmp_path), model="tiny", recipe=recipe, device="cpu", defense="deconv",
+        defense_options={"kernel_size": 3}))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, CLASSES))
+    trainer = train_module.Trainer(config, ds, ds, model, None)
+    assert calls == [256]
+    assert torch.equal(trainer.train_loader.images.cpu(), 255 - images[:256])
+
+
+@pytest.mark.slow
+def test_cli_recover_writes_dataset_kernels_and_figure(poisoned, tmp_path, capsys):
+    _, images, labels, true = poisoned
+    src = tmp_path / "poisoned"
+    src.mkdir()
+    save_dataset(src, ImageDataset(images[:400], labels[:400], [str(c) for c in range(CLASSES)],
+                                   {"attack": "cuda", "kernels": true.tolist()}))
+    out = tmp_path / "recovered"
+    assert main(["recover", str(src), "--out", str(out), "--kernel-size", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "kernel error" in printed and "mean kernel error" in printed
+    meta = json.loads((out / "meta.json").read_text())
+    assert np.asarray(meta["deconv"]["kernels"]).shape == (CLASSES, 3, 3)
+    assert (out / "kernels.png").stat().st_size > 0
+    assert main(["recover", str(src), "--out", str(out), "--kernel-size", "3"]) == 2  # exists, no --overwrite
+    assert main(["recover", str(src), "--out", str(tmp_path / "x"), "--kernel-size", "4"]) == 2
