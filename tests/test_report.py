@@ -153,6 +153,12 @@ def test_condition_of(attack, defense, adversarial, expected):
     assert condition_of(attack, defense, adversarial) == expected
 
 
+def test_at_linf_in_the_chain_is_the_table1_at_condition():
+    assert condition_of("cuda", "at-linf", None, {"steps": 2}) == "cuda+at"
+    assert condition_of("cuda", "at-linf", None, {"eps": 8 / 255}) == "other"
+    assert condition_of(None, "at-linf", None, {}) == "other"
+
+
 def test_dataset_names_and_adversarial_text():
     assert dataset_name({"kind": "cifar100"}) == "CIFAR-100"
     assert dataset_name({"kind": "imagefolder", "path": "/x/cifar10-jpeg.tar.gz"}) == "CIFAR-10 (JPEG copy)"

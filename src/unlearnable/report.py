@@ -132,9 +132,11 @@ def is_linf_4(adversarial: dict[str, Any]) -> bool:
     return str(adversarial.get("norm", "")).lower() == "linf" and close
 
 
-def condition_of(attack: Any, defense: Any, adversarial: Any) -> str:
+def condition_of(attack: Any, defense: Any, adversarial: Any, defense_options: Any = None) -> str:
     """The Table-1 condition of a run (a key of CONDITIONS) or "other"."""
     defense = str(defense or "none").lower()
+    if defense == "at-linf" and not adversarial:  # the same PGD hook, named in the defense chain
+        defense, adversarial = "none", {"norm": "linf", "eps": (defense_options or {}).get("eps", 4 / 255)}
     if not attack:
         return "clean" if defense == "none" and not adversarial else "other"
     if str(attack).lower() != "cuda":
@@ -217,7 +219,8 @@ def load_run(run_dir: Path) -> Run | str:
     if source is None and isinstance(train_spec, str):
         source = {"kind": train_spec, "spec": train_spec, "path": train_spec}
     run.dataset = dataset_name(source)
-    run.condition = condition_of(attack, run.config.get("defense"), run.config.get("adversarial"))
+    run.condition = condition_of(attack, run.config.get("defense"), run.config.get("adversarial"),
+                                 run.config.get("defense_options"))
     if saved is not None and saved[1].get("attack"):
         run.saved_poison = saved[0]
     return run
