@@ -51,3 +51,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def crash_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch, start) -> None:
+    """Call `start()` (a training run) with the first checkpoint written and then a KeyboardInterrupt."""
+    import unlearnable.train as train_module
+    real_save = train_module.save_checkpoint
+
+    def save_then_crash(path: Path, state: dict) -> None:
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        start()
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)

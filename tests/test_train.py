@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from conftest import crash_after_first_checkpoint
 import unlearnable.train as train_module
 from unlearnable.data import ImageDataset
 from unlearnable.defenses import TrainingDefense
@@ -277,16 +278,8 @@ def test_resume_is_bit_identical(tmp_path: Path, data, monkeypatch: pytest.Monke
 
     straight = train(config(tmp_path / "a"), train_set, test_set, model=tiny_net(dropout=0.2), progress=False)
 
-    real_save = train_module.save_checkpoint
-
-    def save_then_crash(path: Path, state: dict) -> None:
-        real_save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path / "b"), train_set, test_set, model=tiny_net(dropout=0.2), progress=False)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    crash_after_first_checkpoint(monkeypatch, lambda: train(config(tmp_path / "b"), train_set, test_set,
+                                                            model=tiny_net(dropout=0.2), progress=False))
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 1
     resumed = train(config(tmp_path / "b"), train_set, test_set, model=tiny_net(dropout=0.2), resume=True,
                     progress=False)

@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 import unlearnable.defenses as defenses
+from conftest import crash_after_first_checkpoint
 import unlearnable.train as train_module
 from unlearnable.cli import build_parser, defense_options, main
 from unlearnable.data import ImageDataset
@@ -415,16 +416,8 @@ def test_resume_with_mixing_and_a_hook_is_bit_identical(tmp_path: Path, data, mo
                            recipe=resolve_recipe("quick", epochs=2, batch_size=32, test_batch_size=32))
 
     straight = train(config(tmp_path / "a"), *data, model=tiny_net(), progress=False)
-    real_save = train_module.save_checkpoint
-
-    def save_then_crash(path: Path, state: dict) -> None:
-        real_save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path / "b"), *data, model=tiny_net(), progress=False)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    crash_after_first_checkpoint(monkeypatch, lambda: train(config(tmp_path / "b"), *data, model=tiny_net(),
+                                                            progress=False))
     resumed = train(config(tmp_path / "b"), *data, model=tiny_net(), resume=True, progress=False)
     assert [r["train_loss"] for r in resumed["epochs"]] == [r["train_loss"] for r in straight["epochs"]]
     assert [r["test_loss"] for r in resumed["epochs"]] == [r["test_loss"] for r in straight["epochs"]]

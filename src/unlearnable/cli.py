@@ -34,6 +34,14 @@ ATTACK_OPTIONS = ("kernel_size", "blur_parameter", "grayscale", "eps", "norm", "
 """Attack-specific options: default None (not given); each goes only to the attacks that take it."""
 
 
+def add_training_run_args(p: argparse.ArgumentParser, out: str) -> None:
+    """--data-root, --seed, --device and --out (default `out`) of the commands that train several runs."""
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=out, metavar="DIR", help=f"output directory (default {out})")
+
+
 def add_attack_args(p: argparse.ArgumentParser) -> None:
     from unlearnable.attacks import ATTACKS
     p.add_argument("--attack", default="cuda", help=f"attack name ({', '.join(ATTACKS)}); default cuda")
@@ -313,10 +321,7 @@ def build_parser() -> Parser:
     p.add_argument("--clean", metavar="SPEC", help="the clean training data DATA was made from (default: the "
                                                   "source recorded in DATA)")
     p.add_argument("--test", metavar="SPEC", help="clean test data (default: DATA's test split)")
-    p.add_argument("--data-root", metavar="DIR")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default="out/audit", metavar="DIR", help="output directory (default out/audit)")
+    add_training_run_args(p, "out/audit")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("detect", help="does DATA look convolution-poisoned (CUDA-like)? verdict plus evidence; exit 0 either way")
@@ -336,10 +341,7 @@ def build_parser() -> Parser:
                                                                       "cuda,ops,lsp,ar,noise), each with its defaults")
     p.add_argument("--defenses", help="comma-separated defense chains (default: the audit battery of --budget)")
     p.add_argument("--budget", default="quick", choices=("quick", "full"), help="protocol as for `audit`")
-    p.add_argument("--data-root", metavar="DIR")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default="out/compare", metavar="DIR", help="output directory (default out/compare)")
+    add_training_run_args(p, "out/compare")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("list", help="known datasets, attacks and defenses")
