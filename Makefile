@@ -38,3 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_iss_coin.py
 	$(BIN)/python bench/bench_poisons.py
 	$(BIN)/python bench/bench_training_defenses.py
+	$(BIN)/python bench/bench_deconv.py

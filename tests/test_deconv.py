@@ -12,13 +12,13 @@ from unlearnable.attacks import cuda_poison
 from unlearnable.cli import main
 from unlearnable.data import ImageDataset, save_dataset
 from unlearnable.defenses import training_defense
-from unlearnable.defenses.deconv import estimate_kernels, kernel_errors, psnr, recover, wiener_deconvolve
+from unlearnable.defenses.deconv import blurred_mask, estimate_kernels, kernel_errors, psnr, recover, wiener_deconvolve
 from unlearnable.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES = 4
-FAST = {"rounds": 6, "restarts": 16, "steps": 200}
+FAST = {"method": "spectrum", "rounds": 6, "restarts": 16, "steps": 200}
 
 
 def smooth_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
@@ -42,7 +42,26 @@ def poisoned() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return clean, poison.images, labels, torch.tensor(poison.key["kernels"])
 
 
-def test_estimated_kernels_match_the_key_with_flip_resolved(poisoned):
+def test_border_estimate_matches_the_key(poisoned):
+    _, images, labels, true = poisoned
+    estimated = estimate_kernels(images, labels, CLASSES, 3)
+    assert estimated.shape == (CLASSES, 3, 3) and bool((estimated >= 0).all())
+    torch.testing.assert_close(estimated.sum(dim=(1, 2)), torch.ones(CLASSES))
+    errors = kernel_errors(estimated, true)
+    assert float(errors.max()) < 0.05, errors  # tolerance 5% relative L2 per class (measured below 1%)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_border_search_finds_the_kernel_size(size):
+    clean = smooth_images(800, seed=1)
+    labels = torch.arange(800) % CLASSES
+    poison = cuda_poison(clean, labels, CLASSES, kernel_size=size, progress=False)
+    estimated = estimate_kernels(poison.images, labels, CLASSES)
+    assert estimated.shape == (CLASSES, size, size)
+    assert float(kernel_errors(estimated, torch.tensor(poison.key["kernels"])).max()) < 0.1
+
+
+def test_spectrum_estimate_matches_the_key_with_flip_resolved(poisoned):
     _, images, labels, true = poisoned
     estimated = estimate_kernels(images, labels, CLASSES, 3, **FAST)
     assert estimated.shape == (CLASSES, 3, 3) and bool((estimated >= 0).all())
@@ -53,12 +72,37 @@ def test_estimated_kernels_match_the_key_with_flip_resolved(poisoned):
     assert bool((errors < flipped).all())  # the 180° rotation is resolved, not just the magnitude
 
 
-def test_estimation_is_deterministic(poisoned):
+@pytest.mark.parametrize("method", ["border", "spectrum"])
+def test_estimation_is_deterministic(poisoned, method):
     _, images, labels, _ = poisoned
     subset = slice(0, 400)
-    first = estimate_kernels(images[subset], labels[subset], CLASSES, 3, rounds=1, restarts=4, steps=30)
-    second = estimate_kernels(images[subset], labels[subset], CLASSES, 3, rounds=1, restarts=4, steps=30)
+    options = {"rounds": 1, "restarts": 4, "steps": 30} if method == "spectrum" else {}
+    first = estimate_kernels(images[subset], labels[subset], CLASSES, 3, method=method, **options)
+    second = estimate_kernels(images[subset], labels[subset], CLASSES, 3, method=method, **options)
     assert torch.equal(first, second)
+
+
+def test_partial_poisoning_deconvolves_only_the_blurred_images():
+    clean = smooth_images(1600, seed=2)
+    labels = torch.arange(1600) % CLASSES
+    poison = cuda_poison(clean, labels, CLASSES, mix=0.5, progress=False)
+    blurred = torch.zeros(1600, dtype=torch.bool)
+    blurred[poison.key["poisoned_indices"]] = True
+    recovered = recover(ImageDataset(poison.images, labels, [str(c) for c in range(CLASSES)], {}))
+    changed = (recovered.images != poison.images).flatten(1).any(dim=1)
+    assert recovered.meta["deconv"]["deconvolved"] == int(changed.sum())
+    assert float((changed == blurred).double().mean()) > 0.95
+    estimated = torch.tensor(recovered.meta["deconv"]["kernels"])
+    assert float(kernel_errors(estimated, torch.tensor(poison.key["kernels"])).max()) < 0.05
+    assert float((blurred_mask(poison.images, labels, estimated) == blurred).double().mean()) > 0.95
+
+
+def test_recover_leaves_clean_data_untouched():
+    clean = smooth_images(800, seed=3)
+    labels = torch.arange(800) % CLASSES
+    recovered = recover(ImageDataset(clean, labels, [str(c) for c in range(CLASSES)], {}))
+    assert recovered.meta["deconv"]["deconvolved"] == 0
+    assert torch.equal(recovered.images, clean)
 
 
 def test_wiener_with_true_kernels_raises_psnr(poisoned):
@@ -80,6 +124,7 @@ def test_wiener_with_true_kernels_raises_psnr(poisoned):
     (lambda x, y: estimate_kernels(x, y[:-1], CLASSES, 3), "labels"),
     (lambda x, y: estimate_kernels(x, y, CLASSES + 1, 3), "every class"),
     (lambda x, y: estimate_kernels(x, y, CLASSES, 4), "kernel-size"),
+    (lambda x, y: estimate_kernels(x, y, CLASSES, 3, method="blind"), "unknown deconv method"),
     (lambda x, y: wiener_deconvolve(x, y, torch.ones(CLASSES, 3, 3), regularization=0.0), "regularization"),
     (lambda x, y: wiener_deconvolve(x, y, torch.ones(CLASSES, 2, 2)), "odd k"),
 ])
@@ -105,7 +150,7 @@ def test_trainer_applies_deconv_once(poisoned, monkeypatch, tmp_path):
     _, images, labels, _ = poisoned
     calls = []
 
-    def counting(dataset, kernel_size=None, regularization=deconv.REGULARIZATION):  # a fast stand-in
+    def counting(dataset, kernel_size=None, regularization=deconv.REGULARIZATION, method="border"):  # a fast stand-in
         calls.append(len(dataset))
         return ImageDataset(255 - dataset.images, dataset.labels, dataset.classes, dict(dataset.meta))
     monkeypatch.setattr(deconv, "recover", counting)
@@ -136,3 +181,39 @@ def test_cli_recover_writes_dataset_kernels_and_figure(poisoned, tmp_path, capsy
     assert (out / "kernels.png").stat().st_size > 0
     assert main(["recover", str(src), "--out", str(out), "--kernel-size", "3"]) == 2  # exists, no --overwrite
     assert main(["recover", str(src), "--out", str(tmp_path / "x"), "--kernel-size", "4"]) == 2
+
+
+def test_report_shows_kernels_and_detection_for_a_deconv_run(poisoned, tmp_path):
+    from unlearnable.report import write_report
+    _, images, labels, true = poisoned
+    data = tmp_path / "poisoned"
+    data.mkdir()
+    dataset = ImageDataset(images[:800], labels[:800], [str(c) for c in range(CLASSES)],
+                           {"attack": "cuda", "kernels": true.tolist(), "poisoned_indices": list(range(800))})
+    save_dataset(data, dataset)
+    record = recover(dataset, kernel_size=3).meta["deconv"]
+    run = tmp_path / "runs" / "cuda-deconv"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({
+        "name": "cuda-deconv", "status": "complete", "config": {"train": str(data), "defense": "deconv"},
+        "train_data": {"attack": "cuda"}, "final": {"test_acc_last": 50.0}, "preprocessed": {"deconv": record}}))
+    markdown = write_report([run], tmp_path / "report")[0].read_text()
+    assert "## Deconvolution diagnostics" in markdown
+    assert f"{record['deconvolved']} of the 800 poisoned images were deconvolved" in markdown
+    errors = kernel_errors(torch.tensor(record["kernels"]), true)
+    assert f"| 0 | {float(errors[0]):.1%} |" in markdown
+    assert (tmp_path / "report" / "figures" / "kernels.png").stat().st_size > 0
+
+
+def test_cuda_reflect_leaves_no_border_trace():
+    clean = smooth_images(400, seed=4)
+    labels = torch.arange(400) % CLASSES
+    zeros = cuda_poison(clean, labels, CLASSES, progress=False)
+    reflect = cuda_poison(clean, labels, CLASSES, progress=False, border="reflect")
+    assert reflect.key["params"]["border"] == "reflect" and reflect.key["kernels"] == zeros.key["kernels"]
+    inside_reflect, inside_zeros = (p.images[:, :, 1:-1, 1:-1].double() for p in (reflect, zeros))
+    gain = (inside_reflect * inside_zeros).sum(dim=(1, 2, 3), keepdim=True) / inside_zeros.square().sum(dim=(1, 2, 3), keepdim=True)
+    assert float((inside_reflect - gain * inside_zeros).abs().max()) <= 2  # the same blur inside, up to the max rescale
+    kernels = torch.tensor(zeros.key["kernels"])
+    assert float(blurred_mask(zeros.images, labels, kernels).double().mean()) > 0.95
+    assert float(blurred_mask(reflect.images, labels, kernels).double().mean()) < 0.05

@@ -52,14 +52,15 @@ BUDGETS = {
         {"none": _defense("none"), "rsk+ff": _defense("rsk+ff"), "at-linf": _defense("at-linf", steps=2),
          "coin": _defense("coin"), "jpeg": _defense("jpeg"), "gray": _defense("gray"), "bdr": _defense("bdr"),
          "cutout": _defense("cutout"), "mixup": _defense("mixup"), "cutmix": _defense("cutmix"),
-         "ueraser-lite": _defense("ueraser", draws=1), "rsk+ff+coin": _defense("rsk+ff+coin")}),
+         "ueraser-lite": _defense("ueraser", draws=1), "rsk+ff+coin": _defense("rsk+ff+coin"),
+         "deconv": _defense("deconv")}),
     "full": Budget(
         Protocol(model="resnet18", recipe="paper"),
         {"none": _defense("none"), "rsk+ff": _defense("rsk+ff"), "at-linf": _defense("at-linf"),
          "at-linf-8": _defense("at-linf", eps=8 / 255), "at-l2": _defense("at-l2"), "dat": _defense("dat"),
          "coin": _defense("coin"), "jpeg": _defense("jpeg"), "gray": _defense("gray"), "bdr": _defense("bdr"),
          "cutout": _defense("cutout"), "mixup": _defense("mixup"), "cutmix": _defense("cutmix"),
-         "ueraser": _defense("ueraser"), "rsk+ff+coin": _defense("rsk+ff+coin")}),
+         "ueraser": _defense("ueraser"), "rsk+ff+coin": _defense("rsk+ff+coin"), "deconv": _defense("deconv")}),
 }
 
 

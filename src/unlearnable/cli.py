@@ -85,8 +85,8 @@ def cmd_poison(args: argparse.Namespace) -> None:
 
 def cmd_recover(args: argparse.Namespace) -> None:
     from unlearnable.defenses.deconv import recover_command
-    print("\n".join(recover_command(args.data, args.out, args.kernel_size, args.regularization, args.data_root,
-                                    args.overwrite)))
+    print("\n".join(recover_command(args.data, args.out, args.kernel_size, args.regularization, args.method,
+                                    args.data_root, args.overwrite)))
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -239,8 +239,11 @@ def build_parser() -> Parser:
     p = sub.add_parser("recover", help="estimate the class-wise blur kernels of DATA and deconvolve it (deconv defense)")
     p.add_argument("data", metavar="DATA", help="a (poisoned) dataset: a saved dataset directory, a name or a path")
     p.add_argument("--out", required=True, metavar="DIR", help="output saved dataset (written atomically), with kernels.png")
-    p.add_argument("--kernel-size", type=int, help="odd kernel size (default: search 3, 5, 7, 9)")
+    p.add_argument("--kernel-size", type=int, help="odd kernel size (default: search up to 9)")
     p.add_argument("--regularization", type=float, default=0.01, help="Tikhonov lambda > 0 (default 0.01)")
+    p.add_argument("--method", choices=("border", "spectrum"), default="border",
+                   help="kernel estimator: border (zero-padding drop of the class mean, default) or spectrum "
+                        "(class power spectra, for blurs without a border cue)")
     p.add_argument("--data-root", metavar="DIR", help="where the clean source dataset lives (evaluation only)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=cmd_recover)

@@ -193,6 +193,9 @@ def lr_factor(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
 
 # --- the on-device pipeline --------------------------------------------------------------------
 
+PREPROCESS_RECORDS = ("deconv",)
+"""Keys a preprocessing defense adds to the training set's meta that results.json keeps (``preprocessed``)."""
+
 CROP_PADDING = 4
 ROTATION_DEGREES = 15.0
 
@@ -445,8 +448,10 @@ class Trainer:
         self.model = model
         self.forward: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
         self.defense: TrainingDefense = training_defense(config.defense, **config.defense_options)
+        self.preprocessed: dict[str, Any] | None = None
         if self.defense.preprocess is not None:  # deterministic, so a resumed run sees the same images
             train_set = self.defense.preprocess(train_set)
+            self.preprocessed = {key: train_set.meta[key] for key in PREPROCESS_RECORDS if key in train_set.meta}
         self.train_loader = DeviceLoader(train_set, self.device, self.recipe.batch_size)
         self.test_loader = DeviceLoader(test_set, self.device, self.recipe.test_batch_size)
         if len(self.train_loader) == 0:
@@ -634,7 +639,7 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
         history = state["history"]
 
     def results(complete: bool) -> dict[str, Any]:
-        return results_dict(config, train_set, test_set, net, stats, history, complete)
+        return results_dict(config, train_set, test_set, net, stats, history, complete, trainer.preprocessed)
 
     epochs = config.recipe.epochs
     for epoch in range(len(history) + 1, epochs + 1):
@@ -665,7 +670,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def results_dict(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, model: nn.Module,
                  normalization: tuple[str, list[float], list[float]] | None, history: list[dict[str, Any]],
-                 complete: bool) -> dict[str, Any]:
+                 complete: bool, preprocessed: dict[str, Any] | None = None) -> dict[str, Any]:
     """The content of results.json for a resolved `config` after the epochs in `history`.
 
     Keys: name, config (resolved), model {name, class, parameters}, normalization {stats, mean,
@@ -673,7 +678,8 @@ def results_dict(config: TrainConfig, train_set: ImageDataset, test_set: ImageDa
     attack, num_images, shape, num_classes}, epochs (one record per epoch: epoch, train_loss,
     train_acc, test_loss, test_acc, lr, seconds, train_seconds, images_per_s), final
     {test_acc_last, test_acc_best, best_epoch, wall_seconds, images_per_s}, status
-    ("running" | "complete"). Accuracies are percentages; train_* are measured on the batches the
+    ("running" | "complete"), and with a preprocessing defense, preprocessed (what it recorded in the
+    training set's meta, e.g. "deconv": the estimated kernels). Accuracies are percentages; train_* are measured on the batches the
     model trains on (defended, mixed, after the step hook) with the recipe's loss, train_acc
     against the original labels; test_loss is plain cross-entropy.
     """
@@ -702,6 +708,8 @@ def results_dict(config: TrainConfig, train_set: ImageDataset, test_set: ImageDa
                   "images_per_s": images / train_seconds if train_seconds else None},
         "status": "complete" if complete else "running",
     }
+    if preprocessed is not None:
+        results["preprocessed"] = preprocessed
     if on_cuda:
         results["note"] = ("GPU kernels (cuDNN autotuning, atomics in backward passes) are nondeterministic: "
                            "reruns with the same seed differ slightly")

@@ -21,6 +21,7 @@ ATTACKS: dict[str, Callable[..., Poison]] = {
     "cuda": cuda_poison,
     "vuda": partial(cuda_poison, kernel_shape="vertical", name="vuda"),
     "huda": partial(cuda_poison, kernel_shape="horizontal", name="huda"),
+    "cuda-reflect": partial(cuda_poison, border="reflect", name="cuda-reflect"),
     "ops": ops_poison,
     "lsp": lsp_poison,
     "ar": ar_poison,

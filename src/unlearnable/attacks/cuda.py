@@ -84,13 +84,16 @@ class BlurNormalise:
         kernel_size: odd k; zero padding k//2.
         grayscale: replace every channel of the blurred image by the channel mean.
         device: where the buffers and the arithmetic live.
+        border: "zeros" (published) pads with zeros, which darkens the border by the taps that fall
+            outside; "reflect" pads by reflection, which leaves no such trace.
     """
 
     def __init__(self, chunk: int, shape: tuple[int, int, int], kernel_size: int, grayscale: bool = False,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", border: str = "zeros") -> None:
         c, h, w = shape
         self.pad = kernel_size // 2
         self.grayscale = grayscale
+        self.border = border
         self.padded = torch.zeros(chunk, c, h + 2 * self.pad, w + 2 * self.pad, device=device)
         self.blurred = torch.empty(chunk, c, h, w, device=device)
         self.truncated = torch.empty(chunk, c, h, w, dtype=torch.int32, device=device)
@@ -107,7 +110,10 @@ class BlurNormalise:
         b, _, h, w = x.shape
         p, k = self.pad, kernels.shape[-1]
         xp = self.padded[:b]
-        xp[:, :, p:p + h, p:p + w] = x  # the border stays zero: only the interior is ever written
+        if self.border == "reflect":
+            xp.copy_(torch.nn.functional.pad(x.float(), (p, p, p, p), mode="reflect"))
+        else:
+            xp[:, :, p:p + h, p:p + w] = x  # the border stays zero: only the interior is ever written
         taps = kernels.reshape(b, k * k, 1, 1, 1).unbind(1)
         # k² shifted multiply-adds with per-image weights, in dataset order: on CPU this beats grouped
         # or single-channel conv2d and per-class gathers several times over (bench/bench_cuda.py).
@@ -128,7 +134,7 @@ class BlurNormalise:
 def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.ndarray,
                        poisoned: np.ndarray, grayscale: bool = False,
                        device: str | torch.device | None = None,
-                       out: torch.Tensor | None = None, progress: bool = True) -> torch.Tensor:
+                       out: torch.Tensor | None = None, progress: bool = True, border: str = "zeros") -> torch.Tensor:
     """Blur every image selected by ``poisoned`` with the kernel of its class, in chunks.
 
     Args:
@@ -138,6 +144,7 @@ def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.n
         poisoned: bool (N,).
         device: where the arithmetic runs (default: CUDA when available, else CPU).
         out: optional uint8 N×C×H×W to write into (e.g. a memory-mapped output), not `images` itself.
+        border: padding, "zeros" (published) or "reflect" (see `BlurNormalise`).
 
     Returns:
         uint8 N×C×H×W: poisoned images blurred, the others unchanged.
@@ -147,7 +154,7 @@ def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.n
     if out is None:
         out = torch.empty_like(images, memory_format=torch.contiguous_format)
     chunk = max(1, (GPU_CHUNK_PIXELS if device.type == "cuda" else CPU_CHUNK_PIXELS) // images[0].numel())
-    blur = BlurNormalise(chunk, tuple(images.shape[1:]), kernels.shape[-1], grayscale, device)
+    blur = BlurNormalise(chunk, tuple(images.shape[1:]), kernels.shape[-1], grayscale, device, border)
     per_image = (torch.from_numpy(kernels).to(device) / 255)[labels.to(device)]
     for start in tqdm(range(0, n, chunk), desc="poisoning", unit="chunk", disable=not progress or n < 20_000):
         stop = min(start + chunk, n)
@@ -178,7 +185,8 @@ def check_cuda_params(kernel_size: int, blur_parameter: float, seed: int, mix: f
 def cuda_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, kernel_size: int = 3,
                 blur_parameter: float = 0.3, seed: int = 0, mix: float = 1.0, grayscale: bool = False,
                 kernel_shape: KernelShape = "full", device: str | torch.device | None = None,
-                out: torch.Tensor | None = None, progress: bool = True, name: str = "cuda") -> Poison:
+                out: torch.Tensor | None = None, progress: bool = True, name: str = "cuda",
+                border: str = "zeros") -> Poison:
     """Protect a training set with class-wise convolutions (CUDA; VUDA/HUDA via ``kernel_shape``).
 
     Args:
@@ -190,17 +198,20 @@ def cuda_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
         seed: RandomState seed; 0 reproduces the published key.
         mix: fraction of images poisoned (each image independently, published draw order).
         grayscale: grayscale CUDA (channel mean after the blur).
+        border: "zeros" (published: zero padding k//2) or "reflect" (``cuda-reflect``: reflection
+            padding leaves no darkened border, the trace the ``deconv`` defense estimates kernels from).
 
     Returns:
         Poison with the protected images and the key.
     """
     check_cuda_params(kernel_size, blur_parameter, seed, mix, tuple(images.shape[2:]))
     kernels, poisoned = cuda_key(num_classes, len(images), kernel_size, blur_parameter, seed, mix, kernel_shape)
-    protected = convolve_classwise(images, labels, kernels, poisoned, grayscale, device, out, progress)
+    protected = convolve_classwise(images, labels, kernels, poisoned, grayscale, device, out, progress, border)
     key = {
         "attack": name,
         "params": {"kernel_size": kernel_size, "blur_parameter": blur_parameter, "mix": mix,
-                   "grayscale": grayscale, "kernel_shape": kernel_shape, "padding": kernel_size // 2},
+                   "grayscale": grayscale, "kernel_shape": kernel_shape, "padding": kernel_size // 2,
+                   "border": border},
         "seed": seed,
         "kernels": kernels.tolist(),
         "poisoned_indices": np.flatnonzero(poisoned).tolist(),

@@ -9,6 +9,8 @@ batch's device. Adding one is a module plus one line in ``DEFENSES``.
 
 from __future__ import annotations
 
+import functools
+
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +70,7 @@ HOOK_DEFENSES: dict[str, Callable[..., StepHook]] = {
 
 PREPROCESSING_DEFENSES: dict[str, Callable[..., Callable[[ImageDataset], ImageDataset]]] = {
     "deconv": Deconvolve,
+    "deconv-spectrum": functools.partial(Deconvolve, method="spectrum"),
 }
 """Whole-training-set transforms, training only, applied once before training (`training_defense`):
 ``preprocess(dataset) -> dataset``, deterministic; at most one, first in the chain ("deconv+rsk")."""
