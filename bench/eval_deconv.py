@@ -38,12 +38,14 @@ def gain_matched(images: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--limit", type=int, default=50_000, help="first N training images")
+    parser.add_argument("--limit", type=int, default=50_000, help="N training images, the first N/K of each class")
     parser.add_argument("--data", default=SHARED_CIFAR)
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    clean = load_dataset(args.data, "train").subset(torch.arange(args.limit))
+    clean = load_dataset(args.data, "train")
+    per_class = args.limit // clean.num_classes
+    clean = clean.subset(torch.cat([torch.nonzero(clean.labels == c).flatten()[:per_class] for c in range(clean.num_classes)]))
     print(f"{'setting':14} {'k':>2} {'kernel err':>10} {'deconvolved/poisoned':>21} {'false':>5} "
           f"{'PSNR pois/rec':>14} {'gain-matched':>14} {'seconds':>7}")
     for name in args.settings.split(","):
