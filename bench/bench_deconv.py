@@ -13,11 +13,11 @@ the fastest run counts.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
+from bench_defenses import fastest
 from unlearnable.attacks import cuda_key
 from unlearnable.defenses.deconv import REGULARIZATION, border_attenuation, wiener_deconvolve
 
@@ -43,16 +43,6 @@ def per_image(images: np.ndarray, labels: np.ndarray, kernels: np.ndarray, regul
     return out
 
 
-def fastest(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
@@ -66,8 +56,9 @@ def main() -> None:
     batched = wiener_deconvolve(images, labels, kernels)
     naive = per_image(images.numpy(), labels.numpy(), kernels.double().numpy(), REGULARIZATION)
     gap = int((batched.int() - torch.from_numpy(naive).int()).abs().max())
-    fast = fastest(lambda: wiener_deconvolve(images, labels, kernels), args.repeats)
-    slow = fastest(lambda: per_image(images.numpy(), labels.numpy(), kernels.double().numpy(), REGULARIZATION), args.repeats)
+    fast = fastest(lambda: wiener_deconvolve(images, labels, kernels), args.repeats, torch.device("cpu"))
+    slow = fastest(lambda: per_image(images.numpy(), labels.numpy(), kernels.double().numpy(), REGULARIZATION), args.repeats,
+                   torch.device("cpu"))
     print(f"{'step':<8} {'batched s':>10} {'per-image s':>12} {'ratio':>7} {'max gap':>8}")
     print(f"{'wiener':<8} {fast:10.3f} {slow:12.3f} {slow / fast:6.1f}× {gap:8d}")
 

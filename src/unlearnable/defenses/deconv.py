@@ -178,19 +178,13 @@ def _peel(kernels: torch.Tensor) -> int:
     """The smallest odd size whose outer rings each carry < ``RING_MASS`` of every class's kernel."""
     size = kernels.shape[-1]
     while size > 1:
-        inner = size - 2
         offset = (kernels.shape[-1] - size) // 2
         crop = kernels[:, offset:offset + size, offset:offset + size]
         ring = crop.sum(dim=(1, 2)) - crop[:, 1:-1, 1:-1].sum(dim=(1, 2))
         if float(ring.max()) >= RING_MASS:
             break
-        size = inner
+        size -= 2
     return size
-
-
-def _crop(kernels: torch.Tensor, size: int) -> torch.Tensor:
-    offset = (kernels.shape[-1] - size) // 2
-    return kernels[:, offset:offset + size, offset:offset + size]
 
 
 def border_attenuation(kernels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -360,7 +354,8 @@ def estimate_kernels(images: torch.Tensor, labels: torch.Tensor, num_classes: in
         raise UserInputError(f"unknown deconv method {method!r}; choose one of {', '.join(METHODS)}")
     _check_inputs(images, labels, num_classes)
     h, w = images.shape[-2:]
-    for size in (KERNEL_SIZES if kernel_size is None and method == "spectrum" else (kernel_size,) if kernel_size else ()):
+    checked = (kernel_size,) if kernel_size else KERNEL_SIZES if method == "spectrum" else ()
+    for size in checked:
         if size < 1 or size % 2 == 0 or size > min(h, w) // 2:
             raise UserInputError(f"--kernel-size {size} is invalid; use an odd size from 1 to {min(h, w) // 2}")
     if method == "spectrum":
@@ -463,39 +458,39 @@ def recover(dataset: ImageDataset, kernel_size: int | None = None, regularizatio
     """
     images, labels, num_classes = dataset.images, dataset.labels, dataset.num_classes
     kernels = estimate_kernels(images, labels, num_classes, kernel_size, method=method)
-    if method == "spectrum":
-        mask = torch.ones(len(images), dtype=torch.bool, device=images.device)
-    else:
-        mask = blurred_mask(images, labels, kernels)
-        if kernels.shape[-1] > 1:
-            kernels = estimate_kernels(images, labels, num_classes, kernels.shape[-1], mask=mask)
-            mask = blurred_mask(images, labels, kernels)
-    out = deconvolve_masked(images, labels, kernels, mask, regularization, method)
+    if method == "border" and kernels.shape[-1] > 1:
+        kernels = estimate_kernels(images, labels, num_classes, kernels.shape[-1],
+                                   mask=blurred_mask(images, labels, kernels))
+    out, mask = deconvolve_blurred(images, labels, kernels, regularization, method)
     meta: dict[str, Any] = {**dataset.meta, "deconv": {"kernels": kernels.cpu().tolist(), "kernel_size": kernels.shape[-1],
                                                        "regularization": regularization, "method": method,
                                                        "deconvolved": int(mask.sum())}}
     return ImageDataset(out, dataset.labels.clone(), list(dataset.classes), meta)
 
 
-def deconvolve_masked(images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tensor, mask: torch.Tensor,
-                      regularization: float = REGULARIZATION, method: str = "border") -> torch.Tensor:
-    """A copy of uint8 N×C×H×W `images` with those where bool (N,) `mask` is True Wiener-deconvolved;
-    the zero-padding border is undone for kernels the ``border`` method found (it is their trace)."""
+def deconvolve_blurred(images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tensor,
+                       regularization: float = REGULARIZATION, method: str = "border") -> tuple[torch.Tensor, torch.Tensor]:
+    """Wiener-deconvolve the images `method` counts as blurred: ``border`` those `blurred_mask`
+    finds (and their zero-padding border is undone: it is their trace), ``spectrum`` every one.
+
+    Returns:
+        (a uint8 N×C×H×W copy of `images` with those deconvolved, the bool (N,) mask of them).
+    """
+    mask = (blurred_mask(images, labels, kernels) if method == "border"
+            else torch.ones(len(images), dtype=torch.bool, device=images.device))
     out = images.clone()
     if bool(mask.any()):
         out[mask] = wiener_deconvolve(images[mask], labels.to(mask.device)[mask], kernels, regularization,
                                       zero_padded=method == "border")
-    return out
+    return out, mask
 
 
 def replay(dataset: ImageDataset, record: dict[str, Any]) -> ImageDataset:
     """`recover`'s output again from its meta ``deconv`` `record` (kernels known: no estimation, fast)."""
     kernels = torch.tensor(record["kernels"], dtype=torch.float32)
-    images, labels = dataset.images, dataset.labels
-    method = record.get("method", "border")
-    mask = blurred_mask(images, labels, kernels) if method == "border" else torch.ones(len(images), dtype=torch.bool)
-    out = deconvolve_masked(images, labels, kernels, mask, float(record["regularization"]), method)
-    return ImageDataset(out, labels.clone(), list(dataset.classes), {**dataset.meta, "deconv": record})
+    out, _ = deconvolve_blurred(dataset.images, dataset.labels, kernels, float(record["regularization"]),
+                                record.get("method", "border"))
+    return ImageDataset(out, dataset.labels.clone(), list(dataset.classes), {**dataset.meta, "deconv": record})
 
 
 def diagnostics(poisoned: ImageDataset, recovered: ImageDataset, clean: ImageDataset | None) -> dict[str, Any]:
