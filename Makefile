@@ -39,3 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_poisons.py
 	$(BIN)/python bench/bench_training_defenses.py
 	$(BIN)/python bench/bench_deconv.py
+	$(BIN)/python bench/bench_store.py

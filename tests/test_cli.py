@@ -86,10 +86,9 @@ def test_show_writes_grid(tiny_folder, tmp_path):
 
 def test_interrupted_poison_leaves_nothing(tiny_folder, tmp_path, monkeypatch):
     def fail(directory, train, test=None):
-        np.save(directory / "images.npy", np.zeros(3))
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt  # after images.npy and labels.npy are written
 
-    monkeypatch.setattr(unlearnable.protect, "save_dataset", fail)
+    monkeypatch.setattr(unlearnable.protect, "write_meta_and_test", fail)
     assert main(["poison", "--data", str(tiny_folder), "--out", str(tmp_path / "p")]) == 130
     assert list(tmp_path.iterdir()) == [tiny_folder]
 

@@ -21,9 +21,10 @@ import unlearnable.train as train_module
 from unlearnable.data import ImageDataset
 from unlearnable.defenses import TrainingDefense
 from unlearnable.errors import UserInputError
+from unlearnable.loaders import DeviceLoader, StreamLoader, make_loader
 from unlearnable.train import (CIFAR10_CLASSES, RECIPES, Recipe, TrainConfig, Trainer, config_to_dict, lr_factor,
-                               normalization_stats, random_crop, random_flip, random_rotation, resolve_config,
-                               resolve_recipe, train)
+                               normalization_stats, random_crop, random_flip, random_resized_crop, random_rotation,
+                               resized_crop_boxes, resolve_augment, resolve_config, resolve_recipe, train)
 
 COLOURS = torch.tensor([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40]], dtype=torch.float32)
 
@@ -166,6 +167,56 @@ def test_random_rotation_matches_torchvision(size: tuple[int, int]) -> None:
     assert not torch.equal(out, x)
 
 
+@pytest.mark.parametrize("size", [(48, 48), (40, 56)])
+def test_random_resized_crop_matches_torchvision(size: tuple[int, int]) -> None:
+    """Each image equals torchvision's resized_crop (bilinear, no antialias) of the same box."""
+    x = torch.rand(16, 3, *size, generator=torch.Generator().manual_seed(1))
+    out = random_resized_crop(x, (32, 32), torch.Generator().manual_seed(0))
+    boxes = resized_crop_boxes(16, *size, torch.Generator().manual_seed(0))
+    reference = torch.stack([TF.resized_crop(image, *box.tolist(), [32, 32], InterpolationMode.BILINEAR, antialias=False)
+                             for image, box in zip(x, boxes)])
+    assert out.shape == (16, 3, 32, 32)
+    torch.testing.assert_close(out, reference, rtol=0, atol=2e-5)
+
+
+def test_resized_crop_boxes_follow_torchvision_rules() -> None:
+    """Boxes lie inside the image with area 8–100% and ratio 3/4–4/3; when no draw fits, the centre box."""
+    top, left, h, w = resized_crop_boxes(20_000, 224, 224, torch.Generator().manual_seed(0)).unbind(1)
+    assert bool((top >= 0).all() and (left >= 0).all() and (top + h <= 224).all() and (left + w <= 224).all())
+    area = (h * w).double() / 224**2
+    from torchvision.transforms import RandomResizedCrop
+    torch.manual_seed(0)
+    reference = torch.tensor([(lambda b: b[2] * b[3])(RandomResizedCrop.get_params(torch.empty(1, 224, 224),
+                                                                                    [0.08, 1.0], [3 / 4, 4 / 3]))
+                              for _ in range(5000)], dtype=torch.float64) / 224**2
+    assert 0.075 < area.min() and area.max() <= 1
+    assert abs(area.mean() - reference.mean()) < 0.015 and abs(area.std() - reference.std()) < 0.015
+    ratio = w.double() / h
+    assert ratio.min() > 0.7 and ratio.max() < 1.4
+    for start, extent in ((top, h), (left, w)):  # offsets uniform over the positions that fit
+        assert abs(((start + 0.5) / (225 - extent)).mean() - 0.5) < 0.01
+    # A 4×200 strip: no candidate fits (h ≥ 4·0.75·... rounds above 4 for most) → central box of ratio 4/3.
+    boxes = resized_crop_boxes(200, 4, 200, torch.Generator().manual_seed(0))
+    assert ((boxes == torch.tensor([0, 97, 4, 5])).all(1) | (boxes[:, 2] <= 4)).all()
+    assert (boxes[:, 3] <= 200).all()
+
+
+def test_augment_choice() -> None:
+    assert resolve_augment("auto", (32, 32)) == "crop" and resolve_augment("auto", (224, 224)) == "resized-crop"
+    assert resolve_augment("auto", (64, 80)) == "resized-crop" and resolve_augment("crop", (224, 224)) == "crop"
+
+
+def test_resized_crop_in_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = train_module.random_resized_crop
+    monkeypatch.setattr(train_module, "random_resized_crop", lambda x, size, g: calls.append(x.shape) or real(x, size, g))
+    large = blobs(64, seed=3, size=64)
+    trainer = Trainer(resolve_config(quick_config(tmp_path, defense="rsk")), large, large, tiny_net(), None)
+    images, _ = next(trainer.train_loader.shuffled(trainer.generator))
+    assert trainer.augmentation == "resized-crop" and trainer.augment(images).shape == images.shape
+    assert calls == [(64, 3, 62, 62)]  # "valid" RSK shrinks 64×64 to 62×62; the crop brings back 64×64
+
+
 def test_rotation_only_when_asked(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     monkeypatch.setattr(train_module, "random_rotation", lambda x, degrees, g: calls.append(degrees) or x)
@@ -220,6 +271,8 @@ def test_normalization_stats(data) -> None:
     train_set, _ = data
     cifar_like = ImageDataset(train_set.images, train_set.labels % 10, list(CIFAR10_CLASSES))
     assert normalization_stats("auto", cifar_like) == ("cifar10", [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
+    large = ImageDataset(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), ["a"])
+    assert normalization_stats("auto", large) == ("imagenet", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     name, mean, std = normalization_stats("auto", train_set)
     pixels = train_set.images.double().div(255).transpose(0, 1).reshape(3, -1)
     assert name == "data"
@@ -294,6 +347,32 @@ def test_resume_is_bit_identical(tmp_path: Path, data, monkeypatch: pytest.Monke
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
+def test_stream_loader_serves_the_device_loaders_batches(tmp_path: Path, data) -> None:
+    """From a memory-mapped saved dataset, streaming gives the same batches as the on-device copy."""
+    from unlearnable.data import load_saved, save_dataset
+    save_dataset(tmp_path, data[0])
+    mapped = load_saved(tmp_path)
+    assert not mapped.images.is_contiguous()  # an N×C×H×W view of the N×H×W×C file
+    shard = torch.arange(3, 200, 2)
+    loaders = [DeviceLoader(mapped, torch.device("cpu"), 16, shard), StreamLoader(mapped, torch.device("cpu"), 16, shard)]
+    epochs = [list(loader.shuffled(torch.Generator().manual_seed(5))) for loader in loaders]
+    assert len(epochs[0]) == len(epochs[1]) == len(shard) // 16
+    for (a, la), (b, lb) in zip(*epochs):
+        assert torch.equal(a, b) and torch.equal(la, lb) and b.is_contiguous()
+    ordered = [torch.cat([images for images, _ in loader.in_order()]) for loader in loaders]
+    assert torch.equal(ordered[0], ordered[1]) and torch.equal(ordered[0], data[0].images[shard])
+    assert isinstance(make_loader(mapped, torch.device("cpu"), 16), DeviceLoader)  # small: copied
+    assert isinstance(make_loader(mapped, torch.device("cpu"), 16, placement="stream"), StreamLoader)
+
+
+def test_streamed_training_is_bit_identical(tmp_path: Path, data) -> None:
+    runs = [train(quick_config(tmp_path / placement, data_placement=placement, defense="rsk+ff"), *data,
+                  model=tiny_net(), progress=False) for placement in ("device", "stream")]
+    assert [r["pipeline"]["data_placement"] for r in runs] == ["device", "stream"]
+    assert [r["epochs"][-1]["test_acc"] for r in runs[:1]] == [runs[1]["epochs"][-1]["test_acc"]]
+    assert [e["train_loss"] for e in runs[0]["epochs"]] == [e["train_loss"] for e in runs[1]["epochs"]]
+
+
 def test_finished_run_needs_resume(tmp_path: Path, data) -> None:
     config = quick_config(tmp_path, recipe=resolve_recipe("quick", epochs=1, batch_size=128))
     first = train(config, *data, model=tiny_net(), progress=False)
@@ -308,7 +387,9 @@ def test_finished_run_needs_resume(tmp_path: Path, data) -> None:
 def test_config_validation(tmp_path: Path) -> None:
     for changes, message in [({"device": "tpu"}, "device"), ({"defense": "blur"}, "unknown defense"),
                              ({"adversarial": {"norm": "l1"}}, "norm"), ({"adversarial": {"epsilon": 1}}, "epsilon"),
-                             ({"normalization": "imagenet"}, "normalization"), ({"amp": "yes"}, "amp")]:
+                             ({"normalization": "imagenet21k"}, "normalization"), ({"amp": "yes"}, "amp"),
+                             ({"augment": "rrc"}, "augment"), ({"data_placement": "gpu"}, "data_placement"),
+                             ({"sync_batchnorm": True}, "CUDA")]:
         with pytest.raises(UserInputError, match=message):
             resolve_config(quick_config(tmp_path, **changes))
     resolved = config_to_dict(quick_config(tmp_path, adversarial={"norm": "l2", "eps": 0.5, "steps": 5}))

@@ -83,6 +83,26 @@ def cmd_poison(args: argparse.Namespace) -> None:
           f"-> {args.out} (the key is in {Path(args.out) / 'meta.json'}; keep it private)")
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from unlearnable import distributed
+    from unlearnable.data import is_saved_dataset, load_saved
+    from unlearnable.data.imagenet import build_store
+    world = distributed.init()
+    built = is_saved_dataset(args.out)  # then only checked against the settings and returned
+    resumed = Path(f"{args.out}.partial").is_dir()
+    t = time.perf_counter()
+    store = build_store(args.data_root, args.out, args.classes, args.image_size, args.resize, args.val_labels,
+                        args.workers, args.chunk_size, world=world)
+    seconds = time.perf_counter() - t
+    if world.main:
+        train, n_val = load_saved(store), len(load_saved(store, "test"))
+        n_train = len(train)
+        print(f"{args.dataset}: {n_train} train and {n_val} val images of {train.num_classes} classes "
+              f"at {args.image_size}×{args.image_size} ({args.resize}) -> {store}: "
+              + ("already built" if built else f"{seconds:.1f} s, {(n_train + n_val) / seconds:.0f} img/s"
+                 + (" (resumed)" if resumed else "") + f", {world.size} process(es)"))
+
+
 def cmd_recover(args: argparse.Namespace) -> None:
     from unlearnable.defenses.deconv import recover_command
     print("\n".join(recover_command(args.data, args.out, args.kernel_size, args.regularization, args.method,
@@ -121,18 +141,22 @@ def adversarial_config(args: argparse.Namespace) -> dict | None:
 
 def defense_options(args: argparse.Namespace) -> dict:
     """Options of the --defense chain given on the command line (absent = the defense's default)."""
-    options = {"steps": args.steps, "filter_size": args.filter_size, "mix_alpha": args.mix_alpha}
+    options = {"steps": args.steps, "filter_size": args.filter_size, "mix_alpha": args.mix_alpha,
+               "imagenet_variant": True if args.imagenet_variant else None}
     if args.adversarial is None:
         options["eps"] = args.eps  # with --adversarial, --eps is that attack's radius
     return {k: v for k, v in options.items() if v is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from unlearnable import distributed
     from unlearnable.data import load_dataset, stratified_subset
     from unlearnable.train import TrainConfig, resolve_recipe, train
-    train_set = load_dataset(args.train, "train", args.data_root)
+    world = distributed.init()
     test_spec = args.test or args.train
-    test_set = load_dataset(test_spec, "test", args.data_root)
+    with distributed.main_first(world):  # rank 0 fills the decode cache, the others then read it
+        train_set = load_dataset(args.train, "train", args.data_root)
+        test_set = load_dataset(test_spec, "test", args.data_root)
     if args.train_per_class:
         train_set = stratified_subset(train_set, args.train_per_class, args.seed)
     if args.test_per_class:
@@ -140,23 +164,29 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(out=args.out, model=args.model, defense=args.defense, defense_options=defense_options(args),
                          recipe=resolve_recipe(args.recipe, **recipe_overrides(args)),
                          seed=args.seed, device=args.device, adversarial=adversarial_config(args), rotate=args.rotate,
+                         augment=args.augment, data_placement=args.data_placement, sync_batchnorm=args.sync_batchnorm,
                          name=args.name or Path(args.out).name, train=args.train, test=test_spec)
     results = train(config, train_set, test_set, resume=args.resume)
     final = results["final"]
-    print(f"{config.name}: test accuracy {final['test_acc_last']:.2f}% (best {final['test_acc_best']:.2f}% "
-          f"at epoch {final['best_epoch']}) in {final['wall_seconds']:.0f} s -> {Path(args.out) / 'results.json'}")
+    if world.main:
+            print(f"{config.name}: test accuracy {final['test_acc_last']:.2f}% (best {final['test_acc_best']:.2f}% "
+              f"at epoch {final['best_epoch']}) in {final['wall_seconds']:.0f} s -> {Path(args.out) / 'results.json'}")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from unlearnable.experiments import Protocol, run_table1
+    import dataclasses
+    from unlearnable import distributed
+    from unlearnable.experiments import IMAGENET100, Protocol, run_table1
     from unlearnable.report import write_report
-    protocol = Protocol(model=args.model, recipe=args.recipe,
-                        overrides={"epochs": args.epochs} if args.epochs else {},
-                        rotate=args.dataset == "cifar100" or args.rotate)
+    base = IMAGENET100 if args.dataset == "imagenet100" else Protocol()
+    protocol = dataclasses.replace(base, model=args.model or base.model, recipe=args.recipe,
+                                   overrides={"epochs": args.epochs} if args.epochs else {},
+                                   rotate=args.dataset == "cifar100" or args.rotate)
     source = args.source or args.dataset
     runs = run_table1(source, args.out, protocol, args.data_root, args.seed, args.device)
-    md, html = write_report(runs, Path(args.out) / "report", title=f"Table 1 on {source}")
-    print(f"report: {md} and {html}")
+    if distributed.init().main:
+        md, html = write_report(runs, Path(args.out) / "report", title=f"Table 1 on {source}")
+        print(f"report: {md} and {html}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -236,6 +266,24 @@ def build_parser() -> Parser:
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=cmd_poison)
 
+    p = sub.add_parser("prepare", help="build the memory-mapped ImageNet-100 store from an ImageNet folder (once; "
+                                       "resumable; torchrun splits the work)")
+    p.add_argument("dataset", choices=("imagenet100",), help="the dataset to prepare")
+    p.add_argument("--data-root", required=True, metavar="DIR",
+                   help="ImageNet folder with train/<wnid>/ and val/ (wnid folders, or flat with LOC_val_solution.csv)")
+    p.add_argument("--out", required=True, metavar="STORE", help="the store directory (built in STORE.partial)")
+    p.add_argument("--classes", default="first100", metavar="SUBSET",
+                   help="first100 (CUDA paper, default), cmc100 (CMC's ImageNet-100), all, firstN, or a file of wnids")
+    p.add_argument("--image-size", type=int, default=224, help="side S of the S×S images (default 224)")
+    p.add_argument("--resize", default="stretch", choices=("stretch", "crop"),
+                   help="stretch: resize to S×S (CUDA paper, default); crop: shorter side to S, then center crop")
+    p.add_argument("--val-labels", metavar="FILE", help="labels of a flat val/: lines '<file name> <wnid>'")
+    p.add_argument("--workers", type=int, help="decode threads per process (default: the CPUs per process)")
+    p.add_argument("--chunk-size", type=int, default=1024, metavar="N",
+                   help="images per chunk, the unit of resuming and of splitting across processes; each process "
+                        "holds about 2 chunks in memory (default 1024: 300 MB at 224×224)")
+    p.set_defaults(func=cmd_prepare)
+
     p = sub.add_parser("recover", help="estimate the class-wise blur kernels of DATA and deconvolve it (deconv defense)")
     p.add_argument("data", metavar="DATA", help="a (poisoned) dataset: a saved dataset directory, a name or a path")
     p.add_argument("--out", required=True, metavar="DIR", help="output saved dataset (written atomically), with kernels.png")
@@ -287,7 +335,17 @@ def build_parser() -> Parser:
     p.add_argument("--steps", type=int, help="steps of at-linf, at-l2 or dat in --defense (default 10)")
     p.add_argument("--filter-size", type=int, help="dat's filter size: 3, 5 or 7 (default 5)")
     p.add_argument("--mix-alpha", type=float, help="mixup / cutmix: λ ~ Beta(α, α) (default 1: uniform)")
+    p.add_argument("--imagenet-variant", action="store_true",
+                   help="ff keeps int(0.4·N·p/100) frequencies per axis, the published ImageNet-100 setting")
     p.add_argument("--rotate", action="store_true", help="RandomRotation(15°) after the flip (the CIFAR-100 recipe)")
+    p.add_argument("--augment", default="auto", choices=("auto", "crop", "resized-crop"),
+                   help="crop: RandomCrop(pad 4) (CIFAR); resized-crop: RandomResizedCrop (ImageNet); auto: "
+                        "resized-crop for images of at least 64×64 (default)")
+    p.add_argument("--data-placement", default="auto", choices=("auto", "device", "stream"),
+                   help="device: copy the training images to the device; stream: read batches from the (memory-mapped) "
+                        "dataset; auto: device when they fit (default)")
+    p.add_argument("--sync-batchnorm", action="store_true",
+                   help="under torchrun: BatchNorm statistics over the global batch (CUDA only)")
     p.add_argument("--train-per-class", type=int, help="train on a stratified subset of this many images per class")
     p.add_argument("--test-per-class", type=int, help="test on a stratified subset of this many images per class")
     p.add_argument("--seed", type=int, default=0)
@@ -298,11 +356,13 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("reproduce", help="the paper's Table 1: clean, CUDA, CUDA+AT, CUDA+RSK+FF, and the report")
-    p.add_argument("--dataset", required=True, help="cifar10 or cifar100 (or a path, e.g. the CIFAR-10 JPEG archive)")
+    p.add_argument("--dataset", required=True,
+                   help="cifar10, cifar100 or imagenet100 (with --data-root: an ImageNet folder or a store from "
+                        "`unlearnable prepare`), or a path, e.g. the CIFAR-10 JPEG archive")
     p.add_argument("--source", help="read the dataset from this path instead (e.g. ../shared/data/cifar10-jpeg.tar.gz)")
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (paper: 60)")
-    p.add_argument("--model", default="resnet18")
+    p.add_argument("--model", help="default resnet18 (CIFAR), resnet18-imagenet (imagenet100)")
     p.add_argument("--recipe", default="paper")
     p.add_argument("--rotate", action="store_true", help="RandomRotation(15°) (always on for cifar100)")
     p.add_argument("--seed", type=int, default=0)
@@ -353,6 +413,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from unlearnable import distributed
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
@@ -363,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unlearnable {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"unlearnable {args.command}: interrupted; nothing was written", file=sys.stderr)
+        kept = "the partial store is kept: run the same command to resume" if args.command == "prepare" else \
+            "nothing was written"
+        print(f"unlearnable {args.command}: interrupted; {kept}", file=sys.stderr)
         return 130
+    finally:
+        distributed.finish()
     return 0

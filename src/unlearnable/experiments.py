@@ -21,10 +21,15 @@ from typing import Any
 import numpy as np
 
 from unlearnable.data import ImageDataset, is_saved_dataset, load_dataset, load_saved, save_dataset, stratified_subset
-from unlearnable.io import atomic_directory
-from unlearnable.protect import poison_dataset
+from unlearnable import distributed
+from unlearnable.data.imagenet import store_path
+from unlearnable.data.saved import saved_source
+from unlearnable.io import atomic_directory, shared_atomic_directory
+from unlearnable.protect import poison_dataset, poison_to_directory
 
 CUDA_PAPER = {"kernel_size": 3, "blur_parameter": 0.3, "seed": 0}
+CUDA_PAPER_IMAGENET = {"kernel_size": 9, "blur_parameter": 0.06, "seed": 0}
+"""CUDA's parameters for ImageNet-100 at 224×224 (SPEC §1)."""
 CONDITIONS = ("clean", "cuda", "cuda+at", "cuda+rsk+ff")
 
 
@@ -39,6 +44,8 @@ class Protocol:
         train_per_class / test_per_class: stratified subset sizes (None = everything).
         at: the adversarial-training condition's attack (SPEC §5).
         rotate: RandomRotation(15°) in the pipeline (the CIFAR-100 recipe).
+        cuda: the CUDA poison's parameters.
+        rsk_ff: options of the rsk+ff condition's defense (e.g. FF's ImageNet variant).
     """
 
     model: str = "resnet18"
@@ -48,6 +55,15 @@ class Protocol:
     test_per_class: int | None = None
     at: dict[str, Any] = field(default_factory=lambda: {"norm": "linf", "eps": 4 / 255, "steps": 10})
     rotate: bool = False
+    cuda: dict[str, Any] = field(default_factory=lambda: dict(CUDA_PAPER))
+    rsk_ff: dict[str, Any] = field(default_factory=dict)
+
+
+# ImageNet-100 (the paper's third row): torchvision's ResNet-18 at 224×224 with the paper's recipe,
+# CUDA with k = 9, p_b = 0.06, and FF's ImageNet variant (int(0.4·N·p/100) frequencies kept, SPEC §3).
+# The pipeline takes RandomResizedCrop + flip for images this size (TrainConfig.augment "auto").
+IMAGENET100 = Protocol(model="resnet18-imagenet", recipe="paper", cuda=dict(CUDA_PAPER_IMAGENET),
+                       rsk_ff={"imagenet_variant": True})
 
 
 # The CPU demo (run on CIFAR-10): the small CNN and the quick recipe on 1,000 training images per
@@ -82,20 +98,49 @@ def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | No
         source: a dataset spec for ``load_dataset``.
         out: the experiment directory; datasets go to out/data/<name>.
         protocol: gives the subset sizes.
-        poisons: {name: (attack, params)}; default {"cuda": ("cuda", CUDA_PAPER)}. Each attack
+        poisons: {name: (attack, params)}; default {"cuda": ("cuda", protocol.cuda)}. Each attack
             protects the full training split (so keys and per-image draws are those of the whole
             dataset), and the protocol's subset is taken afterwards.
+
+    ImageNet-100 without a subset is not copied: "clean" is its store (`load_dataset`), and each
+    poison is written straight to disk, split over the processes under torchrun
+    (`protect.poison_to_directory`). Other sources are prepared by rank 0 alone.
 
     Returns:
         {"clean": dir, **{name: dir}}; datasets saved earlier are reused.
     """
-    poisons = {"cuda": ("cuda", CUDA_PAPER)} if poisons is None else poisons
+    poisons = {"cuda": ("cuda", protocol.cuda)} if poisons is None else poisons
+    whole = protocol.train_per_class is None and protocol.test_per_class is None
+    store = store_path(data_root) if source == "imagenet100" and whole else None
     dirs = {name: out / "data" / name for name in ("clean", *poisons)}
+    if store is not None:
+        dirs["clean"] = store
     if all(is_saved_dataset(d) for d in dirs.values()):
         return dirs
-    full = load_dataset(source, "train", data_root)
+    world = distributed.init()
+    with distributed.main_first(world):
+        full = load_dataset(source, "train", data_root)
+        test = load_dataset(source, "test", data_root)
+    if store is not None:
+        # The protected set's source is the store, so `show` and the report can put each protected
+        # image next to its clean original.
+        clean = ImageDataset(full.images, full.labels, full.classes,
+                             {**full.meta, "source": saved_source(store)})
+        for name, (attack, params) in poisons.items():
+            if not is_saved_dataset(dirs[name]):
+                with shared_atomic_directory(dirs[name], world, overwrite=True) as tmp:
+                    poison_to_directory(clean, attack, tmp, test, world, **params)
+        return dirs
+    if world.main:
+        prepare_copies(full, test, dirs, protocol, poisons)
+    distributed.barrier(world)
+    return dirs
+
+
+def prepare_copies(full: ImageDataset, test: ImageDataset, dirs: dict[str, Path], protocol: Protocol,
+                   poisons: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    """Save the clean training set (the protocol's subset of `full`) and each protected version in `dirs`."""
     train = full if protocol.train_per_class is None else stratified_subset(full, protocol.train_per_class)
-    test = load_dataset(source, "test", data_root)
     if protocol.test_per_class is not None:
         test = stratified_subset(test, protocol.test_per_class)
     if not is_saved_dataset(dirs["clean"]):
@@ -109,11 +154,9 @@ def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | No
             protected = subset_protected(protected, train.meta["subset"]["indices"])
         # The protected set's source is the clean set saved beside it, so `show` and the report can
         # put each protected image next to its clean original.
-        protected.meta["source"] = {"spec": str(dirs["clean"]), "kind": "saved", "split": "train",
-                                    "path": str(dirs["clean"].resolve())}
+        protected.meta["source"] = saved_source(dirs["clean"])
         with atomic_directory(dirs[name], overwrite=True) as tmp:
             save_dataset(tmp, protected, test)
-    return dirs
 
 
 def subset_protected(protected: ImageDataset, keep: list[int]) -> ImageDataset:
@@ -132,7 +175,7 @@ def condition_config(name: str, protocol: Protocol) -> dict[str, Any]:
         "clean": {"defense": "none", "adversarial": None},
         "cuda": {"defense": "none", "adversarial": None},
         "cuda+at": {"defense": "none", "adversarial": dict(protocol.at)},
-        "cuda+rsk+ff": {"defense": "rsk+ff", "adversarial": None},
+        "cuda+rsk+ff": {"defense": "rsk+ff", "defense_options": dict(protocol.rsk_ff), "adversarial": None},
     }[name]
 
 

@@ -39,6 +39,43 @@ def atomic_directory(out: str | os.PathLike, overwrite: bool = False) -> Iterato
         os.replace(tmp, out)
 
 
+@contextlib.contextmanager
+def shared_atomic_directory(out: str | os.PathLike, world: Any, overwrite: bool = False) -> Iterator[Path]:
+    """`atomic_directory` for several processes (`unlearnable.distributed.World`) writing one result.
+
+    The temporary sibling has a fixed name, ``.<name>.partial``, so that every process finds it:
+    rank 0 (re)creates it, every process writes its share into it, and rank 0 renames it to `out`
+    once all have finished the block. With one process this is `atomic_directory`.
+    """
+    from unlearnable import distributed
+
+    if not world.distributed:
+        with atomic_directory(out, overwrite) as tmp:
+            yield tmp
+        return
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.partial"
+    exists = out.exists() and not overwrite
+    if not distributed.all_agree(world, not exists):
+        raise UserInputError(f"output directory {out} already exists; choose another path or pass --overwrite")
+    if world.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    distributed.barrier(world)
+    try:
+        yield tmp
+    except BaseException:
+        if world.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    distributed.barrier(world)
+    if world.main:
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    distributed.barrier(world)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename."""
     path = Path(path)

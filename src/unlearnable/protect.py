@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,11 +12,14 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from unlearnable import __version__
+from unlearnable import __version__, distributed
 from unlearnable.attacks import get_attack
-from unlearnable.data import ImageDataset, load_dataset, save_dataset
+from unlearnable.data import ImageDataset, is_saved_dataset, load_dataset, load_saved
+from unlearnable.data.imagenet import store_path
+from unlearnable.data.saved import saved_source, write_meta_and_test
+from unlearnable.distributed import World, shard_range
 from unlearnable.errors import MissingSplitError, UserInputError
-from unlearnable.io import atomic_directory
+from unlearnable.io import shared_atomic_directory
 
 
 def poison_dataset(train: ImageDataset, attack: str, device: str | None = None, **params) -> ImageDataset:
@@ -32,8 +36,56 @@ def poison_dataset(train: ImageDataset, attack: str, device: str | None = None, 
         poisoned_indices).
     """
     poison = get_attack(attack)(train.images, train.labels, train.num_classes, device=device, **params)
-    meta = {"source": train.meta.get("source"), **poison.key, "unlearnable_version": __version__}
-    return ImageDataset(poison.images, train.labels.clone(), list(train.classes), meta)
+    return ImageDataset(poison.images, train.labels.clone(), list(train.classes), protected_meta(train, poison.key))
+
+
+def protected_meta(train: ImageDataset, key: dict) -> dict:
+    """The meta of a protected copy of `train`: its source, the attack's key, the version, and the
+    class list of an ImageNet store."""
+    extra = {"imagenet": train.meta["imagenet"]} if "imagenet" in train.meta else {}
+    return {"source": train.meta.get("source"), **key, "unlearnable_version": __version__, **extra}
+
+
+def streams_to_disk(attack: str) -> bool:
+    """True when `attack` writes into a given output and computes a given share of rows (the CUDA family)."""
+    takes = inspect.signature(get_attack(attack)).parameters
+    return "out" in takes and "rows" in takes
+
+
+def poison_to_directory(train: ImageDataset, attack: str, directory: Path, test: ImageDataset | None = None,
+                        world: World = World(), device: str | None = None, **params) -> ImageDataset:
+    """Protect `train` straight into the saved dataset `directory` (which exists and is empty).
+
+    For the attacks of `streams_to_disk` the protected images go into a memory-mapped
+    directory/images.npy chunk by chunk, never whole in memory (ImageNet-100 at 224² is 19 GB), and
+    each process of `world` computes its contiguous block of images; the key is drawn in full by
+    every process (it is cheap) and rank 0 writes labels, meta.json and the test split. Other
+    attacks protect in memory on one process. Every process calls this.
+
+    Returns:
+        The saved dataset, read back memory-mapped.
+    """
+    if streams_to_disk(attack):
+        nhwc = (len(train), *train.shape[1:], train.shape[0])
+        if world.main:
+            np.lib.format.open_memmap(directory / "images.npy", mode="w+", dtype=np.uint8, shape=nhwc).flush()
+        distributed.barrier(world)
+        images = np.load(directory / "images.npy", mmap_mode="r+")
+        out = torch.from_numpy(images).permute(0, 3, 1, 2)
+        key = get_attack(attack)(train.images, train.labels, train.num_classes, device=device, out=out,
+                                 rows=shard_range(len(train), world), progress=world.main, **params).key
+        images.flush()
+        protected = ImageDataset(out, train.labels, list(train.classes), protected_meta(train, key))
+    elif world.distributed:
+        raise UserInputError(f"attack {attack!r} cannot be split across processes; run it without torchrun")
+    else:
+        protected = poison_dataset(train, attack, device, **params)
+        np.save(directory / "images.npy", protected.numpy_nhwc())
+    if world.main:
+        np.save(directory / "labels.npy", train.labels.numpy().astype(np.int64))
+        write_meta_and_test(directory, protected, test)
+    distributed.barrier(world)
+    return load_saved(directory)
 
 
 def class_dir_names(classes: list[str]) -> list[str]:
@@ -76,21 +128,27 @@ def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: st
                    **params) -> ImageDataset:
     """Load `data`, protect its training split, write the saved dataset to `out` atomically.
 
-    The clean test split, when the source has one, is saved beside it (never poisoned).
+    The clean test split, when the source has one, is saved beside it (never poisoned). Under
+    torchrun the processes split the images (`poison_to_directory`).
     """
     if fmt not in ("npy", "png"):
         raise UserInputError(f"--format {fmt!r} is unknown; use 'npy' (arrays only) or 'png' (arrays plus a PNG ImageFolder)")
-    train = load_dataset(data, "train", data_root)
-    try:
-        test = load_dataset(data, "test", data_root)
-    except MissingSplitError:
-        test = None
-    protected = poison_dataset(train, attack, device=device, **params)
-    with atomic_directory(out, overwrite) as tmp:
-        save_dataset(tmp, protected, test)
-        if fmt == "png":
+    world = distributed.init()
+    with distributed.main_first(world):  # rank 0 fills the decode cache, the others then read it
+        train = load_dataset(data, "train", data_root)
+        try:
+            test = load_dataset(data, "test", data_root)
+        except MissingSplitError:
+            test = None
+    if data == "imagenet100" or is_saved_dataset(data):  # `show` and the report find the clean images there
+        clean = store_path(data_root) if data == "imagenet100" else Path(data)
+        train = ImageDataset(train.images, train.labels, train.classes, {**train.meta, "source": saved_source(clean)})
+    get_attack(attack)  # an unknown name fails before anything is written
+    with shared_atomic_directory(out, world, overwrite) as tmp:
+        protected = poison_to_directory(train, attack, tmp, test, world, device, **params)
+        if fmt == "png" and world.main:
             export_png(protected, tmp / "png")
-    return protected
+    return load_saved(out)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> float:

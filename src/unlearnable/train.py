@@ -33,15 +33,17 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import unlearnable
@@ -49,7 +51,10 @@ from unlearnable.data import ImageDataset, to_unit_float
 from unlearnable.defenses import StepHook, TrainingDefense, training_defense
 from unlearnable.defenses.adversarial import AdversarialTraining
 from unlearnable.errors import UserInputError
+from unlearnable import distributed
+from unlearnable.distributed import World, gather_tensors
 from unlearnable.io import atomic_write_bytes, write_json
+from unlearnable.loaders import PLACEMENTS, make_loader
 
 # --- recipes -----------------------------------------------------------------------------------
 
@@ -204,8 +209,14 @@ NORMALIZATION_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     # The constants of the published code (the CIFAR-10 std is the well-known slightly-off one).
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    # torchvision's ImageNet constants, used by every ImageNet-100 code base.
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
-NORMALIZATIONS = ("auto", "cifar10", "cifar100", "data")
+NORMALIZATIONS = ("auto", "cifar10", "cifar100", "imagenet", "data")
+IMAGENET_MIN_SIZE = 64
+""""auto" takes the ImageNet constants for colour images at least this large (photos at ImageNet scale)."""
+AUGMENTATIONS = ("auto", "crop", "resized-crop")
+STATS_CHUNK_PIXELS = 1 << 24
 
 
 def random_crop(x: torch.Tensor, size: tuple[int, int], padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -239,6 +250,81 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
+RESIZED_CROP_SCALE = (0.08, 1.0)
+RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
+RESIZED_CROP_ATTEMPTS = 10
+
+
+def resized_crop_boxes(batch: int, height: int, width: int, generator: torch.Generator,
+                       scale: tuple[float, float] = RESIZED_CROP_SCALE,
+                       ratio: tuple[float, float] = RESIZED_CROP_RATIO) -> torch.Tensor:
+    """torchvision's RandomResizedCrop.get_params for `batch` images at once.
+
+    Per image, up to 10 candidate boxes: area ~ U(scale)·H·W, aspect ratio log-uniform in `ratio`,
+    w = round(√(area·ratio)), h = round(√(area/ratio)); the first that fits is taken at a uniform
+    offset, and when none fits the central box of the whole image with the ratio clamped to `ratio`.
+
+    Returns:
+        int64 B×4 (top, left, h, w) on the generator's device.
+    """
+    device = generator.device
+    area = height * width
+    draws = (batch, RESIZED_CROP_ATTEMPTS)
+    target = torch.empty(draws, device=device).uniform_(*scale, generator=generator) * area
+    log_ratio = torch.empty(draws, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = log_ratio.exp()
+    w = (target * aspect).sqrt().round().long()
+    h = (target / aspect).sqrt().round().long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.int8).argmax(1, keepdim=True)  # the first candidate that fits (0 when none does)
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+    if width / height < ratio[0]:
+        fallback_w, fallback_h = width, round(width / ratio[0])
+    elif width / height > ratio[1]:
+        fallback_w, fallback_h = round(height * ratio[1]), height
+    else:
+        fallback_w, fallback_h = width, height
+    found = fits.any(1)
+    w = torch.where(found, w, fallback_w)
+    h = torch.where(found, h, fallback_h)
+    u = torch.rand(batch, 2, device=device, generator=generator)
+    top = torch.where(found, (u[:, 0] * (height - h + 1)).long(), (height - fallback_h) // 2)
+    left = torch.where(found, (u[:, 1] * (width - w + 1)).long(), (width - fallback_w) // 2)
+    return torch.stack([top, left, h, w], 1)
+
+
+def random_resized_crop(x: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3), bilinear) per image of a batch.
+
+    Boxes from `resized_crop_boxes`; each is resampled to `size` bilinearly as torchvision resizes the
+    cropped image (``interpolate(..., align_corners=False)``: half-pixel centres, sample positions
+    clamped to the box, so no pixel outside it leaks in), in one ``grid_sample`` for the batch. No
+    antialiasing: on a store at the training size every box is at most the image, so it is only
+    ever enlarged (or kept), and antialiasing would not change it.
+
+    Args:
+        x: float B×C×H×W.
+        size: (rows, cols) of the output.
+
+    Returns:
+        float B×C×size[0]×size[1].
+    """
+    batch, _, height, width = x.shape
+    top, left, h, w = resized_crop_boxes(batch, height, width, generator).to(x.dtype).unbind(1)
+
+    def sample_positions(start: torch.Tensor, extent: torch.Tensor, count: int, full: int) -> torch.Tensor:
+        # Output pixel v reads input position start + clamp((v + 0.5)·extent/count − 0.5, 0, extent − 1),
+        # which grid_sample (align_corners=False) takes as 2·(position + 0.5)/full − 1.
+        v = torch.arange(count, device=x.device, dtype=x.dtype) + 0.5
+        inside = (v * (extent / count)[:, None] - 0.5).clamp(min=0).minimum(extent[:, None] - 1)
+        return (start[:, None] + inside + 0.5) * (2 / full) - 1
+
+    rows = sample_positions(top, h, size[0], height)  # B×rows
+    cols = sample_positions(left, w, size[1], width)  # B×cols
+    grid = torch.stack([cols[:, None, :].expand(-1, size[0], -1), rows[:, :, None].expand(-1, -1, size[1])], -1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def random_rotation(x: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
     """torchvision's RandomRotation(degrees, nearest, fill 0) per image: angle ~ U(−degrees, degrees).
 
@@ -258,26 +344,31 @@ def random_rotation(x: torch.Tensor, degrees: float, generator: torch.Generator)
 def normalization_stats(choice: str, train_set: ImageDataset) -> tuple[str, list[float], list[float]]:
     """(name, mean, std) of the per-channel standardisation for `train_set`.
 
-    `choice` "cifar10" / "cifar100" gives the published constants, "data" the mean and std of
-    every pixel of the training images per channel (in [0, 1] units), and "auto" the CIFAR
-    constants when the training set is 3×32×32 with CIFAR-10's classes or CIFAR-100's 100 fine
-    classes, otherwise "data".
+    `choice` "cifar10" / "cifar100" / "imagenet" gives the published constants, "data" the mean
+    and std of every pixel of the training images per channel (in [0, 1] units, read in chunks),
+    and "auto" the CIFAR constants when the training set is 3×32×32 with CIFAR-10's classes or
+    CIFAR-100's 100 fine classes, the ImageNet constants for colour images of at least 64×64,
+    otherwise "data".
     """
     if choice == "auto":
         choice = "data"
+        channels, height, width = train_set.shape
         if train_set.shape == (3, 32, 32):
             classes = tuple(train_set.classes)
             if classes == CIFAR10_CLASSES:
                 choice = "cifar10"
             elif len(classes) == 100 and classes[0] == "apple" and classes[-1] == "worm":
                 choice = "cifar100"
+        elif channels == 3 and min(height, width) >= IMAGENET_MIN_SIZE:
+            choice = "imagenet"
     if choice in NORMALIZATION_STATS:
         mean, std = NORMALIZATION_STATS[choice]
         return choice, list(mean), list(std)
     channels = train_set.shape[0]
     total, squares, count = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
-    for start in range(0, len(train_set), 4096):
-        chunk = train_set.images[start:start + 4096].to(torch.float64).transpose(0, 1).reshape(channels, -1) / 255
+    step = max(1, STATS_CHUNK_PIXELS // train_set.images[0].numel())
+    for start in range(0, len(train_set), step):
+        chunk = train_set.images[start:start + step].to(torch.float64).transpose(0, 1).reshape(channels, -1) / 255
         total += chunk.sum(1)
         squares += chunk.square().sum(1)
         count += chunk.shape[1]
@@ -295,34 +386,6 @@ class Normalize:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.mean is None else (x - self.mean) / self.std
-
-
-class DeviceLoader:
-    """A dataset resident on the training device as uint8, served in batches.
-
-    With a generator, each pass is a fresh permutation drawn from it, cut into full batches
-    (the remainder is dropped); without one, the dataset in order, last batch included.
-    """
-
-    def __init__(self, dataset: ImageDataset, device: torch.device, batch_size: int) -> None:
-        self.images = dataset.images.contiguous().to(device)
-        self.labels = dataset.labels.to(device)
-        self.batch_size = batch_size
-
-    def __len__(self) -> int:
-        return len(self.labels) // self.batch_size
-
-    def shuffled(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """`len(self)` batches (uint8 B×C×H×W, int64 (B,)) of a seeded permutation; drop_last."""
-        order = torch.randperm(len(self.labels), generator=generator, device=self.labels.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start:start + self.batch_size]
-            yield self.images[index], self.labels[index]
-
-    def in_order(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every image once, in dataset order, as (uint8 B×C×H×W, int64 (B,)) slices."""
-        for start in range(0, len(self.labels), self.batch_size):
-            yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -347,6 +410,13 @@ class TrainConfig:
             too: the small CNN 1.8×, ResNet-18 1.5× on 2 cores, `bench/bench_models.py`).
         compile: wrap the model in ``torch.compile``.
         rotate: add RandomRotation(15°) to the pipeline (the CIFAR-100 recipe).
+        augment: the geometric augmentation: "crop" (RandomCrop with padding 4, the CIFAR recipe),
+            "resized-crop" (RandomResizedCrop(0.08–1, 3/4–4/3), the ImageNet recipe), or "auto":
+            resized-crop for images of at least 64×64, else crop. A horizontal flip follows either.
+        data_placement: "device" (the training images are copied to the device), "stream" (read
+            batch by batch from where they are, e.g. a memory-mapped store) or "auto" (`loaders.make_loader`).
+        sync_batchnorm: with several processes (torchrun), BatchNorm statistics over the global batch
+            (``nn.SyncBatchNorm``; CUDA only) instead of each process's share of it.
         normalization: where the Normalize constants come from: "auto", "cifar10", "cifar100"
             or "data" (see `normalization_stats`); unused when the recipe does not normalise.
         name: the run's name in reports (default: the name of `out`).
@@ -365,6 +435,9 @@ class TrainConfig:
     channels_last: bool | str = "auto"
     compile: bool = False
     rotate: bool = False
+    augment: str = "auto"
+    data_placement: str = "auto"
+    sync_batchnorm: bool = False
     normalization: str = "auto"
     name: str = ""
     train: str | None = None
@@ -411,6 +484,14 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if config.normalization not in NORMALIZATIONS:
         raise UserInputError(f"normalization={config.normalization!r} is invalid: expected one of "
                              f"{', '.join(NORMALIZATIONS)}")
+    if config.augment not in AUGMENTATIONS:
+        raise UserInputError(f"augment={config.augment!r} is invalid: expected one of {', '.join(AUGMENTATIONS)}")
+    if config.data_placement not in PLACEMENTS:
+        raise UserInputError(f"data_placement={config.data_placement!r} is invalid: expected one of "
+                             f"{', '.join(PLACEMENTS)}")
+    if config.sync_batchnorm and not on_cuda:
+        raise UserInputError("sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
+                             "drop --sync-batchnorm")
     if not _is_int(config.seed, 0):
         raise UserInputError(f"seed={config.seed!r} is invalid: expected an integer >= 0")
     adversarial = None
@@ -420,6 +501,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
                                amp=flag("amp", config.amp, on_cuda),
                                channels_last=flag("channels_last", config.channels_last, True),
                                compile=bool(config.compile), rotate=bool(config.rotate),
+                               sync_batchnorm=bool(config.sync_batchnorm),
                                name=config.name or Path(config.out).name)
 
 
@@ -430,41 +512,80 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 # --- the trainer -------------------------------------------------------------------------------
 
+def shard_indices(count: int, seed: int, world: World) -> torch.Tensor | None:
+    """The training images rank `world.rank` holds: None (all of them) for one process.
+
+    With several processes a seeded permutation of 0..count-1 is cut into `world.size` equal shards
+    (the count // size remainder is left out, so every rank takes the same number of steps); each
+    shard is sorted, so a memory-mapped store is read in file order.
+    """
+    if not world.distributed:
+        return None
+    per_rank = count // world.size
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return order[world.rank * per_rank:(world.rank + 1) * per_rank].sort().values
+
+
+def resolve_augment(choice: str, image_size: tuple[int, int]) -> str:
+    """"crop" or "resized-crop" for `choice` ("auto": resized-crop for images of at least 64×64)."""
+    if choice != "auto":
+        return choice
+    return "resized-crop" if min(image_size) >= IMAGENET_MIN_SIZE else "crop"
+
+
 class Trainer:
     """One run's state between epochs: model, optimiser, schedule, pipeline and generator.
 
+    Under torch.distributed (`world` of several processes) every process holds its shard of the
+    training set (`shard_indices`) and every `world.size`-th test image, trains on batches of
+    batch_size / world.size through DistributedDataParallel (gradients averaged, so the step is the
+    one for the global batch), draws from its own generator (seeded with seed + rank·2³²; rank 0's is
+    the single-process one), and sums its metrics with the others'.
+
     Args:
         config: a resolved TrainConfig (see `resolve_config`).
-        train_set, test_set: the data; both are copied to the device as uint8.
-        model: the network, already on the device.
+        train_set, test_set: the data (this rank's shards are placed per ``config.data_placement``).
+        model: the network, already on the device (with SyncBatchNorm layers when asked for).
         normalization: (mean, std) per channel, or None for no standardisation.
+        world: the processes of the run (`unlearnable.distributed.init`).
     """
 
     def __init__(self, config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, model: nn.Module,
-                 normalization: tuple[list[float], list[float]] | None) -> None:
+                 normalization: tuple[list[float], list[float]] | None, world: World = World()) -> None:
         assert isinstance(config.recipe, Recipe)
-        self.config, self.recipe = config, config.recipe
+        self.config, self.recipe, self.world = config, config.recipe, world
         self.device = torch.device(config.device or "cpu")
+        if self.recipe.batch_size % world.size:
+            raise UserInputError(f"batch size {self.recipe.batch_size} does not split over {world.size} processes; "
+                                 f"use a multiple of {world.size}")
         self.model = model
         self.forward: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
+        self.train_forward = self.forward  # the training step's forward: through DDP with several processes
+        if world.distributed:
+            ddp = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.train_forward = torch.compile(ddp) if config.compile else ddp
         self.defense: TrainingDefense = training_defense(config.defense, **config.defense_options)
         self.preprocessed: dict[str, Any] | None = None
         if self.defense.preprocess is not None:  # deterministic, so a resumed run sees the same images
             train_set = self.defense.preprocess(train_set)
             self.preprocessed = {key: train_set.meta[key] for key in PREPROCESS_RECORDS if key in train_set.meta}
-        self.train_loader = DeviceLoader(train_set, self.device, self.recipe.batch_size)
-        self.test_loader = DeviceLoader(test_set, self.device, self.recipe.test_batch_size)
+        test_shard = torch.arange(world.rank, len(test_set), world.size) if world.distributed else None
+        self.train_loader = make_loader(train_set, self.device, self.recipe.batch_size // world.size,
+                                        shard_indices(len(train_set), config.seed, world), config.data_placement)
+        self.test_loader = make_loader(test_set, self.device, self.recipe.test_batch_size, test_shard,
+                                       config.data_placement)
         if len(self.train_loader) == 0:
             raise UserInputError(f"the training set has {len(train_set)} images, fewer than one batch of "
                                  f"{self.recipe.batch_size}; lower the batch size")
         self.image_size: tuple[int, int] = tuple(train_set.shape[1:])  # type: ignore[assignment]
+        self.augmentation = resolve_augment(config.augment, self.image_size)
         self.num_classes = train_set.num_classes
         # The step hook: the chain's (at-linf, at-l2, dat, ueraser) or the `adversarial` option's PGD.
         self.attack: StepHook | None = self.defense.hook
         if config.adversarial is not None:
             self.attack = AdversarialTraining(**config.adversarial)
         self.normalize = Normalize(*(normalization or (None, None)), device=self.device)
-        self.generator = torch.Generator(self.device).manual_seed(config.seed)
+        self.generator = torch.Generator(self.device).manual_seed(config.seed + (world.rank << 32))
         self.optimizer = torch.optim.SGD(model.parameters(), lr=self.recipe.lr, momentum=self.recipe.momentum,
                                          nesterov=self.recipe.nesterov, weight_decay=self.recipe.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
@@ -482,10 +603,13 @@ class Trainer:
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 B×C×H×W training images → float B×C×H×W in [0, 1] (H×W of the dataset): the
-        before-crop defenses, RandomCrop(pad 4), flip, optionally rotation, then the after-crop
-        defenses, all drawn from the run's generator."""
+        before-crop defenses, RandomCrop(pad 4) or RandomResizedCrop, flip, optionally rotation,
+        then the after-crop defenses, all drawn from the run's generator."""
         x = self.defense.before_crop(to_unit_float(images), self.generator)
-        x = random_crop(x, self.image_size, CROP_PADDING, self.generator)
+        if self.augmentation == "resized-crop":
+            x = random_resized_crop(x, self.image_size, self.generator)
+        else:
+            x = random_crop(x, self.image_size, CROP_PADDING, self.generator)
         x = random_flip(x, self.generator)
         if self.config.rotate:
             x = random_rotation(x, ROTATION_DEGREES, self.generator)
@@ -501,7 +625,7 @@ class Trainer:
             (loss, logits), detached: the batch's mean training loss and its B×K logits.
         """
         with self.autocast():
-            logits = self.forward(inputs)
+            logits = self.train_forward(inputs)
         loss = self.criterion(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -545,14 +669,28 @@ class Trainer:
             bar.update()
             if step % 10 == 0 or step == len(self.train_loader):  # reading a value syncs the GPU: not every step
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}")
-        train_loss, train_acc = loss_sum.item() / seen, 100 * correct.item() / seen
-        return {"train_loss": train_loss, "train_acc": train_acc, "lr": lr,
-                "train_seconds": time.perf_counter() - start, "images": seen}
+        loss_total, correct_total, seen = self.sum_over_ranks(loss_sum, correct, seen)
+        return {"train_loss": loss_total / seen, "train_acc": 100 * correct_total / seen, "lr": lr,
+                "train_seconds": time.perf_counter() - start, "images": int(seen)}
+
+    def sum_over_ranks(self, *values: torch.Tensor | float) -> list[float]:
+        """The sums of `values` over every process (the values themselves for one process)."""
+        totals = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        if self.world.distributed:
+            dist.all_reduce(totals)
+        return totals.tolist()
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """(mean cross-entropy, accuracy %) on the test set, inputs only normalised."""
+        """(mean cross-entropy, accuracy %) on the test set, inputs only normalised.
+
+        With several processes each tests its share with rank 0's BatchNorm statistics (the
+        parameters are equal everywhere; without SyncBatchNorm the running statistics are not).
+        """
         self.model.eval()
+        if self.world.distributed:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for images, labels in self.test_loader.in_order():
@@ -560,26 +698,39 @@ class Trainer:
                 logits = self.forward(self.model_input(to_unit_float(images)))
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
-        count = len(self.test_loader.labels)
-        return loss_sum.item() / count, 100 * correct.item() / count
+        loss_total, correct_total, count = self.sum_over_ranks(loss_sum, correct, len(self.test_loader.labels))
+        return loss_total / count, 100 * correct_total / count
+
+    def random_states(self) -> dict[str, torch.Tensor]:
+        """This process's random-number states (uint8 tensors on the CPU)."""
+        states = {"generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return states
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: tensors, dicts, lists and numbers only."""
+        """Everything needed to continue exactly: tensors, dicts, lists and numbers only.
+
+        A collective with several processes: every rank calls it; "ranks" then holds each rank's
+        random states, in rank order.
+        """
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
-                 "torch_rng": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+                 "scheduler": self.scheduler.state_dict(), "world_size": self.world.size, **self.random_states()}
+        if self.world.distributed:
+            gathered = {name: gather_tensors(self.world, value) for name, value in self.random_states().items()}
+            state["ranks"] = [{name: values[rank] for name, values in gathered.items()}
+                              for rank in range(self.world.size)]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        states = state["ranks"][self.world.rank] if self.world.distributed else state
+        self.generator.set_state(states["generator"])
+        torch.set_rng_state(states["torch_rng"])
+        if "cuda_rng" in states:
+            torch.cuda.set_rng_state(states["cuda_rng"], self.device)
 
 
 # --- the run: files, resume, results.json ------------------------------------------------------
@@ -587,7 +738,7 @@ class Trainer:
 RESULTS = "results.json"
 CHECKPOINT = "checkpoint.pt"
 _MUST_MATCH_ON_RESUME = ("model", "recipe", "defense", "defense_options", "seed", "adversarial", "rotate",
-                         "normalization")
+                         "augment", "sync_batchnorm", "normalization")
 
 
 def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, model: nn.Module | None = None,
@@ -596,6 +747,12 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
 
     Writes ``config.out/results.json`` (see `results_dict`) and ``config.out/checkpoint.pt``
     atomically after every epoch.
+
+    Started by torchrun (``torchrun --nproc-per-node N -m unlearnable train ...``), every process
+    runs this function: it joins the process group (`unlearnable.distributed.init`), takes GPU
+    LOCAL_RANK when the device is CUDA, trains its shard (see `Trainer`), and only rank 0 writes
+    files; every rank reads the checkpoint to resume, so with several machines `config.out` must
+    be on a filesystem they share. A checkpoint resumes only with the world size that wrote it.
 
     Args:
         config: the run; validated and resolved first (`resolve_config`).
@@ -610,6 +767,9 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
     Returns:
         the final results dict (as written to results.json), with ``status`` "complete".
     """
+    world = distributed.init()
+    if world.distributed and config.device in (None, "cuda") and torch.cuda.is_available():
+        config = dataclasses.replace(config, device=f"cuda:{world.local_rank}")
     config = resolve_config(config)
     assert isinstance(config.recipe, Recipe)
     out = Path(config.out)
@@ -623,15 +783,22 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
                              "another --out")
     if resume_from is not None and previous:
         _check_same_run(config, previous.get("config", {}), out)
+        if previous.get("world_size", 1) != world.size:
+            raise UserInputError(f"cannot resume {out}: it was trained by {previous.get('world_size', 1)} processes, "
+                                 f"now {world.size}; the data shards and random streams depend on it, so resume with "
+                                 f"torchrun --nproc-per-node {previous.get('world_size', 1)} (in all), or choose "
+                                 "another --out")
 
     torch.manual_seed(config.seed)
     device = torch.device(config.device or "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # GPU kernels are nondeterministic anyway: take the fastest
     net = model if model is not None else _create_model(config.model, train_set)
+    if config.sync_batchnorm:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net = net.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     stats = normalization_stats(config.normalization, train_set) if config.recipe.normalize else None
-    trainer = Trainer(config, train_set, test_set, net, None if stats is None else (stats[1], stats[2]))
+    trainer = Trainer(config, train_set, test_set, net, None if stats is None else (stats[1], stats[2]), world)
     history: list[dict[str, Any]] = []
     if resume_from is not None:
         state = torch.load(resume_from, map_location=device, weights_only=True)
@@ -639,13 +806,15 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
         history = state["history"]
 
     def results(complete: bool) -> dict[str, Any]:
-        return results_dict(config, train_set, test_set, net, stats, history, complete, trainer.preprocessed)
+        return {**results_dict(config, train_set, test_set, net, stats, history, complete, trainer.preprocessed),
+                "pipeline": {"augment": trainer.augmentation, "data_placement": trainer.train_loader.placement},
+                "world_size": world.size}
 
     epochs = config.recipe.epochs
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
         with tqdm(total=len(trainer.train_loader), desc=f"epoch {epoch}/{epochs}", unit="batch",
-                  disable=not progress, dynamic_ncols=True) as bar:
+                  disable=not (progress and world.main), dynamic_ncols=True) as bar:
             record = trainer.train_epoch(bar)
             test_loss, test_acc = trainer.evaluate()
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.1f}",
@@ -654,10 +823,15 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
                         "test_loss": test_loss, "test_acc": test_acc, "lr": record["lr"],
                         "seconds": time.perf_counter() - start, "train_seconds": record["train_seconds"],
                         "images_per_s": record["images"] / record["train_seconds"]})
-        save_checkpoint(out / CHECKPOINT, {**trainer.state_dict(), "epoch": epoch, "history": history})
-        write_json(out / RESULTS, results(complete=epoch == epochs))
+        state = trainer.state_dict()  # every rank: it gathers the ranks' random states
+        if world.main:
+            save_checkpoint(out / CHECKPOINT, {**state, "epoch": epoch, "history": history})
+            write_json(out / RESULTS, results(complete=epoch == epochs))
+        distributed.barrier(world)
     final = results(complete=True)
-    write_json(out / RESULTS, final)
+    if world.main:
+        write_json(out / RESULTS, final)
+    distributed.barrier(world)
     return final
 
 
@@ -675,7 +849,7 @@ def results_dict(config: TrainConfig, train_set: ImageDataset, test_set: ImageDa
 
     Keys: name, config (resolved), model {name, class, parameters}, normalization {stats, mean,
     std} or null, versions, device, deterministic (+ note), seed, train_data / test_data {source,
-    attack, num_images, shape, num_classes}, epochs (one record per epoch: epoch, train_loss,
+    attack, num_images, shape, num_classes, classes}, epochs (one record per epoch: epoch, train_loss,
     train_acc, test_loss, test_acc, lr, seconds, train_seconds, images_per_s), final
     {test_acc_last, test_acc_best, best_epoch, wall_seconds, images_per_s}, status
     ("running" | "complete"), and with a preprocessing defense, preprocessed (what it recorded in the
@@ -731,7 +905,7 @@ def versions() -> dict[str, str]:
 
 def _data_summary(dataset: ImageDataset) -> dict[str, Any]:
     return {"source": dataset.meta.get("source"), "attack": dataset.meta.get("attack"), "num_images": len(dataset),
-            "shape": list(dataset.shape), "num_classes": dataset.num_classes}
+            "shape": list(dataset.shape), "num_classes": dataset.num_classes, "classes": list(dataset.classes)}
 
 
 def _create_model(name: str, train_set: ImageDataset) -> nn.Module:

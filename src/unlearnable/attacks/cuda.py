@@ -134,7 +134,8 @@ class BlurNormalise:
 def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.ndarray,
                        poisoned: np.ndarray, grayscale: bool = False,
                        device: str | torch.device | None = None,
-                       out: torch.Tensor | None = None, progress: bool = True, border: str = "zeros") -> torch.Tensor:
+                       out: torch.Tensor | None = None, progress: bool = True, border: str = "zeros",
+                       rows: range | None = None) -> torch.Tensor:
     """Blur every image selected by ``poisoned`` with the kernel of its class, in chunks.
 
     Args:
@@ -145,27 +146,31 @@ def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.n
         device: where the arithmetic runs (default: CUDA when available, else CPU).
         out: optional uint8 N×C×H×W to write into (e.g. a memory-mapped output), not `images` itself.
         border: padding, "zeros" (published) or "reflect" (see `BlurNormalise`).
+        rows: compute only these images of `out` (one process's share when the work is split); None = all.
 
     Returns:
         uint8 N×C×H×W: poisoned images blurred, the others unchanged.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    n = len(images)
+    rows = range(len(images)) if rows is None else rows
     if out is None:
         out = torch.empty_like(images, memory_format=torch.contiguous_format)
     chunk = max(1, (GPU_CHUNK_PIXELS if device.type == "cuda" else CPU_CHUNK_PIXELS) // images[0].numel())
     blur = BlurNormalise(chunk, tuple(images.shape[1:]), kernels.shape[-1], grayscale, device, border)
     per_image = (torch.from_numpy(kernels).to(device) / 255)[labels.to(device)]
-    for start in tqdm(range(0, n, chunk), desc="poisoning", unit="chunk", disable=not progress or n < 20_000):
-        stop = min(start + chunk, n)
+    keep = torch.from_numpy(~poisoned)
+    starts = range(rows.start, rows.stop, chunk)
+    for start in tqdm(starts, desc="poisoning", unit="chunk", disable=not progress or len(rows) < 20_000):
+        stop = min(start + chunk, rows.stop)
         x = images[start:stop].to(device, non_blocking=True)
         result = out[start:stop] if device.type == "cpu" else torch.empty_like(x)
         blur(x, per_image[start:stop], result)
         if device.type != "cpu":
             out[start:stop] = result.cpu()
-    # Every image was blurred above (cheaper than gathering the selected ones); put the rest back.
-    untouched = torch.from_numpy(np.flatnonzero(~poisoned))
-    out[untouched] = images[untouched]
+        # Every image was blurred (cheaper than gathering the selected ones); put the others back.
+        untouched = keep[start:stop]
+        if untouched.any():
+            out[start:stop][untouched] = images[start:stop][untouched]
     return out
 
 
@@ -186,7 +191,7 @@ def cuda_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
                 blur_parameter: float = 0.3, seed: int = 0, mix: float = 1.0, grayscale: bool = False,
                 kernel_shape: KernelShape = "full", device: str | torch.device | None = None,
                 out: torch.Tensor | None = None, progress: bool = True, name: str = "cuda",
-                border: str = "zeros") -> Poison:
+                border: str = "zeros", rows: range | None = None) -> Poison:
     """Protect a training set with class-wise convolutions (CUDA; VUDA/HUDA via ``kernel_shape``).
 
     Args:
@@ -200,13 +205,17 @@ def cuda_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
         grayscale: grayscale CUDA (channel mean after the blur).
         border: "zeros" (published: zero padding k//2) or "reflect" (``cuda-reflect``: reflection
             padding leaves no darkened border, the trace the ``deconv`` defense estimates kernels from).
+        out: optional uint8 N×C×H×W to write into (e.g. a view of a memory-mapped file).
+        rows: compute only these images of `out` (the key is still drawn for all of them), so that
+            processes can split a large dataset (`unlearnable.protect.poison_to_directory`).
 
     Returns:
         Poison with the protected images and the key.
     """
     check_cuda_params(kernel_size, blur_parameter, seed, mix, tuple(images.shape[2:]))
     kernels, poisoned = cuda_key(num_classes, len(images), kernel_size, blur_parameter, seed, mix, kernel_shape)
-    protected = convolve_classwise(images, labels, kernels, poisoned, grayscale, device, out, progress, border)
+    protected = convolve_classwise(images, labels, kernels, poisoned, grayscale, device, out, progress, border,
+                                   rows)
     key = {
         "attack": name,
         "params": {"kernel_size": kernel_size, "blur_parameter": blur_parameter, "mix": mix,

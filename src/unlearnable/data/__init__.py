@@ -4,6 +4,7 @@
     load_dataset("shots/", "train")              # an ImageFolder directory
     load_dataset("cifar10-jpeg.tar.gz", "test")  # an archive of one, read without extracting
     load_dataset("out/protected", "train")       # a dataset `unlearnable poison` saved
+    load_dataset("imagenet100", "train", "/data/imagenet")  # a store built (once) from an ImageNet folder
 
 Every dataset's meta["source"] = {"spec", "kind", "split", "path"} says how to load it again:
 for a named dataset, `path` is the data root that holds its files; otherwise the absolute path.
@@ -23,7 +24,7 @@ from unlearnable.errors import UserInputError
 
 __all__ = ["DATASET_NAMES", "ImageDataset", "stratified_subset", "to_unit_float", "is_saved_dataset", "load_dataset", "load_saved", "save_dataset"]
 
-DATASET_NAMES = ("cifar10", "cifar100", "fashion-mnist")
+DATASET_NAMES = ("cifar10", "cifar100", "fashion-mnist", "imagenet100")
 ALIASES = {"fmnist": "fashion-mnist"}
 SPLITS = ("train", "test")
 DATA_ROOT_ENV = "UNLEARNABLE_DATA"
@@ -40,12 +41,17 @@ def load_dataset(spec: str, split: str = "train", data_root: str | None = None, 
 
     `spec` is a name from DATASET_NAMES (or an alias in ALIASES), looked up under `data_root`
     (default: `default_data_root()`) and downloaded there when missing and `download` is set;
-    or a path to a saved dataset directory, an ImageFolder directory, or a .tar/.tar.gz/.tgz
-    archive of one. Raises UserInputError for anything the user has to fix.
+    "imagenet100" is never downloaded: `data_root` is a store built by `unlearnable prepare`, or
+    an ImageNet folder whose default store is built once into the cache (unlearnable.data.imagenet).
+    Or `spec` is a path to a saved dataset directory, an ImageFolder directory, or a
+    .tar/.tar.gz/.tgz archive of one. Raises UserInputError for anything the user has to fix.
     """
     if split not in SPLITS:
         raise UserInputError(f"unknown split {split!r}; use 'train' or 'test'")
     name = ALIASES.get(spec, spec)
+    if name == "imagenet100":
+        from unlearnable.data.imagenet import load_imagenet100
+        return load_imagenet100(data_root, split)
     if name in DATASET_NAMES:
         root = (Path(data_root).expanduser() if data_root else default_data_root()).resolve()
         if name == "fashion-mnist":

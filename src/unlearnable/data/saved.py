@@ -35,12 +35,22 @@ def write_split(directory: Path, ds: ImageDataset) -> None:
     np.save(directory / "labels.npy", ds.labels.numpy().astype(np.int64))
 
 
+def saved_source(directory: Path) -> dict[str, str]:
+    """meta["source"] of a dataset made from the saved dataset `directory` (its clean original)."""
+    return {"spec": str(directory), "kind": "saved", "split": "train", "path": str(Path(directory).resolve())}
+
+
 def save_dataset(directory: Path, train: ImageDataset, test: ImageDataset | None = None) -> None:
     """Write `train` (and the clean `test` split, if given) into `directory`, which must exist.
 
     Callers wrap this in `unlearnable.io.atomic_directory` so that nothing half-written appears.
     """
     write_split(directory, train)
+    write_meta_and_test(directory, train, test)
+
+
+def write_meta_and_test(directory: Path, train: ImageDataset, test: ImageDataset | None = None) -> None:
+    """Write meta.json for `train` (its images and labels written already) and the `test` split, if given."""
     meta = dict(train.meta)
     meta["classes"] = list(train.classes)
     meta["num_images"] = len(train)
