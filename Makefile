@@ -39,4 +39,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_poisons.py
 	$(BIN)/python bench/bench_training_defenses.py
 	$(BIN)/python bench/bench_deconv.py
+	$(BIN)/python bench/bench_distributed.py
 	$(BIN)/python bench/bench_store.py

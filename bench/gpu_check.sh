@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check, about 5-8 minutes on one H200: ResNet-18 with the paper recipe for a couple of epochs per
 # Table-1 condition (clean, CUDA, CUDA+AT L∞ 4/255 10 steps, CUDA+RSK+FF) on the CIFAR-10 JPEG copy;
-# prints epoch time, images/s and test accuracy per run.
+# prints epoch time, images/s and test accuracy per run; then the ImageNet-style pipeline (a synthetic
+# memory-mapped 224² store streamed into torchvision's ResNet-18): images/s and data-loading share.
 #
 #   bash bench/gpu_check.sh [ARCHIVE] [EPOCHS]     (defaults: ../shared/data/cifar10-jpeg.tar.gz, 2)
 set -euo pipefail
@@ -20,3 +21,4 @@ for run in sorted(Path(sys.argv[1], "runs").iterdir()):
     for e in r["epochs"]:
         print(f"{run.name:<12} epoch {e['epoch']}: {e['seconds']:6.1f} s  {e['images_per_s']:8.0f} img/s  test {e['test_acc']:.2f}%")
 PY
+python bench/bench_imagenet_pipeline.py --images 8192 --batch 256 --steps 20 --device cuda
