@@ -55,10 +55,11 @@ def launched() -> bool:
 def init(backend: str | None = None) -> World:
     """Join the process group torchrun describes (once); the single-process World otherwise.
 
-    `backend` None picks NCCL when CUDA is available, else gloo. Raises UserInputError when the
-    environment asks for several processes but lacks what the rendezvous needs.
+    A process group the caller initialised already (e.g. under ``torch.multiprocessing.spawn``) is
+    used as it is. `backend` None picks NCCL when CUDA is available, else gloo. Raises
+    UserInputError when the environment asks for several processes but lacks what the rendezvous needs.
     """
-    if not launched():
+    if not dist.is_initialized() and not launched():
         return World()
     if not dist.is_initialized():
         missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
@@ -69,7 +70,8 @@ def init(backend: str | None = None) -> World:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group(backend)
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank() % max(1, torch.cuda.device_count())))
+    return World(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def barrier(world: World) -> None:

@@ -29,6 +29,8 @@ GPU_RESIDENT_FRACTION = 0.5
 """On a GPU, "auto" keeps the images there when they take at most this share of its free memory."""
 PREFETCH = 4
 """Batches gathered ahead of the one being trained on (StreamLoader)."""
+COPY_CHUNK_BYTES = 1 << 28
+"""DeviceLoader copies the images to the device 256 MB at a time."""
 
 
 def resident_bytes_allowed(device: torch.device) -> int:
@@ -64,10 +66,14 @@ class DeviceLoader:
 
     def __init__(self, dataset: ImageDataset, device: torch.device, batch_size: int,
                  indices: torch.Tensor | None = None) -> None:
-        images, labels = (dataset.images, dataset.labels) if indices is None else \
-            (dataset.images[indices], dataset.labels[indices])
-        self.images = images.contiguous().to(device)
-        self.labels = labels.to(device)
+        indices = torch.arange(len(dataset)) if indices is None else indices.cpu()
+        self.images = torch.empty((len(indices), *dataset.shape), dtype=torch.uint8, device=device)
+        # Copied in chunks, so a memory-mapped store never has a second full copy in host memory.
+        step = max(1, COPY_CHUNK_BYTES // max(1, dataset.images[0].numel()))
+        for start in range(0, len(indices), step):
+            chunk = indices[start:start + step]
+            self.images[start:start + len(chunk)] = dataset.images[chunk].to(device)
+        self.labels = dataset.labels[indices].to(device)
         self.batch_size = batch_size
 
     def __len__(self) -> int:
