@@ -322,9 +322,32 @@ def test_corrupt_image_is_named_and_nothing_final_appears(tree: Path, tmp_path: 
     bad = tree / "train" / WNIDS[1] / f"{WNIDS[1]}_4.JPEG"
     data = bad.read_bytes()
     bad.write_bytes(b"not a jpeg at all" if damage == "garbage" else data[:len(data) // 2])
-    with pytest.raises(UserInputError, match=rf"cannot decode .*{bad.name} \(.*\); replace or delete it") as error:
+    with pytest.raises(UserInputError, match=rf"cannot decode .*{bad.name} \(.*\); replace it with a good copy") as error:
         build(tree, tmp_path / "store")
     assert "\n" not in str(error.value) and not (tmp_path / "store").exists()
+
+
+def test_replacing_a_corrupt_image_redoes_only_its_chunk(tree: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    files = write_imagenet(tmp_path / "copy")  # the same images elsewhere, for an uninterrupted build
+    whole = build(tmp_path / "copy", tmp_path / "whole", workers=1)
+    bad = files["train"][12]  # chunk 2 of the train split (chunks of 5)
+    bad = tree / bad.relative_to(tmp_path / "copy")
+    good = bad.read_bytes()
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(UserInputError, match=bad.name):
+        build(tree, tmp_path / "store", workers=1)
+    bad.write_bytes(good)
+    changed = tree / files["train"][1].relative_to(tmp_path / "copy")  # in chunk 0, which was done
+    changed.write_bytes(changed.read_bytes())  # the same bytes, a new modification time
+    seen = count_decodes(monkeypatch)
+    out = build(tree, tmp_path / "store", workers=1)
+    names = {p.name for p in seen}
+    assert bad in seen and {p.name for p in files["train"][:5]} <= names  # chunks 0 and 2 again
+    assert names.isdisjoint(p.name for p in files["train"][5:10])  # chunk 1 was done and unchanged
+    assert len(seen) == 24 + 8 - 5
+    for name in ("images.npy", "labels.npy", "test/images.npy", "test/labels.npy"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes(), name
 
 
 def write_hundred_classes(root: Path) -> None:

@@ -30,7 +30,7 @@ Store layout (a saved dataset, see unlearnable.data.saved; load_saved maps it fr
                             image_size, resize, decoder
     STORE/test/images.npy   the val images of the chosen classes, ordered by (label, file name)
     STORE/test/labels.npy
-    STORE/plan.json         what the store was built from (settings and a digest of the file listing)
+    STORE/plan.json         what the store was built from (settings and a digest of each chunk's files)
 
 Every image is decoded fully by PIL (decoder "pil"), converted to RGB (grayscale, CMYK, palette
 and RGBA alike; EXIF orientation is ignored, as torchvision does), then resized with PIL's bilinear
@@ -44,7 +44,9 @@ thread), 1.7× on 500×500 and 1024×768, 1.12× over the bench's mix of sizes, 
 
 Building writes into the visible sibling `<out>.partial/` chunk by chunk (each chunk's rows are
 mapped, decoded in a thread pool, flushed, unmapped, then marked done in done/<split>-<chunk>), so
-memory stays at a few chunks and an interrupted build resumes where it stopped. Under torchrun the
+memory stays at a few chunks and an interrupted build resumes where it stopped. Each chunk's files
+(paths, sizes, modification times) are digested in the plan: replacing files, e.g. a corrupt one
+the build stopped at, redoes only their chunks; adding or removing files starts over. Under torchrun the
 chunks are dealt round-robin to the processes, which must all see `<out>.partial` (one machine, or
 a shared file system).
 """
@@ -80,7 +82,9 @@ from unlearnable.io import atomic_write_bytes, write_json
 SUBSET_FILES = {"cmc100": Path(__file__).with_name("imagenet100_cmc.txt")}
 RESIZE_MODES = ("stretch", "crop")
 DECODER = "pil"  # full PIL decode, convert("RGB"), bilinear resize; part of every plan
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
+FIX_CORRUPT = ("replace it with a good copy and run again (the build resumes), or delete it (the build starts "
+               "over)")
 CHUNK_SIZE = 1024  # images per chunk: 154 MB at 224×224
 IN_FLIGHT = 2  # chunks mapped at once per process (one decoding, one finishing)
 NEEDS_ROOT = ("imagenet100 needs --data-root DIR pointing at an ImageNet folder with train/ and val/ "
@@ -304,18 +308,20 @@ def list_splits(layout: Layout, wnids: list[str]) -> tuple[Split, Split]:
             Split("test", [path for *_, path in val], np.array([label for label, *_ in val], dtype=np.int64)))
 
 
-def _listing_digest(root: Path, splits: tuple[Split, ...]) -> str:
-    """A digest of every file's split, path relative to `root`, size in bytes and label, in store order."""
-    digest = hashlib.sha256()
-    for split in splits:
-        for path, label in zip(split.files, split.labels.tolist()):
+def _chunk_digests(root: Path, split: Split, chunk_size: int) -> list[str]:
+    """Per chunk of `split`, a digest of its files' paths relative to `root`, sizes, mtimes and labels."""
+    digests = []
+    for start in range(0, len(split.files), chunk_size):
+        digest = hashlib.sha256()
+        for path, label in zip(split.files[start:start + chunk_size], split.labels[start:start + chunk_size].tolist()):
             try:
-                size = path.stat().st_size
+                st = path.stat()
             except OSError as e:
                 raise UserInputError(f"cannot read {path} ({e.strerror}); check the file and its permissions") from None
             relative = os.path.relpath(path, root)
-            digest.update(f"{split.name}\0{relative}\0{size}\0{label}\n".encode(errors="surrogateescape"))
-    return digest.hexdigest()
+            digest.update(f"{relative}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode(errors="surrogateescape"))
+        digests.append(digest.hexdigest()[:16])
+    return digests
 
 
 def decode_resized(path: Path, size: int, resize: str) -> np.ndarray:
@@ -337,10 +343,10 @@ def _decode_row(rows: np.ndarray, index: int, path: Path, size: int, resize: str
     try:
         rows[index] = decode_resized(path, size, resize)
     except UnidentifiedImageError:
-        raise UserInputError(f"cannot decode {path} (not an image file PIL recognises); replace or delete it") from None
+        raise UserInputError(f"cannot decode {path} (not an image file PIL recognises); {FIX_CORRUPT}") from None
     except Exception as e:  # PIL raises many types for damaged files; all mean the same here
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise UserInputError(f"cannot decode {path} ({reason}); replace or delete it") from None
+        raise UserInputError(f"cannot decode {path} ({reason}); {FIX_CORRUPT}") from None
 
 
 def default_workers() -> int:
@@ -355,7 +361,7 @@ def build_store(root: str | os.PathLike, out: str | os.PathLike, subset: str = "
                 overwrite: bool = False) -> Path:
     """Build the store `out` from the ImageNet root `root` (see the module docstring); returns `out`.
 
-    An `out` already built with the same plan (settings and file listing) is returned as is; one
+    An `out` already built with the same plan (settings and files) is returned as is; one
     built otherwise is an error unless `overwrite`. An interrupted build resumes from
     `<out>.partial`. `world` None joins torchrun's process group when there is one
     (`distributed.init`); every process of `world` must call this with the same arguments.
@@ -376,7 +382,7 @@ def build_store(root: str | os.PathLike, out: str | os.PathLike, subset: str = "
         plan = {"format": PLAN_FORMAT, "root": str(layout.root), "subset": _subset_name(subset), "wnids": wnids,
                 "image_size": image_size, "resize": resize, "decoder": DECODER, "chunk_size": chunk_size,
                 "counts": {split.name: len(split.files) for split in splits},
-                "listing": _listing_digest(layout.root, splits)}
+                "chunks": {split.name: _chunk_digests(layout.root, split, chunk_size) for split in splits}}
         finished = _finished(out, plan, overwrite)
         if not finished and world.main:
             _start_partial(partial, plan, splits, overwrite)
@@ -452,7 +458,13 @@ def _start_partial(partial: Path, plan: dict[str, Any], splits: tuple[Split, Spl
         done = partial / "done"
         if started is not None and not overwrite:
             changed = [key for key in plan if started.get(key) != plan[key]]
-            if set(changed) <= {"listing", "counts"}:
+            if changed == ["chunks"]:  # the same number of files, some replaced: redo their chunks only
+                _forget_changed_chunks(partial, started["chunks"], plan["chunks"])
+                for split in splits:
+                    _open_rows(partial, split, plan)
+                write_json(partial / "plan.json", plan)
+                return
+            if set(changed) <= {"chunks", "counts"}:
                 raise UserInputError(f"the partial store {partial} was started from other files (images under "
                                      f"{plan['root']} were added, removed or changed since); delete it to start again")
             raise UserInputError(f"the partial store {partial} was started with other settings ({', '.join(changed)} "
@@ -469,6 +481,14 @@ def _start_partial(partial: Path, plan: dict[str, Any], splits: tuple[Split, Spl
         del array  # the header is written and the file has its full (sparse) length
         _reserve(_images_path(partial, split))
     write_json(partial / "plan.json", plan)
+
+
+def _forget_changed_chunks(partial: Path, started: dict[str, list[str]], now: dict[str, list[str]]) -> None:
+    """Remove the done markers of the chunks whose files changed since `partial` was started."""
+    for name, digests in now.items():
+        for chunk, (before, after) in enumerate(zip(started[name], digests)):
+            if before != after:
+                (partial / "done" / f"{name}-{chunk}").unlink(missing_ok=True)
 
 
 def _reserve(path: Path) -> None:
