@@ -17,6 +17,7 @@ from unlearnable.cli import main
 from unlearnable.data import is_saved_dataset, load_saved
 from unlearnable.data.imagenet import build_store
 from unlearnable.experiments import IMAGENET100, run_table1
+from unlearnable.show import class_label
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,3 +64,7 @@ def test_poisoning_splits_over_torchrun_processes(store: Path, tmp_path: Path) -
     one, two = (json.loads((tmp_path / run / "meta.json").read_text()) for run in ("one", "two"))
     assert one == two and one["classes"] == WNIDS
     assert np.array_equal(load_saved(tmp_path / "two").labels.numpy(), load_saved(store).labels.numpy())
+    # `show` finds the clean images in the store and names the classes.
+    assert main(["show", str(tmp_path / "two"), "--out", str(tmp_path / "two.png")]) == 0
+    assert (tmp_path / "two.png").stat().st_size > 0
+    assert class_label(load_saved(tmp_path / "two"), 0) == f"{WNIDS[0]} tench"

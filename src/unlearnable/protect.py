@@ -151,8 +151,9 @@ def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: st
     return load_saved(out)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> float:
-    """Peak signal-to-noise ratio (dB) between two uint8 image tensors of the same shape (N×...)."""
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) between two uint8 image tensors of the same shape (N×...), read in chunks."""
+    chunk = max(1, (1 << 24) // max(1, a[0].numel()))
     squared = 0
     for s in range(0, len(a), chunk):
         d = a[s:s + chunk].to(torch.int32) - b[s:s + chunk].to(torch.int32)

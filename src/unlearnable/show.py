@@ -67,13 +67,19 @@ def show_command(saved: str | os.PathLike, out: str | os.PathLike | None = None,
         images = []
         for k in range(len(idx)):
             images += ([to_unit_float(clean.images[idx[k]])] if clean is not None else []) + [poisoned[k], defended[k]]
-        rows[protected.classes[c]] = images
+        rows[class_label(protected, c)] = images
     title = describe(protected)
     if clean is not None:
         title += f"   PSNR poisoned vs clean {psnr(protected.images, clean.images):.1f} dB"
     out = Path(out) if out is not None else Path(saved) / "samples.png"
     sample_grid(rows, kinds * per_class, out, title)
     return out
+
+
+def class_label(ds: ImageDataset, c: int) -> str:
+    """The name of class `c`: its folder name, and for ImageNet its readable name ("n01440764 tench")."""
+    names = (ds.meta.get("imagenet") or {}).get("class_names")
+    return f"{ds.classes[c]} {names[c].split(',')[0]}" if names else ds.classes[c]
 
 
 def describe(ds: ImageDataset) -> str:
