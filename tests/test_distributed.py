@@ -82,7 +82,8 @@ def test_shards_partition_the_data() -> None:
 @pytest.mark.usefixtures("one_thread")
 def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path: Path, data_dir: Path) -> None:
     """2 gloo processes: the run finishes, a run killed after its first checkpoint resumes to the same
-    bytes, and the final accuracy is within TOLERANCE of one process with the same global batch."""
+    bytes (streaming its shards instead of copying them), and the final accuracy is within TOLERANCE of
+    one process with the same global batch."""
     straight = tmp_path / "two"
     done = torchrun(train_args(data_dir, straight))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -105,12 +106,14 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path: Path, dat
         "    os._exit(3)\n"
         "train_module.save_checkpoint = save_then_die\n"
         "sys.exit(main(sys.argv[1:]))\n")
+    # This run streams its shards from the memory-mapped dataset instead of copying them: same batches.
     interrupted = tmp_path / "resumed"
-    crashed = torchrun(train_args(data_dir, interrupted), driver=driver)
+    crashed = torchrun(train_args(data_dir, interrupted, "--data-placement", "stream"), driver=driver)
     assert crashed.returncode != 0
     assert torch.load(interrupted / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    resumed = torchrun(train_args(data_dir, interrupted, "--resume"))
+    resumed = torchrun(train_args(data_dir, interrupted, "--data-placement", "stream", "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert results(interrupted)["pipeline"]["data_placement"] == "stream"
 
     def outcome(run: dict) -> list[tuple]:
         return [(e["train_loss"], e["train_acc"], e["test_loss"], e["test_acc"]) for e in run["epochs"]]
