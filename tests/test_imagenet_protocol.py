@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from test_imagenet import WNIDS, free_port, write_imagenet
 from unlearnable.cli import main
 from unlearnable.data import is_saved_dataset, load_saved
 from unlearnable.data.imagenet import build_store
 from unlearnable.experiments import IMAGENET100, run_table1
+from unlearnable.protect import release_pages
 from unlearnable.show import class_label
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,3 +71,23 @@ def test_poisoning_splits_over_torchrun_processes(store: Path, tmp_path: Path) -
     assert main(["show", str(tmp_path / "two"), "--out", str(tmp_path / "two.png")]) == 0
     assert (tmp_path / "two.png").stat().st_size > 0
     assert class_label(load_saved(tmp_path / "two"), 0) == f"{WNIDS[0]} tench"
+
+
+def resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
+def test_release_pages_drops_mapped_pages_and_leaves_memory_alone(tmp_path: Path) -> None:
+    values = torch.arange(64 << 20, dtype=torch.int64).to(torch.uint8).view(-1, 4, 64, 64)
+    ordinary = values.clone()
+    release_pages(ordinary)  # not a file mapping: must not be touched (MADV_DONTNEED would zero it)
+    assert torch.equal(ordinary, values)
+    np.save(tmp_path / "a.npy", values.numpy())
+    mapped = torch.from_numpy(np.load(tmp_path / "a.npy", mmap_mode="r+"))
+    assert int(mapped.sum()) == int(values.sum())  # every page read: resident
+    before = resident_mib()
+    release_pages(mapped)
+    assert before - resident_mib() > 32  # 64 MiB mapped, released
+    assert torch.equal(mapped, values)  # read again from the file

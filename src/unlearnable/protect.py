@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import inspect
+import mmap
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,13 +55,49 @@ def streams_to_disk(attack: str) -> bool:
     return "out" in takes and "rows" in takes
 
 
+BLOCK_BYTES = 1 << 30
+"""`poison_to_directory` protects and writes back memory-mapped data 1 GiB at a time."""
+
+
+def release_pages(images: torch.Tensor) -> None:
+    """Drop this process's hold on the file-mapped pages under `images` (a slice of a memory-mapped file).
+
+    Linux ``madvise(MADV_DONTNEED)``, applied only when the range lies inside one mapping of a file
+    (/proc/self/maps): the pages leave the process's resident memory; what was written through a
+    shared mapping stays in the page cache on its way to the file, and an unwritten copy-on-write
+    mapping reads the file again if touched again. Without it a pass over a 19 GB store keeps every
+    page it touched resident until the kernel reclaims them. Ordinary memory, and other systems,
+    are left alone (there MADV_DONTNEED would zero the data).
+    """
+    if not sys.platform.startswith("linux") or images.numel() == 0:
+        return
+    first = images.data_ptr()
+    last = first + images.numel() * images.element_size()
+    start = first // mmap.PAGESIZE * mmap.PAGESIZE
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                low, high = (int(bound, 16) for bound in fields[0].split("-"))
+                if low <= start and last <= high:
+                    if len(fields) >= 6 and fields[4] != "0" and fields[5].startswith("/"):  # a file's pages
+                        ctypes.CDLL(None).madvise(ctypes.c_void_p(start), ctypes.c_size_t(last - start), MADV_DONTNEED)
+                    return
+    except OSError:
+        return
+
+
+MADV_DONTNEED = 4
+
+
 def poison_to_directory(train: ImageDataset, attack: str, directory: Path, test: ImageDataset | None = None,
                         world: World = World(), device: str | None = None, **params) -> ImageDataset:
     """Protect `train` straight into the saved dataset `directory` (which exists and is empty).
 
     For the attacks of `streams_to_disk` the protected images go into a memory-mapped
-    directory/images.npy chunk by chunk, never whole in memory (ImageNet-100 at 224² is 19 GB), and
-    each process of `world` computes its contiguous block of images; the key is drawn in full by
+    directory/images.npy chunk by chunk, never whole in memory (ImageNet-100 at 224² is 19 GB), a
+    1 GiB block at a time whose mapped pages are then released (`release_pages`), and each process
+    of `world` computes its contiguous share of images; the key is drawn in full by
     every process (it is cheap) and rank 0 writes labels, meta.json and the test split. Other
     attacks protect in memory on one process. Every process calls this.
 
@@ -72,9 +111,17 @@ def poison_to_directory(train: ImageDataset, attack: str, directory: Path, test:
         distributed.barrier(world)
         images = np.load(directory / "images.npy", mmap_mode="r+")
         out = torch.from_numpy(images).permute(0, 3, 1, 2)
-        key = get_attack(attack)(train.images, train.labels, train.num_classes, device=device, out=out,
-                                 rows=shard_range(len(train), world), progress=world.main, **params).key
-        images.flush()
+        mine = shard_range(len(train), world)
+        step = max(1, BLOCK_BYTES // train.images[0].numel())
+        with tqdm(total=len(mine), desc=f"{attack}", unit="img", disable=not world.main or len(mine) < 20_000) as bar:
+            for start in range(mine.start, mine.stop, step):
+                block = range(start, min(start + step, mine.stop))
+                key = get_attack(attack)(train.images, train.labels, train.num_classes, device=device, out=out,
+                                         rows=block, progress=False, **params).key
+                images.flush()
+                release_pages(out[block.start:block.stop])
+                release_pages(train.images[block.start:block.stop])
+                bar.update(len(block))
         protected = ImageDataset(out, train.labels, list(train.classes), protected_meta(train, key))
     elif world.distributed:
         raise UserInputError(f"attack {attack!r} cannot be split across processes; run it without torchrun")
