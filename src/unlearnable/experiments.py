@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from unlearnable.data import ImageDataset, is_saved_dataset, load_dataset, load_saved, save_dataset, stratified_subset
 from unlearnable import distributed
+from unlearnable.data import ImageDataset, is_saved_dataset, load_dataset, load_saved, save_dataset, stratified_subset
 from unlearnable.data.imagenet import store_path
-from unlearnable.data.saved import saved_source
+from unlearnable.data.saved import saved_source, with_saved_source
 from unlearnable.io import atomic_directory, shared_atomic_directory
 from unlearnable.protect import poison_dataset, poison_to_directory
 
@@ -124,8 +124,7 @@ def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | No
     if store is not None:
         # The protected set's source is the store, so `show` and the report can put each protected
         # image next to its clean original.
-        clean = ImageDataset(full.images, full.labels, full.classes,
-                             {**full.meta, "source": saved_source(store)})
+        clean = with_saved_source(full, store)
         for name, (attack, params) in poisons.items():
             if not is_saved_dataset(dirs[name]):
                 with shared_atomic_directory(dirs[name], world, overwrite=True) as tmp:

@@ -116,8 +116,7 @@ class StreamLoader:
 
     def shuffled(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """As `DeviceLoader.shuffled`: the same permutation for the same generator."""
-        order = torch.randperm(len(self.labels), generator=generator, device=generator.device)
-        order = order.cpu()
+        order = torch.randperm(len(self.labels), generator=generator, device=generator.device).cpu()
         batches = [order[start:start + self.batch_size] for start in range(0, len(self) * self.batch_size,
                                                                            self.batch_size)]
         yield from self._stream(batches)

@@ -19,7 +19,7 @@ from unlearnable import __version__, distributed
 from unlearnable.attacks import get_attack
 from unlearnable.data import ImageDataset, is_saved_dataset, load_dataset, load_saved
 from unlearnable.data.imagenet import store_path
-from unlearnable.data.saved import saved_source, write_meta_and_test
+from unlearnable.data.saved import with_saved_source, write_meta_and_test
 from unlearnable.distributed import World, shard_range
 from unlearnable.errors import MissingSplitError, UserInputError
 from unlearnable.io import shared_atomic_directory
@@ -57,6 +57,7 @@ def streams_to_disk(attack: str) -> bool:
 
 BLOCK_BYTES = 1 << 30
 """`poison_to_directory` protects and writes back memory-mapped data 1 GiB at a time."""
+MADV_DONTNEED = 4
 
 
 def release_pages(images: torch.Tensor) -> None:
@@ -85,9 +86,6 @@ def release_pages(images: torch.Tensor) -> None:
                     return
     except OSError:
         return
-
-
-MADV_DONTNEED = 4
 
 
 def poison_to_directory(train: ImageDataset, attack: str, directory: Path, test: ImageDataset | None = None,
@@ -188,8 +186,7 @@ def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: st
         except MissingSplitError:
             test = None
     if data == "imagenet100" or is_saved_dataset(data):  # `show` and the report find the clean images there
-        clean = store_path(data_root) if data == "imagenet100" else Path(data)
-        train = ImageDataset(train.images, train.labels, train.classes, {**train.meta, "source": saved_source(clean)})
+        train = with_saved_source(train, store_path(data_root) if data == "imagenet100" else Path(data))
     get_attack(attack)  # an unknown name fails before anything is written
     with shared_atomic_directory(out, world, overwrite) as tmp:
         protected = poison_to_directory(train, attack, tmp, test, world, device, **params)

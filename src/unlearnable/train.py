@@ -47,11 +47,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import unlearnable
+from unlearnable import distributed
 from unlearnable.data import ImageDataset, to_unit_float
 from unlearnable.defenses import StepHook, TrainingDefense, training_defense
 from unlearnable.defenses.adversarial import AdversarialTraining
 from unlearnable.errors import UserInputError
-from unlearnable import distributed
 from unlearnable.distributed import World, gather_tensors
 from unlearnable.io import atomic_write_bytes, write_json
 from unlearnable.loaders import PLACEMENTS, make_loader

@@ -40,6 +40,11 @@ def saved_source(directory: Path) -> dict[str, str]:
     return {"spec": str(directory), "kind": "saved", "split": "train", "path": str(Path(directory).resolve())}
 
 
+def with_saved_source(ds: ImageDataset, directory: Path) -> ImageDataset:
+    """`ds` (the same tensors) with meta["source"] naming the saved dataset `directory` as its clean original."""
+    return ImageDataset(ds.images, ds.labels, ds.classes, {**ds.meta, "source": saved_source(directory)})
+
+
 def save_dataset(directory: Path, train: ImageDataset, test: ImageDataset | None = None) -> None:
     """Write `train` (and the clean `test` split, if given) into `directory`, which must exist.
 
