@@ -18,11 +18,12 @@ from pathlib import Path
 from unlearnable.data.cifar import load_cifar
 from unlearnable.data.dataset import ImageDataset, stratified_subset, to_unit_float
 from unlearnable.data.fashion_mnist import load_fashion_mnist
-from unlearnable.data.imagefolder import ARCHIVE_SUFFIXES, is_archive, load_imagefolder
+from unlearnable.data.imagefolder import ARCHIVE_SUFFIXES, check_image_size, is_archive, load_imagefolder, stretch_dataset
 from unlearnable.data.saved import is_saved_dataset, load_saved, save_dataset
 from unlearnable.errors import UserInputError
 
-__all__ = ["DATASET_NAMES", "ImageDataset", "stratified_subset", "to_unit_float", "is_saved_dataset", "load_dataset", "load_saved", "save_dataset"]
+__all__ = ["DATASET_NAMES", "ImageDataset", "check_labels", "stratified_subset", "to_unit_float", "is_saved_dataset",
+           "load_dataset", "load_saved", "save_dataset", "stretch_dataset"]
 
 DATASET_NAMES = ("cifar10", "cifar100", "fashion-mnist", "imagenet100")
 ALIASES = {"fmnist": "fashion-mnist"}
@@ -36,7 +37,8 @@ def default_data_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "unlearnable" / "data"
 
 
-def load_dataset(spec: str, split: str = "train", data_root: str | None = None, download: bool = True) -> ImageDataset:
+def load_dataset(spec: str, split: str = "train", data_root: str | None = None, download: bool = True,
+                 image_size: int | None = None) -> ImageDataset:
     """Load `split` ("train" or "test") of the dataset `spec`.
 
     `spec` is a name from DATASET_NAMES (or an alias in ALIASES), looked up under `data_root`
@@ -45,9 +47,16 @@ def load_dataset(spec: str, split: str = "train", data_root: str | None = None, 
     an ImageNet folder whose default store is built once into the cache (unlearnable.data.imagenet).
     Or `spec` is a path to a saved dataset directory, an ImageFolder directory, or a
     .tar/.tar.gz/.tgz archive of one. Raises UserInputError for anything the user has to fix.
+
+    `image_size` S gives every image at S×S (bilinear stretch): an ImageFolder is decoded at that
+    size, so it may mix image sizes; arrays (named and saved datasets) are resized after loading.
+    None keeps the native size (an ImageFolder of mixed sizes is then refused).
     """
     if split not in SPLITS:
         raise UserInputError(f"unknown split {split!r}; use 'train' or 'test'")
+    check_image_size(image_size)
+    if image_size is not None and not _is_imagefolder(spec):
+        return stretch_dataset(load_dataset(spec, split, data_root, download), image_size)
     name = ALIASES.get(spec, spec)
     if name == "imagenet100":
         from unlearnable.data.imagenet import load_imagenet100
@@ -72,6 +81,24 @@ def load_dataset(spec: str, split: str = "train", data_root: str | None = None, 
             dataset.meta["source"] = {"spec": spec, "kind": "saved", "split": split, "path": str(path)}
         return dataset
     if path.is_dir() or is_archive(path):
-        return load_imagefolder(path, split, spec)
+        return load_imagefolder(path, split, spec, image_size)
     raise UserInputError(f"{path} is neither a directory nor an archive ({', '.join(ARCHIVE_SUFFIXES)}); give an "
                          "ImageFolder directory, an archive of one, a saved dataset or a dataset name")
+
+
+def _is_imagefolder(spec: str) -> bool:
+    """True when `spec` is a path that `load_dataset` reads as an ImageFolder directory or archive."""
+    if ALIASES.get(spec, spec) in DATASET_NAMES:
+        return False
+    path = Path(spec).expanduser()
+    return path.exists() and not is_saved_dataset(path) and (path.is_dir() or is_archive(path))
+
+
+def check_labels(ds: ImageDataset, what: str) -> None:
+    """Refuse labels outside 0..len(classes)-1 (e.g. a meta.json whose class list disagrees with labels.npy)."""
+    if len(ds) == 0:
+        return
+    low, high = int(ds.labels.min()), int(ds.labels.max())
+    if low < 0 or high >= ds.num_classes:
+        raise UserInputError(f"{what} has labels from {low} to {high} but names {ds.num_classes} classes; make its "
+                             f"class list (meta.json or class folders) and its labels agree")
