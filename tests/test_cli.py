@@ -80,7 +80,7 @@ def test_show_writes_grid(tiny_folder, tmp_path):
     out = tmp_path / "protected"
     run_ok("poison", "--data", str(tiny_folder), "--out", str(out))
     run_ok("show", str(out), "--per-class", "2")
-    with Image.open(out / "samples.png") as image:
+    with Image.open(out.parent / f"{out.name}-samples.png") as image:
         assert image.format == "PNG" and image.width > 200 and image.height > 200
 
 
@@ -97,7 +97,7 @@ def test_interrupted_poison_leaves_nothing(tiny_folder, tmp_path, monkeypatch):
     (["--attack", "nope"], "unknown attack"),
     (["--mix", "1.5"], "--mix"),
     (["--kernel-size", "4"], "--kernel-size"),
-    (["--blur-parameter", "abc"], "invalid float"),
+    (["--blur-parameter", "abc"], "must be a number > 0"),
 ])
 def test_bad_poison_options(tiny_folder, tmp_path, capsys, args, needle):
     err = run_error(capsys, "poison", "--data", str(tiny_folder), "--out", str(tmp_path / "p"), *args)

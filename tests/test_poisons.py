@@ -304,7 +304,7 @@ def test_cli_poison_and_show(tiny_folder, tmp_path, name, secret):
     assert meta["attack"] == name and secret in meta and meta["params"]["mix"] == 0.8
     saved = load_saved(out)
     assert saved.images.shape == (24, 3, 16, 16)
-    assert main(["show", str(out)]) == 0 and (out / "samples.png").stat().st_size > 0
+    assert main(["show", str(out)]) == 0 and (out.parent / f"{out.name}-samples.png").stat().st_size > 0
 
 
 def test_cli_passes_the_options_the_attack_takes(tiny_folder, tmp_path):

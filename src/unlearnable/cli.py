@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from unlearnable import __version__
+from unlearnable import params as P
+from unlearnable.params import Interval
 from unlearnable.errors import UserInputError
 
 
@@ -37,24 +39,24 @@ ATTACK_OPTIONS = ("kernel_size", "blur_parameter", "grayscale", "eps", "norm", "
 def add_training_run_args(p: argparse.ArgumentParser, out: str) -> None:
     """--data-root, --seed, --device and --out (default `out`) of the commands that train several runs."""
     p.add_argument("--data-root", metavar="DIR")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=P.SEED, default=0)
+    p.add_argument("--device", type=P.device, default=None)
     p.add_argument("--out", default=out, metavar="DIR", help=f"output directory (default {out})")
 
 
 def add_attack_args(p: argparse.ArgumentParser) -> None:
     from unlearnable.attacks import ATTACKS
     p.add_argument("--attack", default="cuda", help=f"attack name ({', '.join(ATTACKS)}); default cuda")
-    p.add_argument("--kernel-size", type=int, help="cuda/vuda/huda: odd kernel size k (default 3; paper: 3 for 32×32, 9 for 224×224)")
-    p.add_argument("--blur-parameter", type=float, help="cuda/vuda/huda: p_b, kernel entries are U[0, p_b) (default 0.3; 0.06 for ImageNet-100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the key (cuda: RandomState seed, 0 is the published key)")
-    p.add_argument("--mix", type=float, default=1.0, help="fraction of training images poisoned, in [0, 1]")
+    p.add_argument("--kernel-size", type=P.KERNEL_SIZE, help="cuda/vuda/huda: odd kernel size k (default 3; paper: 3 for 32×32, 9 for 224×224)")
+    p.add_argument("--blur-parameter", type=P.POSITIVE, help="cuda/vuda/huda: p_b, kernel entries are U[0, p_b) (default 0.3; 0.06 for ImageNet-100)")
+    p.add_argument("--seed", type=P.SEED, default=0, help="seed of the key (cuda: RandomState seed, 0 is the published key)")
+    p.add_argument("--mix", type=P.FRACTION, default=1.0, help="fraction of training images poisoned, in (0, 1]")
     p.add_argument("--grayscale", action="store_true", default=None, help="cuda/vuda/huda: channel mean after the blur")
-    p.add_argument("--eps", type=float, help="noise: L∞ bound of the class patterns (default 8/255); lsp: per-value RMS, "
+    p.add_argument("--eps", type=P.POSITIVE, help="noise: L∞ bound of the class patterns (default 8/255); lsp: per-value RMS, "
                                              "every perturbation has L2 norm √(C·H·W)·eps (default 6/255)")
-    p.add_argument("--norm", type=float, help="ar: L2 norm of every perturbation over C·H·W in [0, 1] units (default 1.0)")
-    p.add_argument("--patch-size", type=int, help="lsp: side of the constant patches (default ⌈min(H, W)/4⌉: 8 for 32×32)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--norm", type=P.POSITIVE, help="ar: L2 norm of every perturbation over C·H·W in [0, 1] units (default 1.0)")
+    p.add_argument("--patch-size", type=P.POSITIVE_INT, help="lsp: side of the constant patches (default ⌈min(H, W)/4⌉: 8 for 32×32)")
+    p.add_argument("--device", type=P.device, default=None, help="cpu or cuda (default: cuda when available)")
 
 
 def attack_params(args: argparse.Namespace) -> dict:
@@ -148,10 +150,21 @@ def defense_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def check_model(name: str) -> None:
+    """An unknown model name is a UserInputError before any data is read."""
+    from unlearnable.models import MODEL_NAMES
+    if name not in MODEL_NAMES:
+        raise UserInputError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from unlearnable import distributed
     from unlearnable.data import load_dataset, stratified_subset
+    from unlearnable.defenses import training_defense
     from unlearnable.train import TrainConfig, resolve_recipe, train
+    check_model(args.model)
+    recipe = resolve_recipe(args.recipe, **recipe_overrides(args))
+    training_defense(args.defense, **defense_options(args))  # an unknown name or option fails before any work
     world = distributed.init()
     test_spec = args.test or args.train
     with distributed.main_first(world):  # rank 0 fills the decode cache, the others then read it
@@ -162,14 +175,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.test_per_class:
         test_set = stratified_subset(test_set, args.test_per_class, args.seed)
     config = TrainConfig(out=args.out, model=args.model, defense=args.defense, defense_options=defense_options(args),
-                         recipe=resolve_recipe(args.recipe, **recipe_overrides(args)),
-                         seed=args.seed, device=args.device, adversarial=adversarial_config(args), rotate=args.rotate,
-                         augment=args.augment, data_placement=args.data_placement, sync_batchnorm=args.sync_batchnorm,
-                         name=args.name or Path(args.out).name, train=args.train, test=test_spec)
+                         recipe=recipe, seed=args.seed, device=args.device, adversarial=adversarial_config(args),
+                         rotate=args.rotate, augment=args.augment, data_placement=args.data_placement,
+                         sync_batchnorm=args.sync_batchnorm, name=args.name or Path(args.out).name,
+                         train=args.train, test=test_spec)
     results = train(config, train_set, test_set, resume=args.resume)
     final = results["final"]
     if world.main:
-            print(f"{config.name}: test accuracy {final['test_acc_last']:.2f}% (best {final['test_acc_best']:.2f}% "
+        print(f"{config.name}: test accuracy {final['test_acc_last']:.2f}% (best {final['test_acc_best']:.2f}% "
               f"at epoch {final['best_epoch']}) in {final['wall_seconds']:.0f} s -> {Path(args.out) / 'results.json'}")
 
 
@@ -178,10 +191,13 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from unlearnable import distributed
     from unlearnable.experiments import IMAGENET100, Protocol, run_table1
     from unlearnable.report import write_report
+    from unlearnable.train import resolve_recipe
     base = IMAGENET100 if args.dataset == "imagenet100" else Protocol()
     protocol = dataclasses.replace(base, model=args.model or base.model, recipe=args.recipe,
-                                   overrides={"epochs": args.epochs} if args.epochs else {},
+                                   overrides={"epochs": args.epochs} if args.epochs is not None else {},
                                    rotate=args.dataset == "cifar100" or args.rotate)
+    check_model(protocol.model)
+    resolve_recipe(protocol.recipe, **protocol.overrides)
     source = args.source or args.dataset
     runs = run_table1(source, args.out, protocol, args.data_root, args.seed, args.device)
     if distributed.init().main:
@@ -190,8 +206,16 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from unlearnable.report import write_report
-    md, html = write_report([Path(r) for r in args.runs], Path(args.out), title=args.title)
+    from unlearnable.report import load_run, write_report
+    runs = [Path(r) for r in args.runs]
+    for run in runs:
+        if not run.is_dir():
+            raise UserInputError(f"{run} is not a directory; pass training run directories (from `unlearnable train`)")
+        note = load_run(run)
+        if isinstance(note, str):
+            raise UserInputError(f"{note.removesuffix(' not shown.').rstrip(';. ')}: {run} is not a training run; "
+                                 f"pass run directories written by `unlearnable train`")
+    md, html = write_report(runs, Path(args.out), title=args.title)
     print(f"report: {md} and {html}")
 
 
@@ -274,7 +298,7 @@ def build_parser() -> Parser:
     p.add_argument("--out", required=True, metavar="STORE", help="the store directory (built in STORE.partial)")
     p.add_argument("--classes", default="first100", metavar="SUBSET",
                    help="first100 (CUDA paper, default), cmc100 (CMC's ImageNet-100), all, firstN, or a file of wnids")
-    p.add_argument("--image-size", type=int, default=224, help="side S of the S×S images (default 224)")
+    p.add_argument("--image-size", type=P.IMAGE_SIZE, default=224, help="side S of the S×S images (default 224)")
     p.add_argument("--resize", default="stretch", choices=("stretch", "crop"),
                    help="stretch: resize to S×S (CUDA paper, default); crop: shorter side to S, then center crop")
     p.add_argument("--val-labels", metavar="FILE", help="labels of a flat val/: lines '<file name> <wnid>'")
@@ -287,8 +311,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("recover", help="estimate the class-wise blur kernels of DATA and deconvolve it (deconv defense)")
     p.add_argument("data", metavar="DATA", help="a (poisoned) dataset: a saved dataset directory, a name or a path")
     p.add_argument("--out", required=True, metavar="DIR", help="output saved dataset (written atomically), with kernels.png")
-    p.add_argument("--kernel-size", type=int, help="odd kernel size (default: search up to 9)")
-    p.add_argument("--regularization", type=float, default=0.01, help="Tikhonov lambda > 0 (default 0.01)")
+    p.add_argument("--kernel-size", type=Interval(int, 1, 9, odd=True), help="odd kernel size (default: search up to 9)")
+    p.add_argument("--regularization", type=P.POSITIVE, default=0.01, help="Tikhonov lambda > 0 (default 0.01)")
     p.add_argument("--method", choices=("border", "spectrum"), default="border",
                    help="kernel estimator: border (zero-padding drop of the class mean, default) or spectrum "
                         "(class power spectra, for blurs without a border cue)")
@@ -298,12 +322,12 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("show", help="PNG grid of clean vs poisoned vs defended samples per class")
     p.add_argument("dir", metavar="DIR", help="a saved dataset (from `unlearnable poison`)")
-    p.add_argument("--out", metavar="PNG", help="output picture (default DIR/samples.png)")
+    p.add_argument("--out", metavar="PNG", help="output picture (default DIR-samples.png beside DIR)")
     p.add_argument("--defense", default="rsk+ff", help="defense for the third column (default rsk+ff)")
-    p.add_argument("--per-class", type=int, default=1, help="samples per class (default 1)")
-    p.add_argument("--classes", type=int, default=10, help="show at most this many classes (default 10)")
+    p.add_argument("--per-class", type=Interval(int, 1, 100), default=1, help="samples per class (default 1)")
+    p.add_argument("--classes", type=Interval(int, 1, 1000), default=10, help="show at most this many classes (default 10)")
     p.add_argument("--data-root", metavar="DIR", help="where the clean source dataset lives")
-    p.add_argument("--seed", type=int, default=0, help="seed of the defense's randomness")
+    p.add_argument("--seed", type=P.SEED, default=0, help="seed of the defense's randomness")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("demo", help="the quick CPU protocol: clean, CUDA, CUDA+AT, CUDA+RSK+FF on CIFAR-10, and the report")
@@ -311,7 +335,7 @@ def build_parser() -> Parser:
                    help="dataset (default cifar10: found under --data-root or downloaded; a CIFAR-10 ImageFolder "
                         "archive works too)")
     p.add_argument("--data-root", metavar="DIR")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=P.device, default=None)
     p.add_argument("--out", default="out/demo", metavar="DIR", help="output directory (default out/demo)")
     p.set_defaults(func=cmd_demo)
 
@@ -324,17 +348,17 @@ def build_parser() -> Parser:
                         "`unlearnable list` shows every name)")
     p.add_argument("--model", default="resnet18", help="model name (default resnet18)")
     p.add_argument("--recipe", default="paper", help="paper, cuda-paper or quick (default paper)")
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
-    p.add_argument("--lr", type=float, help="override the recipe's learning rate")
-    p.add_argument("--weight-decay", type=float, help="override the recipe's weight decay")
+    p.add_argument("--epochs", type=P.POSITIVE_INT, help="override the recipe's epochs")
+    p.add_argument("--batch-size", type=P.POSITIVE_INT, help="override the recipe's batch size")
+    p.add_argument("--lr", type=P.POSITIVE, help="override the recipe's learning rate")
+    p.add_argument("--weight-decay", type=P.NONNEGATIVE, help="override the recipe's weight decay")
     p.add_argument("--adversarial", choices=("linf", "l2"), help="PGD adversarial training")
-    p.add_argument("--eps", type=float, help="PGD radius of --adversarial or of at-linf / at-l2 in --defense "
+    p.add_argument("--eps", type=P.POSITIVE, help="PGD radius of --adversarial or of at-linf / at-l2 in --defense "
                                              "(default 4/255 for linf, 0.5 for l2)")
-    p.add_argument("--at-steps", type=int, default=10, help="PGD steps of --adversarial (default 10)")
-    p.add_argument("--steps", type=int, help="steps of at-linf, at-l2 or dat in --defense (default 10)")
-    p.add_argument("--filter-size", type=int, help="dat's filter size: 3, 5 or 7 (default 5)")
-    p.add_argument("--mix-alpha", type=float, help="mixup / cutmix: λ ~ Beta(α, α) (default 1: uniform)")
+    p.add_argument("--at-steps", type=P.POSITIVE_INT, default=10, help="PGD steps of --adversarial (default 10)")
+    p.add_argument("--steps", type=P.POSITIVE_INT, help="steps of at-linf, at-l2 or dat in --defense (default 10)")
+    p.add_argument("--filter-size", type=int, choices=(3, 5, 7), help="dat's filter size: 3, 5 or 7 (default 5)")
+    p.add_argument("--mix-alpha", type=P.POSITIVE, help="mixup / cutmix: λ ~ Beta(α, α) (default 1: uniform)")
     p.add_argument("--imagenet-variant", action="store_true",
                    help="ff keeps int(0.4·N·p/100) frequencies per axis, the published ImageNet-100 setting")
     p.add_argument("--rotate", action="store_true", help="RandomRotation(15°) after the flip (the CIFAR-100 recipe)")
@@ -346,10 +370,10 @@ def build_parser() -> Parser:
                         "dataset; auto: device when they fit (default)")
     p.add_argument("--sync-batchnorm", action="store_true",
                    help="under torchrun: BatchNorm statistics over the global batch (CUDA only)")
-    p.add_argument("--train-per-class", type=int, help="train on a stratified subset of this many images per class")
-    p.add_argument("--test-per-class", type=int, help="test on a stratified subset of this many images per class")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--train-per-class", type=P.POSITIVE_INT, help="train on a stratified subset of this many images per class")
+    p.add_argument("--test-per-class", type=P.POSITIVE_INT, help="test on a stratified subset of this many images per class")
+    p.add_argument("--seed", type=P.SEED, default=0)
+    p.add_argument("--device", type=P.device, default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--name", help="run name in reports (default: the --out folder name)")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory (results.json, checkpoint.pt)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN")
@@ -361,12 +385,12 @@ def build_parser() -> Parser:
                         "`unlearnable prepare`), or a path, e.g. the CIFAR-10 JPEG archive")
     p.add_argument("--source", help="read the dataset from this path instead (e.g. ../shared/data/cifar10-jpeg.tar.gz)")
     p.add_argument("--data-root", metavar="DIR")
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs (paper: 60)")
+    p.add_argument("--epochs", type=P.POSITIVE_INT, help="override the recipe's epochs (paper: 60)")
     p.add_argument("--model", help="default resnet18 (CIFAR), resnet18-imagenet (imagenet100)")
     p.add_argument("--recipe", default="paper")
     p.add_argument("--rotate", action="store_true", help="RandomRotation(15°) (always on for cifar100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=P.SEED, default=0)
+    p.add_argument("--device", type=P.device, default=None)
     p.add_argument("--out", default="out/reproduce", metavar="DIR")
     p.set_defaults(func=cmd_reproduce)
 
@@ -393,9 +417,9 @@ def build_parser() -> Parser:
                                                        "default: DATA's test split")
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--out", metavar="DIR", help="also write DIR/detect.json and DIR/detect_spectra.png")
-    p.add_argument("--max-images", type=int, default=10_000, help="class-balanced cap on DATA and on the reference (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the subsets and the edge detector's random keys")
-    p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
+    p.add_argument("--max-images", type=P.POSITIVE_INT, default=10_000, help="class-balanced cap on DATA and on the reference (default 10000)")
+    p.add_argument("--seed", type=P.SEED, default=0, help="seeds the subsets and the edge detector's random keys")
+    p.add_argument("--device", type=P.device, default=None, help="cpu or cuda (default cpu)")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("compare", help="the defense × poison table: train every defense on every poison and on clean data")

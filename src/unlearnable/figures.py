@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from unlearnable.io import atomic_write_bytes  # noqa: E402
+from unlearnable.io import PNG_SOFTWARE, atomic_write_bytes  # noqa: E402
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -47,6 +47,6 @@ def sample_grid(rows: dict[str, list[torch.Tensor]], columns: list[str], path: s
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": PNG_SOFTWARE})
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())

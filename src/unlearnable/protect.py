@@ -22,7 +22,7 @@ from unlearnable.data.imagenet import store_path
 from unlearnable.data.saved import with_saved_source, write_meta_and_test
 from unlearnable.distributed import World, shard_range
 from unlearnable.errors import MissingSplitError, UserInputError
-from unlearnable.io import shared_atomic_directory
+from unlearnable.io import check_output, shared_atomic_directory
 
 
 def poison_dataset(train: ImageDataset, attack: str, device: str | None = None, **params) -> ImageDataset:
@@ -178,6 +178,9 @@ def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: st
     """
     if fmt not in ("npy", "png"):
         raise UserInputError(f"--format {fmt!r} is unknown; use 'npy' (arrays only) or 'png' (arrays plus a PNG ImageFolder)")
+    inputs = [data] + ([data_root] if data_root else [])
+    check_output(out, overwrite, inputs)
+    get_attack(attack)  # an unknown name fails before anything is read
     world = distributed.init()
     with distributed.main_first(world):  # rank 0 fills the decode cache, the others then read it
         train = load_dataset(data, "train", data_root)
@@ -187,8 +190,7 @@ def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: st
             test = None
     if data == "imagenet100" or is_saved_dataset(data):  # `show` and the report find the clean images there
         train = with_saved_source(train, store_path(data_root) if data == "imagenet100" else Path(data))
-    get_attack(attack)  # an unknown name fails before anything is written
-    with shared_atomic_directory(out, world, overwrite) as tmp:
+    with shared_atomic_directory(out, world, overwrite, inputs=inputs, kind="saved dataset") as tmp:
         protected = poison_to_directory(train, attack, tmp, test, world, device, **params)
         if fmt == "png" and world.main:
             export_png(protected, tmp / "png")

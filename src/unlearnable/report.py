@@ -33,7 +33,7 @@ from unlearnable.data import ImageDataset, is_saved_dataset, load_saved, to_unit
 from unlearnable.defenses import build_defense  # noqa: E402
 from unlearnable.defenses.deconv import diagnostics, kernels_png, replay  # noqa: E402
 from unlearnable.errors import UserInputError  # noqa: E402
-from unlearnable.io import atomic_write_bytes  # noqa: E402
+from unlearnable.io import MARKER, PNG_SOFTWARE, atomic_write_bytes, write_marker, written_by_tool  # noqa: E402
 from unlearnable.show import load_source, pick_samples, show_command  # noqa: E402
 
 DASH = "—"
@@ -519,7 +519,7 @@ def results_sections(groups: dict[str, list[Run]]) -> list[Block]:
 def png_bytes(fig: plt.Figure, dpi: int = 110) -> bytes:
     """Render and close a figure."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": PNG_SOFTWARE})
     plt.close(fig)
     return buffer.getvalue()
 
@@ -746,6 +746,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str | None = None) -> t
         (the Markdown path, the HTML path).
     """
     out, title = Path(out), title or DEFAULT_TITLE
+    check_report_dir(out)
     loaded = [load_run(Path(d)) for d in run_dirs]
     runs = [r for r in loaded if isinstance(r, Run)]
     groups: dict[str, list[Run]] = {}
@@ -765,4 +766,17 @@ def write_report(run_dirs: list[Path], out: Path, title: str | None = None) -> t
     markdown, page = out / "report.md", out / "report.html"
     atomic_write_bytes(markdown, to_markdown(blocks).encode())
     atomic_write_bytes(page, to_html(blocks, title).encode())
+    write_marker(out, "report")
     return markdown, page
+
+
+REPORT_ENTRIES = frozenset({"report.md", "report.html", "figures", MARKER})
+
+
+def check_report_dir(out: Path) -> None:
+    """Refuse a report directory that holds anything but an earlier report (which is replaced)."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} exists and is not a directory; choose a new path")
+    if out.is_dir() and any(out.iterdir()) and not written_by_tool(out) \
+            and not {e.name for e in out.iterdir()} <= REPORT_ENTRIES:
+        raise UserInputError(f"--out {out} holds files unlearnable did not write; choose a new or empty directory")

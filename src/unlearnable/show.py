@@ -12,6 +12,7 @@ from unlearnable.data import DATASET_NAMES, ImageDataset, load_dataset, load_sav
 from unlearnable.defenses import build_defense
 from unlearnable.errors import UserInputError
 from unlearnable.figures import sample_grid
+from unlearnable.io import check_file_output
 from unlearnable.protect import psnr
 
 
@@ -51,9 +52,15 @@ def pick_samples(ds: ImageDataset, per_class: int, max_classes: int) -> dict[int
 def show_command(saved: str | os.PathLike, out: str | os.PathLike | None = None, defense: str = "rsk+ff",
                  per_class: int = 1, max_classes: int = 10, data_root: str | None = None,
                  seed: int = 0) -> Path:
-    """Write a PNG grid of clean vs poisoned vs defended samples per class; returns its path."""
+    """Write a PNG grid of clean vs poisoned vs defended samples per class; returns its path.
+
+    The picture goes to `out` (default `default_picture`), which may not lie inside the saved
+    dataset and may replace only a picture this tool wrote.
+    """
     if per_class < 1 or max_classes < 1:
         raise UserInputError("--per-class and --classes must be at least 1")
+    out = Path(out) if out is not None else default_picture(saved)
+    check_file_output(out, inputs=[saved])
     protected = load_saved(saved)
     clean = load_source(protected, data_root)
     transform = build_defense(defense)
@@ -71,9 +78,15 @@ def show_command(saved: str | os.PathLike, out: str | os.PathLike | None = None,
     title = describe(protected)
     if clean is not None:
         title += f"   PSNR poisoned vs clean {psnr(protected.images, clean.images):.1f} dB"
-    out = Path(out) if out is not None else Path(saved) / "samples.png"
     sample_grid(rows, kinds * per_class, out, title)
     return out
+
+
+def default_picture(saved: str | os.PathLike) -> Path:
+    """Where `show` writes by default: DIR-samples.png beside the saved dataset DIR, never inside it
+    (DIR holds the private key; what an owner publishes is kept apart from it)."""
+    saved = Path(saved)
+    return saved.parent / f"{saved.resolve().name}-samples.png"
 
 
 def class_label(ds: ImageDataset, c: int) -> str:

@@ -29,7 +29,8 @@ from typing import Any, Iterable
 import numpy as np
 from tqdm import tqdm
 
-from unlearnable.io import atomic_directory, write_json
+from unlearnable.errors import UserInputError
+from unlearnable.io import MARKER, atomic_directory, write_json
 
 CACHE_ENV = "UNLEARNABLE_CACHE"
 FORMAT_VERSION = 1
@@ -91,15 +92,23 @@ def load_entry(key: str) -> Decoded | None:
     return Decoded(images, labels, classes)
 
 
+CACHE_ENTRIES = frozenset({"images.npy", "labels.npy", "info.json", MARKER})
+
+
+def is_cache_entry(path: Path) -> bool:
+    """True when `path` holds nothing but what `store_entry` writes (so it may be replaced)."""
+    return path.is_dir() and {e.name for e in path.iterdir()} <= CACHE_ENTRIES
+
+
 def store_entry(key: str, decoded: Decoded, info: dict[str, Any]) -> None:
     """Write `decoded` under `key`; a failure only warns, since the cache is an optimisation."""
     entry = cache_root() / key
     try:
-        with atomic_directory(entry, overwrite=True) as tmp:
+        with atomic_directory(entry, overwrite=True, kind="decode cache", recognise=is_cache_entry) as tmp:
             np.save(tmp / "images.npy", decoded.images)
             np.save(tmp / "labels.npy", decoded.labels)
             write_json(tmp / "info.json", {**info, "classes": decoded.classes, "num_images": len(decoded.labels)})
-    except OSError as e:
+    except (OSError, UserInputError) as e:  # e.g. another process writing the same entry now
         warnings.warn(f"could not write the decode cache {entry} ({e}); the next load decodes again", stacklevel=2)
 
 

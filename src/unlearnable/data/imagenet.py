@@ -77,7 +77,8 @@ from unlearnable.data.dataset import ImageDataset
 from unlearnable.data.imagefolder import IMG_EXTENSIONS, _class_files
 from unlearnable.data.saved import is_saved_dataset, load_saved
 from unlearnable.errors import UserInputError
-from unlearnable.io import atomic_write_bytes, write_json
+from unlearnable.io import atomic_write_bytes, contains, free_space_check, write_json
+from unlearnable.params import IMAGE_SIZE, Interval
 
 SUBSET_FILES = {"cmc100": Path(__file__).with_name("imagenet100_cmc.txt")}
 RESIZE_MODES = ("stretch", "crop")
@@ -86,6 +87,10 @@ PLAN_FORMAT = 2
 FIX_CORRUPT = ("replace it with a good copy and run again (the build resumes), or delete it (the build starts "
                "over)")
 CHUNK_SIZE = 1024  # images per chunk: 154 MB at 224×224
+CHUNK_SIZE_RANGE = Interval(int, 1, 65536)
+WORKERS = Interval(int, 1, 256)
+MAX_CHUNK_BYTES = 4 << 30
+"""A chunk is decoded in memory (each process holds about two), so one may not exceed 4 GiB."""
 IN_FLIGHT = 2  # chunks mapped at once per process (one decoding, one finishing)
 NEEDS_ROOT = ("imagenet100 needs --data-root DIR pointing at an ImageNet folder with train/ and val/ "
               "(or a store from `unlearnable prepare`)")
@@ -368,11 +373,19 @@ def build_store(root: str | os.PathLike, out: str | os.PathLike, subset: str = "
     """
     if resize not in RESIZE_MODES:
         raise UserInputError(f"unknown resize mode {resize!r}; use stretch or crop")
-    if image_size < 1 or chunk_size < 1 or (workers is not None and workers < 1):
-        raise UserInputError(f"image size {image_size}, chunk size {chunk_size} and workers {workers} must be "
-                             "positive; give values ≥ 1")
+    IMAGE_SIZE.check("--image-size", image_size)
+    CHUNK_SIZE_RANGE.check("--chunk-size", chunk_size)
+    if workers is not None:
+        WORKERS.check("--workers", workers)
+    chunk_bytes = chunk_size * image_size * image_size * 3
+    if chunk_bytes > MAX_CHUNK_BYTES:
+        raise UserInputError(f"a chunk of {chunk_size} images of {image_size}×{image_size} is {chunk_bytes / 2**30:.1f} GiB "
+                             f"and each process holds about two; choose --chunk-size ≤ "
+                             f"{max(1, MAX_CHUNK_BYTES // (image_size * image_size * 3))}")
     world = world or distributed.init()
     out = Path(out).expanduser().absolute()
+    if contains(Path(root).expanduser().resolve(), out.resolve()):
+        raise UserInputError(f"--out {out} lies inside the ImageNet folder {root}; write the store elsewhere")
     partial = out.with_name(out.name + ".partial")
 
     def prepare() -> tuple[dict[str, Any], tuple[Split, Split], Layout, bool]:
@@ -472,9 +485,11 @@ def _start_partial(partial: Path, plan: dict[str, Any], splits: tuple[Split, Spl
         if started is None and done.is_dir() and any(done.iterdir()) and not overwrite:
             raise UserInputError(f"the partial store {partial} has no readable plan.json; delete it")
         shutil.rmtree(partial)
+    size = plan["image_size"]
+    free_space_check(partial.parent, sum(len(split.files) for split in splits) * size * size * 3,
+                     f"the store at {size}×{size}")
     (partial / "test").mkdir(parents=True)
     (partial / "done").mkdir()
-    size = plan["image_size"]
     for split in splits:
         array = np.lib.format.open_memmap(_images_path(partial, split), mode="w+", dtype=np.uint8,
                                           shape=(len(split.files), size, size, 3))

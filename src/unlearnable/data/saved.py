@@ -79,22 +79,66 @@ def load_saved(path: str | os.PathLike, split: str = "train", mmap: bool = True)
         meta = json.loads((root / "meta.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise UserInputError(f"cannot read {root / 'meta.json'}: {e}; re-create the dataset with `unlearnable poison`") from None
+    if not isinstance(meta, dict):
+        raise UserInputError(f"{root / 'meta.json'} holds no JSON object; re-create the dataset with `unlearnable poison`")
     if split == "test":
         if not (root / "test" / "images.npy").is_file():
             raise MissingSplitError(f"{root} holds no test split; load the test split from the source dataset {meta.get('source', {}).get('spec', '?')!r}")
         files = root / "test"
-        meta = {"source": meta.get("source"), "split": "test", "classes": meta["classes"]}
+        meta = {"source": meta.get("source"), "split": "test", "classes": meta.get("classes")}
     elif split == "train":
         files = root
     else:
         raise UserInputError(f"unknown split {split!r}; use 'train' or 'test'")
-    try:
-        # "c" (copy-on-write) maps the file without reading it and gives a writable array,
-        # so torch.from_numpy works without copying and without touching the file.
-        images = np.load(files / "images.npy", mmap_mode="c" if mmap else None, allow_pickle=False)
-        labels = np.load(files / "labels.npy", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UserInputError(f"cannot read the arrays in {files}: {e}; the saved dataset is corrupt, re-create it") from None
-    if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (images.shape[0],):
-        raise UserInputError(f"{files} holds images {images.dtype} {images.shape} and labels {labels.shape}; expected uint8 N×H×W×C and (N,)")
+    # "c" (copy-on-write) maps the file without reading it and gives a writable array,
+    # so torch.from_numpy works without copying and without touching the file.
+    images = _load_array(files / "images.npy", "c" if mmap else None)
+    labels = _load_array(files / "labels.npy", None)
+    check_saved(files, meta, images, labels)
     return ImageDataset.from_numpy_nhwc(images, labels, meta["classes"], meta)
+
+
+def _load_array(path: Path, mmap_mode: str | None) -> np.ndarray:
+    """np.load without pickles; a damaged file (empty, truncated, not .npy) is a UserInputError naming it."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UserInputError(f"cannot read {path}: {e or 'the file is empty'}; the saved dataset is corrupt, "
+                             f"re-create it with the command that wrote it") from None
+
+
+def check_saved(files: Path, meta: dict, images: np.ndarray, labels: np.ndarray) -> None:
+    """Refuse, in one line, arrays and meta.json fields that do not fit together (an edited or corrupt
+    saved dataset): shapes, dtypes, labels outside the class list, and a key that cannot be this
+    dataset's (non-finite kernels, one kernel stack per class, poisoned indices within the images)."""
+    fix = "re-create the dataset with the command that wrote it"
+    if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (images.shape[0],):
+        raise UserInputError(f"{files} holds images {images.dtype} {images.shape} and labels {labels.shape}; "
+                             f"expected uint8 N×H×W×C and (N,); {fix}")
+    if images.shape[0] == 0 or min(images.shape[1:]) == 0 or images.shape[3] not in (1, 3):
+        raise UserInputError(f"{files} holds images of shape {images.shape}; expected at least one image "
+                             f"N×H×W×C with C = 1 or 3; {fix}")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise UserInputError(f"{files.parent if files.name == 'test' else files}/meta.json: 'classes' must be a "
+                             f"non-empty list of class names; {fix}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise UserInputError(f"{files}/labels.npy holds {labels.dtype}; expected integers; {fix}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= len(classes):
+        raise UserInputError(f"{files}/labels.npy holds labels {low}..{high} but meta.json lists {len(classes)} "
+                             f"classes (labels 0..{len(classes) - 1}); {fix}")
+    if "kernels" in meta:
+        try:
+            kernels = np.asarray(meta["kernels"], dtype=np.float64)
+        except (TypeError, ValueError):
+            kernels = np.zeros(0)
+        if kernels.ndim not in (3, 4) or kernels.shape[0] != len(classes) or not np.isfinite(kernels).all():
+            raise UserInputError(f"{files}/meta.json: 'kernels' must be finite numbers, one k×k kernel (or stack) "
+                                 f"per class ({len(classes)}); got shape {kernels.shape}; {fix}")
+    if "poisoned_indices" in meta:
+        indices = meta["poisoned_indices"]
+        if (not isinstance(indices, list) or not all(isinstance(i, int) and 0 <= i < len(labels) for i in indices)
+                or len(set(indices)) != len(indices)):
+            raise UserInputError(f"{files}/meta.json: 'poisoned_indices' must list distinct image indices "
+                                 f"0..{len(labels) - 1}; {fix}")

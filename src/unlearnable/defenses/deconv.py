@@ -570,6 +570,8 @@ def kernels_png(estimated: torch.Tensor, true: torch.Tensor | None) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from unlearnable.io import PNG_SOFTWARE
     rows = [("estimated", estimated[:20])] + ([("true", (true / true.sum(dim=(1, 2), keepdim=True))[:20])] if true is not None else [])
     columns = len(rows[0][1])
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns, 1.3 * len(rows)), squeeze=False)
@@ -582,7 +584,7 @@ def kernels_png(estimated: torch.Tensor, true: torch.Tensor | None) -> bytes:
             axes[r, c].set_title(f"{name} {c}", fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": PNG_SOFTWARE})
     plt.close(fig)
     return buffer.getvalue()
 
@@ -596,14 +598,15 @@ def recover_command(data: str, out: str, kernel_size: int | None = None, regular
     are used only to evaluate (`diagnostics`). Returns the lines to print.
     """
     from unlearnable.data import load_dataset, save_dataset
-    from unlearnable.io import atomic_directory
+    from unlearnable.io import atomic_directory, check_output
     from unlearnable.show import load_source
 
+    check_output(out, overwrite, inputs=[data])
     poisoned = load_dataset(data, "train", data_root)
     recovered = recover(poisoned, kernel_size, regularization, method)
     estimated = torch.tensor(recovered.meta["deconv"]["kernels"])
     true = torch.tensor(poisoned.meta["kernels"], dtype=torch.float32) if "kernels" in poisoned.meta else None
-    with atomic_directory(out, overwrite) as tmp:
+    with atomic_directory(out, overwrite, inputs=[data], kind="saved dataset") as tmp:
         save_dataset(tmp, recovered)
         (tmp / "kernels.png").write_bytes(kernels_png(estimated, true if true is not None and true.shape == estimated.shape else None))
     lines = [f"deconvolved {recovered.meta['deconv']['deconvolved']} of {len(recovered)} images with "

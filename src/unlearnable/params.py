@@ -1,0 +1,109 @@
+"""Declarative parameter checks with one wording: "NAME must be <constraint> (got VALUE)".
+
+`Interval` (after scikit-learn's constraint of the same name) is both an argparse ``type=`` (a
+command-line value out of range is a usage error: one line, exit code 2) and a check for library
+functions (`Interval.check` raises UserInputError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from unlearnable.errors import UserInputError
+
+SEED_MAX = 2**32 - 1
+"""Seeds go to numpy's RandomState (the published CUDA stream), which takes 0 .. 2³² − 1."""
+
+
+class Interval:
+    """Numbers of one type within bounds.
+
+    Args:
+        kind: int or float.
+        low, high: bounds (None: unbounded).
+        closed: "both", "left", "right" or "neither": which bounds belong to the interval.
+        odd: integers only: the value must be odd (kernel sizes).
+    """
+
+    def __init__(self, kind: type, low: float | None = None, high: float | None = None, closed: str = "both",
+                 odd: bool = False) -> None:
+        self.kind, self.low, self.high, self.closed, self.odd = kind, low, high, closed, odd
+
+    def describe(self) -> str:
+        """The constraint in words, e.g. "an integer ≥ 1", "a number in (0, 1]"."""
+        noun = ("an odd integer" if self.odd else "an integer") if self.kind is int else "a number"
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.low is not None and self.high is not None:
+            return f"{noun} in {'[' if left else '('}{self.low:g}, {self.high:g}{']' if right else ')'}"
+        if self.low is not None:
+            return f"{noun} {'≥' if left else '>'} {self.low:g}"
+        if self.high is not None:
+            return f"{noun} {'≤' if right else '<'} {self.high:g}"
+        return f"a finite {'integer' if self.kind is int else 'number'}"
+
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.low is not None and (value < self.low or (value == self.low and not left)):
+            return False
+        if self.high is not None and (value > self.high or (value == self.high and not right)):
+            return False
+        return not (self.odd and value % 2 == 0)
+
+    def check(self, name: str, value: Any) -> Any:
+        """Return `value` if it satisfies the constraint; otherwise a UserInputError naming `name`."""
+        if not self.contains(value):
+            raise UserInputError(f"{name} must be {self.describe()} (got {value!r})")
+        return value
+
+    def __call__(self, text: str) -> Any:
+        """argparse ``type=``: parse `text` and check it (argparse names the option in its message)."""
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {self.describe()} (got {text!r})") from None
+        if not self.contains(value):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()} (got {text!r})")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Interval({self.describe()})"
+
+
+POSITIVE_INT = Interval(int, 1)
+NONNEGATIVE_INT = Interval(int, 0)
+SEED = Interval(int, 0, SEED_MAX)
+POSITIVE = Interval(float, 0, closed="neither")
+NONNEGATIVE = Interval(float, 0)
+FRACTION = Interval(float, 0, 1, closed="right")
+"""A share in (0, 1]: 0 would do nothing, which is never what was asked for."""
+KERNEL_SIZE = Interval(int, 1, 31, odd=True)
+IMAGE_SIZE = Interval(int, 8, 1024)
+"""Side of a stored or working image: 8 px at least, 1024 at most (ImageNet-style training uses 224)."""
+
+
+def device(text: str) -> str:
+    """argparse ``type=`` for --device: "cpu", "cuda" or "cuda:N", and only what this machine has."""
+    import torch
+
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return text
+    if parsed.type != "cuda":
+        raise argparse.ArgumentTypeError(f"device {text!r} is not supported; use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} was asked for but this machine has no CUDA GPU; use cpu")
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist: this machine has {torch.cuda.device_count()} "
+                                         f"GPU(s), cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    return text
