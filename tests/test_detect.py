@@ -11,8 +11,11 @@ import torch
 
 from unlearnable.cli import main
 from unlearnable.data import ImageDataset
-from unlearnable.detect import (COMPRESSION_LIMIT, SPECTRAL_THRESHOLD, class_spectra, detect, edge_features,
-                                kernel_basis, log_spectra, looks_convolved, spectral_evidence)
+from conftest import SHARED_CIFAR
+from unlearnable.data import load_dataset, save_dataset, stratified_subset
+from unlearnable.detect import (COMPRESSION_LIMIT, MIN_SPECTRAL_PER_CLASS, SPECTRAL_THRESHOLD, EdgeEvidence,
+                                class_spectra, decide, detect, detect_command, edge_features, kernel_basis,
+                                log_spectra, log_variance_bias, looks_convolved, spectral_evidence)
 from unlearnable.errors import UserInputError
 from unlearnable.protect import poison_dataset
 
@@ -159,10 +162,144 @@ def test_cli_verdict_and_outputs(capsys, tmp_path, tiny_folder):
     out = tmp_path / "evidence"
     assert main(["detect", str(protected), "--out", str(out)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith(("looks convolution-poisoned (score", "no sign of a class-wise convolution (score"))
+    # 8 noise images per class: too few for the spectral test, but every image's edges show the blur.
+    assert first.startswith("looks convolution-poisoned (100% of images flagged at the edges")
     report = json.loads((out / "detect.json").read_text())
     assert report["verdict"] == first and set(report["spectral"]["per_class"]) == {"cat", "dog", "ship"}
+    assert report["poisoned"] and report["decided_by"] == ["edge"] and report["edge"]["vote"]
     assert (out / "detect_spectra.png").stat().st_size > 1000
     # An explicit reference works the same (a plain folder of clean images: all of it is used).
     assert main(["detect", str(tiny_folder / "train"), "--reference", str(tiny_folder / "test")]) == 0
-    assert capsys.readouterr().out.startswith(("looks", "no sign"))
+    assert capsys.readouterr().out.startswith(("no sign of a class-wise convolution", "cannot tell"))
+
+
+# --- small sets ---------------------------------------------------------------------------------
+
+def test_log_variance_bias_matches_simulation():
+    """E[log s²] − log σ² of n Gaussian values: the delta method is within 0.03 of the truth for n ≥ 5."""
+    rng = np.random.default_rng(0)
+    for n in (5, 10, 40):
+        simulated = np.log(rng.normal(size=(200_000, n)).var(1, ddof=1)).mean()
+        predicted = float(log_variance_bias(torch.tensor(float(n)), torch.tensor(0.0)))
+        assert abs(simulated - predicted) < 0.03 and simulated < -0.02
+
+
+def test_spread_of_a_small_clean_set_is_not_biased(clean_pair):
+    """5 clean images per class against 60: the corrected spread stays near 0 (uncorrected it reads ≈ −0.3)."""
+    data, reference = clean_pair
+    small = stratified_subset(data, 5, seed=4)
+    stats, ref = class_spectra(small.images, small.labels, 3), class_spectra(reference.images, reference.labels, 3)
+    s = spectral_evidence(stats, ref, 32, 32)
+    raw = float(torch.log(stats.variance() / ref.variance()).mean())
+    assert raw < -0.2 and abs(s.spread) < 0.1
+
+
+@pytest.mark.parametrize("per_class", [4, 8, 20])
+def test_small_sets_get_the_right_verdict_both_ways(clean_pair, per_class):
+    data, reference = clean_pair
+    small = stratified_subset(data, per_class, seed=per_class)
+    clean = detect(small, reference)
+    assert not clean.poisoned and clean.verdict().startswith("no sign of a class-wise convolution")
+    poisoned = detect(poison_dataset(small, "cuda", seed=2, progress=False), reference)
+    assert poisoned.poisoned and poisoned.verdict().startswith("looks convolution-poisoned")
+    assert "edge" in poisoned.decided_by and poisoned.edge.flagged > 0.8
+    if per_class < MIN_SPECTRAL_PER_CLASS and "spectral" not in poisoned.decided_by:
+        assert "cannot clear with" in poisoned.verdict()
+
+
+def _edge(flagged: float, fpr: float, tpr: float, share: float | None, images: int = 30) -> EdgeEvidence:
+    return EdgeEvidence(flagged, fpr, tpr, share, [], [0.0] * 4, [0.0] * 4, images, 100)
+
+
+def test_decide_rules(clean_pair):
+    data, reference = clean_pair
+    weak = spectral_evidence(class_spectra(data.images, data.labels, 3),
+                             class_spectra(reference.images, reference.labels, 3), 32, 32)
+    assert not looks_convolved(weak)
+    assert decide(weak, _edge(0.97, 0.02, 0.9, 1.0), 3) == (True, ("edge",), None)
+    assert decide(weak, _edge(0.04, 0.02, 0.9, 0.02), 3) == (False, (), None)  # the edges speak: clean
+    # A separating detector that flags a few images more than its false-positive rate is no vote.
+    assert decide(weak, _edge(0.30, 0.02, 0.9, 0.31), 50)[0] is False
+    # 2 of 3 flagged over a 2% false-positive rate is significant, yet 3 images are weak evidence of a share.
+    assert decide(weak, _edge(0.10, 0.02, 0.9, 0.09, images=300), 50)[0] is False
+    poisoned, votes, why = decide(weak, _edge(0.5, 0.4, 0.6, None), 3)
+    assert not poisoned and votes == () and "too few for the spectral test" in why
+    assert decide(weak, _edge(0.5, 0.4, 0.6, None), MIN_SPECTRAL_PER_CLASS) == (False, (), None)
+
+
+def test_cannot_tell_verdict_is_one_line(clean_pair):
+    data, reference = clean_pair
+    d = detect(stratified_subset(data, 3, seed=0), reference)
+    d.poisoned, d.decided_by, d.undecided = False, (), "3 images per class are too few"
+    assert d.verdict() == "cannot tell: 3 images per class are too few" and "\n" not in d.verdict()
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason="needs the CIFAR-10 JPEG archive beside the checkout")
+def test_small_cifar_sets_clean_and_cuda():
+    """200 CIFAR-10 test images (20 per class) against the other 9,800: clean stays clean, CUDA is called."""
+    full = load_dataset(str(SHARED_CIFAR), "test")
+    data = stratified_subset(full, 20, seed=1)
+    rest = np.setdiff1d(np.arange(len(full)), data.meta["subset"]["indices"])
+    reference = stratified_subset(full.subset(rest), 300, seed=2)
+    clean = detect(data, reference)
+    assert not clean.poisoned and clean.verdict().startswith("no sign")
+    protected = detect(poison_dataset(data, "cuda", progress=False), reference)
+    assert protected.decided_by == ("spectral", "edge") and protected.edge.flagged > 0.9
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+def test_labels_beyond_the_class_list_are_a_user_error(clean_pair, tmp_path, capsys):
+    data, reference = clean_pair
+    shifted = ImageDataset(data.images, data.labels + 1, data.classes)
+    with pytest.raises(UserInputError, match=r"labels from 1 to 3 but names 3 classes"):
+        detect(shifted, reference)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    save_dataset(saved, data, reference)
+    meta = json.loads((saved / "meta.json").read_text())
+    meta["classes"] = meta["classes"][:2]  # meta.json disagrees with labels.npy
+    (saved / "meta.json").write_text(json.dumps(meta))
+    assert main(["detect", str(saved), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels" in err and "2 classes" in err and "Traceback" not in err
+    assert not (tmp_path / "ev" / "detect.json").exists()
+
+
+def exit_code(argv: list[str]) -> int:
+    """`main`'s exit status, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return int(e.code)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "3"])
+def test_bad_max_images_exits_2_before_reading(tiny_folder, tmp_path, capsys, value):
+    assert exit_code(["detect", str(tiny_folder), "--max-images", value, "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--max-images" in err
+    assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("kwargs, needle", [({"seed": -1}, "--seed"), ({"device": "tpu"}, "device"),
+                                            ({"image_size": 1}, "--image-size"), ({"max_images": 0}, "--max-images")])
+def test_detect_command_checks_arguments_first(tmp_path, kwargs, needle):
+    with pytest.raises(UserInputError, match=needle):
+        detect_command(str(tmp_path / "not-read"), out=tmp_path / "ev", **kwargs)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_mixed_size_collection_at_a_working_size(tmp_path):
+    rng = np.random.default_rng(0)
+    from PIL import Image
+    for split, count in (("train", 12), ("test", 12)):
+        for c in ("a", "b"):
+            (tmp_path / "photos" / split / c).mkdir(parents=True)
+            for i in range(count):
+                w, h = rng.integers(20, 60, 2)
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "photos" / split / c / f"{i}.png")
+    with pytest.raises(UserInputError, match="--image-size"):
+        detect_command(str(tmp_path / "photos"))
+    detection = detect_command(str(tmp_path / "photos"), image_size=16)
+    assert detection.info["shape"] == "3×16×16" and not detection.poisoned

@@ -33,6 +33,20 @@ is DATA's own test split, which CUDA and `unlearnable poison` leave clean; a sou
 split needs ``reference=`` (same classes, same image size, same source and processing). If the
 reference were poisoned with DATA's kernels, both statistics would miss it.
 
+Small sets. The spectral statistic loses power with few images per class (its noise is the class means'
+sampling noise): measured on CUDA-protected CIFAR-10 subsets against the 10,000-image test split, the
+score is 0.7-1.0 at 3-5 images per class and 1.3-3.4 at 10-20, so below MIN_SPECTRAL_PER_CLASS a
+"no" from it says little. The within-class spread is corrected for the bias of a log sample variance,
+E[log s²] ≈ log σ² − 1/(n−1) − κ/(2n) (κ: the excess kurtosis of the log-spectra, pooled per
+frequency); without it a class of 5 images reads about 0.37 nats "narrower" than the reference and a
+small convolved set failed the spread test. The edge statistic works per image, so it decides small
+sets: DATA also looks convolution-poisoned when the edge detector separates the held-out reference
+halves (true- minus false-positive rate ≥ EDGE_SEPARATION), flags DATA's images far above its
+false-positive rate (one-sided binomial z ≥ EDGE_Z) and puts the poisoned share at EDGE_MIN_SHARE or
+more. Additive poisons do not darken zero-padded borders, so this vote adds no false "convolution" for
+them. When neither statistic can speak (too few images per class, an edge detector that does not
+separate), the verdict says it cannot tell instead of "no sign".
+
 The thresholds were calibrated on clean data: bench/eval_detect.py --calibrate draws class-balanced
 subsets of the CIFAR-10 (JPEG copy) and Fashion-MNIST test splits and compares each with the rest of
 its split; it prints the null distribution of the score. COMPRESSION_LIMIT sits between the
@@ -53,9 +67,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unlearnable.data import ImageDataset, load_dataset, stratified_subset
+from unlearnable.data import ImageDataset, check_labels, load_dataset, stratified_subset
 from unlearnable.errors import MissingSplitError, UserInputError
-from unlearnable.io import atomic_write_bytes, write_json
+from unlearnable.io import PNG_SOFTWARE, atomic_write_bytes, write_json
 from unlearnable.protect import poison_dataset
 
 EDGES = ("top", "bottom", "left", "right")
@@ -66,6 +80,15 @@ SPECTRAL_THRESHOLD = 1.0
 COMPRESSION_LIMIT = 0.3
 """A class-wise shift that lowers the mean log within-class variance by more than this many nats per nat
 (rms) of kernel-shaped shift looks additive, not like a convolution."""
+MIN_SPECTRAL_PER_CLASS = 10
+"""Images per class below which the spectral test has too little power to clear a convolution (see above)."""
+EDGE_SEPARATION = 0.5
+"""The edge detector votes only when its held-out true-positive rate exceeds its false-positive rate by this."""
+EDGE_Z = 4.0
+"""One-sided binomial z of DATA's flagged count over the detector's (Laplace-smoothed) false-positive rate;
+4 keeps a clean set's chance of a false vote below 1e-4 at any size."""
+EDGE_MIN_SHARE = 0.5
+"""Estimated poisoned share at which the edge statistic calls DATA poisoned (most images, as a protection is)."""
 MAX_IMAGES = 10_000
 """DATA and the reference are cut to a class-balanced subset of at most this many images."""
 LOG_EPS = 1.0
@@ -148,11 +171,13 @@ class ClassSpectra:
         count: (K,) images per class.
         mean: K×M class-mean log-spectra (zero for an empty class).
         m2: K×M sums of squared deviations from the class mean.
+        m4: K×M sums of fourth powers of those deviations (None when not accumulated).
     """
 
     count: torch.Tensor
     mean: torch.Tensor
     m2: torch.Tensor
+    m4: torch.Tensor | None = None
 
     def variance(self) -> torch.Tensor:
         """K×M within-class sample variance (classes with fewer than 2 images: NaN)."""
@@ -162,21 +187,22 @@ class ClassSpectra:
 def class_spectra(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
                   device: str | torch.device = "cpu", chunk: int = 2048) -> ClassSpectra:
     """Accumulate per-class sums of `log_spectra` over chunks of `images` (uint8 N×C×H×W, labels int64 (N,))."""
-    sums = sumsq = None
+    powers: list[torch.Tensor] = []  # per class, sums of x, x², x³, x⁴
     for start in range(0, len(images), chunk):
         spectra = log_spectra(images[start:start + chunk].to(device)).double()
         y = labels[start:start + chunk].to(spectra.device)
-        if sums is None:
-            sums = spectra.new_zeros(num_classes, spectra.shape[1])
-            sumsq = torch.zeros_like(sums)
-        sums.index_add_(0, y, spectra)
-        sumsq.index_add_(0, y, spectra.square())
-    if sums is None:
+        if not powers:
+            powers = [spectra.new_zeros(num_classes, spectra.shape[1]) for _ in range(4)]
+        for k, total in enumerate(powers, 1):
+            total.index_add_(0, y, spectra.pow(k))
+    if not powers:
         raise UserInputError("the dataset has no images; give a non-empty dataset")
+    s1, s2, s3, s4 = (total.cpu() for total in powers)
     count = torch.bincount(labels, minlength=num_classes).double()
     n = count.clamp(min=1)[:, None]
-    mean = sums.cpu() / n
-    return ClassSpectra(count, mean, (sumsq.cpu() - sums.cpu() * mean).clamp(min=0))
+    mean = s1 / n
+    m4 = s4 - 4 * mean * s3 + 6 * mean.square() * s2 - 3 * n * mean.pow(4)
+    return ClassSpectra(count, mean, (s2 - s1 * mean).clamp(min=0), m4.clamp(min=0))
 
 
 @dataclass
@@ -189,8 +215,9 @@ class SpectralEvidence:
         chi2: the same for the whole class-wise shift (clean data ≈ 1).
         kernel_fit: fraction of the class-wise shift's variance the kernel basis explains.
         shift: rms of the kernel-shaped fit, in nats (log power ratio).
-        spread: mean log(within-class variance of DATA / of the reference): ~0 under a convolution,
-            about −2 × the rise in log-power under an additive perturbation.
+        spread: mean log(within-class variance of DATA / of the reference), corrected for the small-sample
+            bias of a log variance (`log_variance_bias`): ~0 under a convolution, about −2 × the rise in
+            log-power under an additive perturbation.
         classes: indices of the classes with at least 2 images in both DATA and the reference.
         per_class: name → list over ``classes`` of score, chi2, kernel_fit, shift, spread.
         ratio: K'×M class-wise log-spectrum shift (float64); fitted: its kernel-basis fit.
@@ -227,13 +254,33 @@ def spectral_evidence(data: ClassSpectra, reference: ClassSpectra, h: int, w: in
     score_c = (fitted.square() / noise).mean(1)
     chi2_c = (ratio.square() / noise).mean(1)
     fit_c = fitted.square().sum(1) / centred.square().sum(1).clamp(min=1e-12)
-    spread_c = torch.log(data.variance()[used] / reference.variance()[used]).mean(1)
+    bias = log_variance_bias(nd, pooled_kurtosis(data, reference, used)) - \
+        log_variance_bias(nr, pooled_kurtosis(data, reference, used))
+    spread_c = (torch.log(data.variance()[used] / reference.variance()[used]) - bias).mean(1)
     per_class = {"score": score_c.tolist(), "chi2": chi2_c.tolist(), "kernel_fit": fit_c.tolist(),
                  "shift": fitted.square().mean(1).sqrt().tolist(), "spread": spread_c.tolist()}
     return SpectralEvidence(float(score_c.mean()), float(chi2_c.mean()),
                             float(fitted.square().sum() / centred.square().sum().clamp(min=1e-12)),
                             float(fitted.square().mean().sqrt()), float(spread_c.mean()), used.tolist(),
                             per_class, ratio, fitted)
+
+
+def pooled_kurtosis(data: ClassSpectra, reference: ClassSpectra, used: torch.Tensor) -> torch.Tensor:
+    """(M,) excess kurtosis of the log-spectra within classes, pooled over the used classes of both sets.
+
+    Zero (the Gaussian value) when fourth moments were not accumulated.
+    """
+    if data.m4 is None or reference.m4 is None:
+        return torch.zeros(data.mean.shape[1], dtype=torch.float64)
+    n = data.count[used].sum() + reference.count[used].sum()
+    m2 = (data.m2[used].sum(0) + reference.m2[used].sum(0)) / n
+    m4 = (data.m4[used].sum(0) + reference.m4[used].sum(0)) / n
+    return m4 / m2.square().clamp(min=1e-12) - 3
+
+
+def log_variance_bias(n: torch.Tensor, kurtosis: torch.Tensor) -> torch.Tensor:
+    """E[log s²] − log σ² of the unbiased sample variance of n values (delta method): −1/(n−1) − κ/(2n)."""
+    return -1 / (n - 1) - kurtosis / (2 * n)
 
 
 def looks_convolved(spectral: SpectralEvidence) -> bool:
@@ -318,6 +365,7 @@ class EdgeEvidence:
             separate the held-out halves (tpr − fpr < 0.2: e.g. black image borders).
         per_class: flagged fraction per class (all K classes; NaN for an empty class).
         data_edges / reference_edges: mean feature per edge (averaged over channels), DATA vs clean reference.
+        images: DATA's image count; held_out: the held-out reference half's (the rates' denominators).
     """
 
     flagged: float
@@ -327,6 +375,22 @@ class EdgeEvidence:
     per_class: list[float]
     data_edges: list[float]
     reference_edges: list[float]
+    images: int = 0
+    held_out: int = 0
+
+    def z(self) -> float:
+        """One-sided binomial z of the flagged count over the false-positive rate (Laplace-smoothed: never 0)."""
+        p0 = (self.reference_fpr * self.held_out + 1) / (self.held_out + 2)
+        return (self.flagged - p0) * math.sqrt(self.images) / math.sqrt(p0 * (1 - p0))
+
+    def separates(self) -> bool:
+        """Whether the detector tells the held-out clean and fresh-key poisoned reference images apart."""
+        return self.reference_tpr - self.reference_fpr >= EDGE_SEPARATION
+
+    def says_convolved(self) -> bool:
+        """The edge vote: a separating detector, flags far above its false-positive rate, most images poisoned."""
+        return (self.separates() and self.z() >= EDGE_Z and self.poisoned_share is not None
+                and self.poisoned_share >= EDGE_MIN_SHARE)
 
 
 def train_edge_detector(reference: ImageDataset, seed: int = 0, device: str | torch.device | None = None
@@ -334,7 +398,7 @@ def train_edge_detector(reference: ImageDataset, seed: int = 0, device: str | to
     """Train on one half of `reference` (clean vs fresh-key poisoned), measure on the other half.
 
     Returns:
-        (detector, false-positive rate, true-positive rate), the rates on the held-out half.
+        (detector, false-positive rate, true-positive rate), the rates on the held-out half (len(reference) // 2 images).
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(reference))
@@ -360,7 +424,7 @@ def edge_evidence(data: ImageDataset, reference: ImageDataset, seed: int = 0,
     flagged = float(flags.mean())
     share = min(1.0, max(0.0, (flagged - fpr) / (tpr - fpr))) if tpr - fpr >= 0.2 else None
     return EdgeEvidence(flagged, fpr, tpr, share, per_class.tolist(), mean_per_edge(features),
-                        mean_per_edge(edge_features(reference.images)))
+                        mean_per_edge(edge_features(reference.images)), len(data), len(reference) // 2)
 
 
 def mean_per_edge(features: torch.Tensor) -> list[float]:
@@ -399,11 +463,14 @@ class Detection:
     """The verdict and its evidence.
 
     Attributes:
-        poisoned: the verdict: spectral score ≥ threshold and no shrunken within-class spread.
+        poisoned: the verdict (`decide`): the spectral test or the edge vote says convolution.
         spectral, edge: the two statistics' evidence.
         classes: DATA's class names.
         counts: DATA's images per class (after the cap).
         info: where DATA and the reference came from, sizes, parameters.
+        decided_by: the statistics that call DATA poisoned ("spectral", "edge"); empty when clean.
+        undecided: when not poisoned and neither statistic can speak, the reason (the verdict is then
+            "cannot tell"); None otherwise.
     """
 
     poisoned: bool
@@ -412,13 +479,27 @@ class Detection:
     classes: list[str]
     counts: list[int]
     info: dict[str, Any]
+    decided_by: tuple[str, ...] = ()
+    undecided: str | None = None
 
     def verdict(self) -> str:
         """The one-line answer."""
-        s = self.spectral
+        s, e = self.spectral, self.edge
+        score = f"score {s.score:.2f}, threshold {SPECTRAL_THRESHOLD:.1f}"
+        edges = f"{e.flagged:.0%} of images flagged at the edges, clean reference {e.reference_fpr:.0%}"
+        if "spectral" in self.decided_by:
+            agree = f"; edge pixels agree: {edges}" if "edge" in self.decided_by else ""
+            return f"looks convolution-poisoned ({score}{agree})"
         if self.poisoned:
-            return f"looks convolution-poisoned (score {s.score:.2f}, threshold {SPECTRAL_THRESHOLD:.1f})"
-        return f"no sign of a class-wise convolution (score {s.score:.2f}, threshold {SPECTRAL_THRESHOLD:.1f})"
+            return (f"looks convolution-poisoned ({edges}; the spectral score {s.score:.2f} stays under its threshold "
+                    f"{SPECTRAL_THRESHOLD:.1f}{_few(self.per_class_median())})")
+        if self.undecided is not None:
+            return f"cannot tell: {self.undecided}"
+        return f"no sign of a class-wise convolution ({score}; {edges})"
+
+    def per_class_median(self) -> float:
+        """The median number of DATA's images per class the spectral test used."""
+        return float(np.median([self.counts[c] for c in self.spectral.classes]))
 
     def lines(self) -> list[str]:
         """The verdict, then the evidence: sources, both statistics, a per-class table."""
@@ -428,16 +509,18 @@ class Detection:
                f"reference: {i['reference']} ({i['reference_images']} images)",
                f"spectral: class-wise log-spectrum shift against the reference χ²/dof {s.chi2:.2f} (clean ≈ 1); "
                f"kernel-shaped part (score) {s.score:.2f} = {s.shift:.3f} nats rms; kernel fit {s.kernel_fit:.0%}; "
-               f"within-class spread {s.spread:+.3f} nats (a convolution keeps it ≈ 0, additive noise lowers it; "
+               f"within-class spread {s.spread:+.3f} nats, small-sample bias removed (a convolution keeps it ≈ 0, additive noise lowers it; "
                f"limit {-COMPRESSION_LIMIT * s.shift:+.3f})"]
-        if not self.poisoned and s.score >= SPECTRAL_THRESHOLD:
+        if "spectral" not in self.decided_by and s.score >= SPECTRAL_THRESHOLD:
             out.append("note: the class spectra do shift, but the within-class spread shrank: that is what an "
                        "additive class-wise perturbation does, not a convolution")
         edges = " ".join(f"{n} {d:+.3f} ({r:+.3f})" for n, d, r in zip(EDGES, e.data_edges, e.reference_edges))
         share = "n/a: on this data the edge detector does not separate clean from poisoned reference images " \
             "(black borders?)" if e.poisoned_share is None else f"{e.poisoned_share:.0%}"
         out += [f"edge: {e.flagged:.1%} of images flagged (held-out reference: clean {e.reference_fpr:.1%}, "
-                f"fresh-key poisoned {e.reference_tpr:.1%}); estimated poisoned share {share}",
+                f"fresh-key poisoned {e.reference_tpr:.1%}); estimated poisoned share {share}; z {e.z():.1f} over the "
+                f"false-positive rate; edge vote: {'poisoned' if e.says_convolved() else 'no'} (needs separation ≥ "
+                f"{EDGE_SEPARATION:.0%}, z ≥ {EDGE_Z:.0f}, share ≥ {EDGE_MIN_SHARE:.0%})",
                 f"edge: mean log((edge+1)/(inside+1)) data (reference): {edges}"]
         width = max(5, *(len(c) for c in self.classes))
         out.append(f"{'class':{width}s} {'n':>6s} {'score':>7s} {'χ²/dof':>7s} {'fit':>5s} {'shift':>6s} "
@@ -456,17 +539,41 @@ class Detection:
     def to_json(self) -> dict[str, Any]:
         """Everything printed, as JSON-serialisable values (the spectra themselves go into the figure)."""
         s, e = self.spectral, self.edge
-        return {"verdict": self.verdict(), "poisoned": self.poisoned,
+        return {"verdict": self.verdict(), "poisoned": self.poisoned, "decided_by": list(self.decided_by),
+                "undecided": self.undecided,
                 "threshold": SPECTRAL_THRESHOLD, "compression_limit": COMPRESSION_LIMIT, **self.info,
                 "spectral": {"score": s.score, "chi2": s.chi2, "kernel_fit": s.kernel_fit, "shift": s.shift, "spread": s.spread,
                              "kernel_lag": KERNEL_LAG,
                              "per_class": {self.classes[c]: {k: v[j] for k, v in s.per_class.items()}
                                            for j, c in enumerate(s.classes)}},
                 "edge": {"flagged": e.flagged, "reference_fpr": e.reference_fpr, "reference_tpr": e.reference_tpr,
-                         "poisoned_share": e.poisoned_share,
+                         "poisoned_share": e.poisoned_share, "z": e.z(), "vote": e.says_convolved(),
                          "per_class": {n: (None if math.isnan(f) else f) for n, f in zip(self.classes, e.per_class)},
                          "mean_features": {"edges": list(EDGES), "data": e.data_edges, "reference": e.reference_edges}},
                 "counts": dict(zip(self.classes, self.counts))}
+
+
+def _few(per_class: float) -> str:
+    return f", which it cannot clear with {per_class:.0f} images per class" if per_class < MIN_SPECTRAL_PER_CLASS else ""
+
+
+def decide(spectral: SpectralEvidence, edge: EdgeEvidence, per_class: float
+           ) -> tuple[bool, tuple[str, ...], str | None]:
+    """(poisoned, the statistics that say so, why neither can speak or None) from both statistics' evidence.
+
+    `per_class`: DATA's median images per class. Poisoned when the spectral test (`looks_convolved`)
+    or the edge vote (`EdgeEvidence.says_convolved`) says so. Not poisoned is "cannot tell" when the
+    spectral test has too few images per class (< MIN_SPECTRAL_PER_CLASS) and the edge detector does
+    not separate clean from poisoned reference images.
+    """
+    votes = tuple(name for name, says in (("spectral", looks_convolved(spectral)), ("edge", edge.says_convolved()))
+                  if says)
+    if votes or per_class >= MIN_SPECTRAL_PER_CLASS or edge.separates():
+        return bool(votes), votes, None
+    return False, (), (f"{per_class:.0f} images per class are too few for the spectral test (score {spectral.score:.2f}, "
+                       f"threshold {SPECTRAL_THRESHOLD:.1f}; it needs about {MIN_SPECTRAL_PER_CLASS}) and the edge "
+                       f"detector does not separate clean from poisoned images of the reference "
+                       f"({edge.reference_fpr:.0%} vs {edge.reference_tpr:.0%} flagged); give more images per class")
 
 
 def _pct(x: float) -> str:
@@ -485,6 +592,9 @@ def detect(data: ImageDataset, reference: ImageDataset, seed: int = 0, max_image
         device: where spectra and the reference's poisoning run (default CPU).
         names: how DATA and the reference are described in the output.
     """
+    check_max_images(max_images)
+    check_labels(data, names[0])
+    check_labels(reference, names[1])
     if data.num_classes < 2:
         raise UserInputError("the data has fewer than 2 classes; a class-wise convolution needs several classes")
     if min(data.shape[1:]) < 3:
@@ -496,11 +606,18 @@ def detect(data: ImageDataset, reference: ImageDataset, seed: int = 0, max_image
     spectral = spectral_evidence(class_spectra(data.images, data.labels, data.num_classes, device),
                                  class_spectra(reference.images, reference.labels, data.num_classes, device), h, w)
     edge = edge_evidence(data, reference, seed, device)
-    poisoned = looks_convolved(spectral)
     counts = torch.bincount(data.labels, minlength=data.num_classes).tolist()
+    poisoned, decided_by, undecided = decide(spectral, edge, float(np.median([counts[c] for c in spectral.classes])))
     info = {"data": names[0], "reference": names[1], "data_images": len(data), "reference_images": len(reference),
             "shape": "×".join(map(str, data.shape)), "seed": seed, "max_images": max_images}
-    return Detection(poisoned, spectral, edge, list(data.classes), counts, info)
+    return Detection(poisoned, spectral, edge, list(data.classes), counts, info, decided_by, undecided)
+
+
+def check_max_images(max_images: int) -> None:
+    """Refuse a cap that leaves fewer than 4 images (2 classes × 2) or is not an integer."""
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 4:
+        raise UserInputError(f"--max-images {max_images!r} is too small; use an integer of at least 4 "
+                             f"(default {MAX_IMAGES})")
 
 
 def full_plane(half: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -540,35 +657,46 @@ def spectra_figure(detection: Detection, path: str | os.PathLike, h: int, w: int
     fig.colorbar(image, ax=axes, shrink=0.8, label="log power ratio (nats)")
     fig.suptitle(f"class-wise log-spectrum shift vs the reference (centre = DC); {detection.verdict()}", fontsize=8)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": PNG_SOFTWARE})
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def detect_command(spec: str, reference: str | None = None, data_root: str | None = None,
                    out: str | os.PathLike | None = None, seed: int = 0, max_images: int = MAX_IMAGES,
-                   device: str | None = None) -> Detection:
+                   device: str | None = None, image_size: int | None = None) -> Detection:
     """Load DATA's train split and the reference, detect, optionally write OUT/detect.json and OUT/detect_spectra.png.
 
     The reference is DATA's test split by default; a given `reference` contributes its test split when it
     has one (a named dataset, a saved dataset, an ImageFolder with test/), else all its images.
+    `image_size` S reads DATA and the reference at S×S (bilinear stretch, `load_dataset`): needed for a
+    collection of mixed image sizes. Check a protected set at the size it was protected at: shrinking
+    it also shrinks the blur the statistics look for. Every argument is checked before any data is read.
     """
-    if max_images < 4:
-        raise UserInputError(f"--max-images {max_images} is too small; use at least 4 (default {MAX_IMAGES})")
-    data = load_dataset(spec, "train", data_root)
+    from unlearnable.data.imagefolder import check_image_size
+    from unlearnable.train import resolve_device
+
+    check_max_images(max_images)
+    check_image_size(image_size)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserInputError(f"--seed {seed!r} is invalid; give an integer >= 0")
+    resolve_device(device)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UserInputError(f"--out {out} is a file; give a directory (it is created if missing)")
+    data = load_dataset(spec, "train", data_root, image_size=image_size)
     if reference is None:
         try:
-            ref = load_dataset(spec, "test", data_root)
+            ref = load_dataset(spec, "test", data_root, image_size=image_size)
         except MissingSplitError:
             raise UserInputError(f"{spec} has no test split to serve as the clean reference; pass --reference SPEC "
                                  "(clean images of the same classes and size)") from None
         names = (f"{spec} train split", f"{spec} test split")
     else:
         try:
-            ref = load_dataset(reference, "test", data_root)
+            ref = load_dataset(reference, "test", data_root, image_size=image_size)
             names = (f"{spec} train split", f"{reference} test split")
         except MissingSplitError:
-            ref = load_dataset(reference, "train", data_root)
+            ref = load_dataset(reference, "train", data_root, image_size=image_size)
             names = (f"{spec} train split", reference)
     detection = detect(data, ref, seed, max_images, device, names)
     if out is not None:
