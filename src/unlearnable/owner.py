@@ -438,9 +438,10 @@ def _protect_one(src: Path, rel: str, kernel: np.ndarray, strength: Strength, fm
 
 def _settings(src: Path, listing: Listing, strength_name: str, fmt: str, metadata: str, seed: int,
               quality: int) -> dict[str, Any]:
-    return {"source": str(src.resolve()), "classes": listing.classes, "strength": strength_name,
-            "strength_params": asdict(STRENGTHS[strength_name]), "format": fmt, "metadata": metadata,
-            "seed": seed, "jpeg_quality": quality, "key_version": KEY_VERSION}
+    settings = {"source": str(src.resolve()), "classes": listing.classes, "strength": strength_name,
+                "strength_params": asdict(STRENGTHS[strength_name]), "format": fmt, "metadata": metadata,
+                "seed": seed, "jpeg_quality": quality, "key_version": KEY_VERSION}
+    return json.loads(json.dumps(settings))  # as it reads back from the records file (tuples → lists)
 
 
 def _load_records(partial: Path, settings: dict[str, Any], src: Path) -> dict[str, dict[str, Any]]:
@@ -503,6 +504,8 @@ def protect_folder(src: str | os.PathLike, dst: str | os.PathLike, *, strength: 
         raise UserInputError(f"--metadata {metadata!r} is unknown; use one of {', '.join(METADATA)}")
     if not 0 <= seed < 2**32:
         raise UserInputError(f"--seed {seed} is out of range; use an integer in [0, 2**32)")
+    if workers < 1:
+        raise UserInputError(f"--workers {workers} is invalid; use an integer >= 1")
     if not 1 <= quality <= 100:
         raise UserInputError(f"JPEG quality {quality} is out of range; use 1..100")
     src, dst = Path(src), Path(dst)

@@ -132,10 +132,14 @@ def decode_photo(data: bytes) -> Photo:
 
 
 def _read_png16(data: bytes, colour_type: int, mode: str, icc: bytes | None, exif: bytes | None) -> Photo:
+    import warnings
+
     import torch
     from torchvision.io import ImageReadMode, decode_png
 
-    raw = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
+    with warnings.catch_warnings():  # torchvision ≥ 0.29 announces TorchCodec; its PNG decoder still works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        raw = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
     array = raw.permute(1, 2, 0).numpy().astype(np.uint16)  # torch uint16 → numpy via a plain copy
     colour = {0: 1, 4: 1, 2: 3, 6: 3}.get(colour_type)
     if colour is None or array.shape[2] not in (colour, colour + 1):
