@@ -14,7 +14,7 @@ import unlearnable.attacks.additive as additive
 import unlearnable.attacks.ar as ar
 from unlearnable.attacks import ATTACKS, get_attack
 from unlearnable.attacks.additive import MAX_KEY_NUMBERS, classwise_noise, draw_poisoned, draw_streams
-from unlearnable.attacks.ar import CROP, ar_coefficients, ar_filters, ar_noise, ar_process
+from unlearnable.attacks.ar import CROP, ar_coefficients, ar_crop, ar_filters, ar_noise, ar_process
 from unlearnable.attacks.lsp import lsp_clusters, lsp_noise, patch_grid
 from unlearnable.attacks.ops import corner_colours, ops_search
 from unlearnable.cli import main
@@ -267,6 +267,21 @@ def test_ar_noise_norm_and_poison_regenerates():
     delta = ar_noise(coefficients[labels[idx]], torch.from_numpy(field))
     expected = (images[idx].float() + 255 * delta + 0.5).clamp(0, 255).floor().to(torch.uint8)
     assert torch.equal(p.images[idx], expected)
+
+
+def test_ar_crop_is_the_published_one_per_image_size():
+    """CIFAR and STL-10 start the process 4 larger and crop 4 (36 → 32, 100 → 96); ImageNet-100
+    starts from 226² and crops 2."""
+    assert [ar_crop(s, s) for s in (32, 96, 223, 224, 256)] == [4, 4, 4, 2, 2]
+    images = torch.zeros(2, 3, 224, 224, dtype=torch.uint8) + 128
+    labels = torch.tensor([0, 1])
+    p = poison("ar", images, labels, 2, seed=3)
+    assert p.key["params"]["crop"] == 2
+    coefficients = torch.from_numpy(ar_coefficients(2, 3, seed=3).copy()).float()
+    field = draw_streams(3)[2].standard_normal((2, 3, 226, 226), dtype=np.float32)
+    delta = ar_noise(coefficients[labels], torch.from_numpy(field), crop=2)
+    expected = (images.float() + 255 * delta + 0.5).clamp(0, 255).floor().to(torch.uint8)
+    assert torch.equal(p.images, expected)
 
 
 # --- class-wise noise ---------------------------------------------------------------------------

@@ -2,24 +2,28 @@
 
 Class c owns, per channel, a causal 3×3 AR filter: 8 coefficients summing to 1 on the 3×3 window
 whose bottom-right entry is the value being generated (that tap is 0; it is the "excluded" one, the
-window is not centred on it). A poisoned image draws a Gaussian (H+4)×(W+4) field per channel,
-overwrites it in raster order, every position from row 2 and column 2 on becoming the weighted sum
-of its window (no innovation noise), keeps the last H×W (``crop = 4``, 36×36 → 32×32), scales the
-whole C×H×W perturbation to L2 norm ``norm`` (1.0) in [0, 1] units, adds it and rounds.
+window is not centred on it). A poisoned image draws a Gaussian (H+crop)×(W+crop) field per
+channel, overwrites it in raster order, every position from row 2 and column 2 on becoming the
+weighted sum of its window (no innovation noise), keeps the last H×W, scales the whole C×H×W
+perturbation to L2 norm ``norm`` (1.0) in [0, 1] units, adds it and rounds. The crop is the
+published one per image size (`ar_crop`): 4 below 224 px (CIFAR 36 → 32, STL-10 100 → 96), 2 from
+224 px on (the ImageNet-100 setting, 226 → 224).
 
 Coefficient draw. The published repository ships fixed coefficient sets found by a greedy search
 script; this module re-runs that search's recipe on its own seeded stream instead of shipping sets:
 candidate taps are N(0, 1), divided by their sum per channel (as published); a candidate is
 rejected if any of 3 trial 36×36 processes from Gaussian starts is non-finite or has a cropped
-32×32 L2 norm above √(C·32·32), the expected norm of the Gaussian start itself (no amplification).
-The published script's default bound, 5, rejects even the published sets (four of the published
-CIFAR-10 sets measure 19-58 here), so the bound is the project's choice. The published greedy
-criterion (a candidate's last trial pattern, scaled to norm 1, must respond with at least
-``min_response`` to every filter accepted before it; response = Σ ReLU of the valid correlation
-with that class's filter, generated tap -1, summed over channels) is available but off by default:
-with this bound the published thresholds (10 for CIFAR-10, 3 for CIFAR-100) are nearly unreachable
-(measured cross-responses: median 6, 10th percentile 2.7; four published CIFAR-10 sets respond 5-17
-to each other). The search always runs on 32×32, whatever the image size.
+32×32 L2 norm above √(C·32·32) (55.4 for C = 3), the expected norm of the Gaussian start itself (no
+amplification). The published search's current default bound is 50 on that same L2 norm (its help
+text says L∞; an earlier version had 5, which rejects even the published sets: four of the
+published CIFAR-10 sets measure 19-58 here), so the two bounds are close; the project keeps its
+own, which its measured AR numbers were made with. The published greedy criterion (a candidate's
+last trial pattern, scaled to norm 1, must respond with at least ``min_response`` to every filter
+accepted before it; response = Σ ReLU of the valid correlation with that class's filter, generated
+tap -1, summed over channels; published default 10, and 3 for CIFAR-100) is available but off by
+default: it is nearly unreachable (measured cross-responses: median 6, 10th percentile 2.7; four
+published CIFAR-10 sets respond 5-17 to each other). The search always runs on 32×32 with crop 4,
+whatever the image size.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ from unlearnable.attacks.cuda import Poison
 from unlearnable.errors import UserInputError
 
 CROP = 4
-"""The process is (H + CROP)×(W + CROP); its first CROP rows and columns are dropped."""
+"""The search's process is (32 + CROP)², its first CROP rows and columns dropped (the published CIFAR crop)."""
+IMAGENET_CROP = 2
+IMAGENET_SIZE = 224
+"""From this many pixels on (the shorter side), the process starts CROP = 2 larger, as published for ImageNet-100."""
+
+
+def ar_crop(height: int, width: int) -> int:
+    """The published crop for H×W images: 2 from 224 px on (226 → 224), else 4 (36 → 32, 100 → 96)."""
+    return IMAGENET_CROP if min(height, width) >= IMAGENET_SIZE else CROP
 
 SEARCH_SIZE = 32
 TRIALS = 3
@@ -150,17 +162,18 @@ def ar_coefficients(num_classes: int, channels: int = 3, seed: int = 0, min_resp
     raise UserInputError(f"AR found only {len(accepted)} of {num_classes} coefficient sets in {MAX_CANDIDATES} candidates; lower min_response (now {min_response})")
 
 
-def ar_noise(coefficients: torch.Tensor, field: torch.Tensor, norm: float = 1.0) -> torch.Tensor:
+def ar_noise(coefficients: torch.Tensor, field: torch.Tensor, norm: float = 1.0, crop: int = CROP) -> torch.Tensor:
     """AR perturbations: run the process on `field`, keep the last H×W, scale to L2 norm `norm`.
 
     Args:
         coefficients: (B, C, 3, 3) per image (or (C, 3, 3) shared).
-        field: float (B, C, H + CROP, W + CROP) standard normal start.
+        field: float (B, C, H + crop, W + crop) standard normal start.
+        crop: rows and columns dropped at the top and left (`ar_crop`).
 
     Returns:
         float B×C×H×W, each with L2 norm `norm` (before quantisation).
     """
-    return scale_to_norm(ar_process(coefficients, field, rescale=True)[:, :, CROP:, CROP:].contiguous(), norm)
+    return scale_to_norm(ar_process(coefficients, field, rescale=True)[:, :, crop:, crop:].contiguous(), norm)
 
 
 def ar_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, seed: int = 0,
@@ -179,8 +192,8 @@ def ar_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, s
 
     Returns:
         Poison: round(x + δ) clamped; key with the coefficients (K×C×3×3, [2, 2] = 0). The starts
-        come from the sample stream of `seed`: one float32 standard normal (B, C, H+4, W+4) draw per
-        chunk of poisoned images in dataset order.
+        come from the sample stream of `seed`: one float32 standard normal (B, C, H+crop, W+crop)
+        draw per chunk of poisoned images in dataset order, crop = `ar_crop(H, W)`.
     """
     check_poison_args(images, labels, num_classes, seed, mix, (3, 3), "ar")
     c, h, w = images.shape[1:]
@@ -193,14 +206,15 @@ def ar_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, s
     sample_rng = draw_streams(seed)[2]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     table = torch.tensor(coefficients, dtype=torch.float32, device=device)
+    crop = ar_crop(h, w)
 
     def perturbation(y: torch.Tensor) -> torch.Tensor:
-        field = torch.from_numpy(sample_rng.standard_normal((len(y), c, h + CROP, w + CROP), dtype=np.float32))
-        return ar_noise(table[y], field.to(device), norm)
+        field = torch.from_numpy(sample_rng.standard_normal((len(y), c, h + crop, w + crop), dtype=np.float32))
+        return ar_noise(table[y], field.to(device), norm, crop)
 
     protected = add_perturbations(images, labels, poisoned, perturbation, "round", device, progress,
                                   CPU_CHUNK_PIXELS)
-    params = {"norm": norm, "crop": CROP, "min_response": min_response, "mix": mix, "rounding": "round"}
+    params = {"norm": norm, "crop": crop, "min_response": min_response, "mix": mix, "rounding": "round"}
     key = make_key("ar", params, seed, poisoned, {"coefficients": coefficients},
                    "unlearnable.attacks.ar.ar_coefficients(num_classes, C, seed, min_response)")
     return Poison(protected, key)
