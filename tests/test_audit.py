@@ -6,9 +6,15 @@ import json
 
 import pytest
 
-from unlearnable.audit import BUDGETS, Budget, run_audit, verdict
+import numpy as np
+from PIL import Image
+
+from unlearnable.audit import (BUDGETS, MIN_EFFECT, WORKING_SIZE, Budget, cannot_judge, fit_batch_size, judge_margin,
+                               run_audit, verdict)
 from unlearnable.cli import main
+from unlearnable.data import load_saved
 from unlearnable.defenses import training_defense
+from unlearnable.errors import UserInputError
 from unlearnable.experiments import Protocol
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,10 +29,41 @@ def test_verdict_rules():
     assert verdict(90.0, {"none": 85.0, "rsk+ff": 86.0}).startswith("no protection")
 
 
+def test_too_little_data_cannot_be_judged():
+    """The reported case: 600 images, clean training at chance; it used to read "no protection"."""
+    line = verdict(10.0, {"none": 10.0, "deconv": 10.5}, chance=10.0, test_images=2000)
+    assert line.startswith("cannot judge: clean training reaches only 10.0% on this little data (chance is 10.0%)")
+    assert "\n" not in line
+    # Clean training 25 points above chance on 2,000 test images is enough room to judge.
+    assert verdict(35.0, {"none": 12.0, "deconv": 14.0}, chance=10.0, test_images=2000).startswith("protection holds")
+    assert verdict(29.9, {"none": 12.0}, chance=10.0, test_images=2000).startswith("cannot judge")
+    # Without chance the rules are the old ones (callers that know no test split).
+    assert verdict(29.9, {"none": 12.0, "rsk+ff": 13.0}).startswith("protection holds")
+
+
+def test_judge_margin():
+    assert judge_margin(10.0, 2000) == 2 * MIN_EFFECT  # many test images: the effect size decides
+    assert judge_margin(10.0, 20) == pytest.approx(300 * (0.09 / 20) ** 0.5)  # 20.1: the test noise decides
+    assert judge_margin(50.0, 10) == pytest.approx(300 * (0.25 / 10) ** 0.5)
+    assert cannot_judge(60.0, 50.0, 10) is not None and cannot_judge(98.0, 50.0, 10) is None
+
+
+@pytest.mark.parametrize("images, batch", [(5000, 256), (20000, 256), (600, 32), (300, 16), (200, 8), (8, 8)])
+def test_batch_fits_the_data(images, batch):
+    assert fit_batch_size(images, 256) == batch
+
+
+def test_fewer_images_than_a_batch_is_a_user_error():
+    with pytest.raises(UserInputError, match="7 images; an audit trains models on batches of at least 8"):
+        fit_batch_size(7, 256)
+
+
 @pytest.mark.parametrize("budget", sorted(BUDGETS))
 def test_every_battery_entry_builds(budget):
     for settings in BUDGETS[budget].defenses.values():
         training_defense(settings["defense"], **settings["defense_options"])
+    assert BUDGETS[budget].defenses["deconv"]["defense"] == "deconv"  # the strongest defense is in every battery
+    assert budget in WORKING_SIZE
 
 
 def test_audit_end_to_end(tiny_folder, tmp_path, monkeypatch, capsys):
@@ -38,8 +75,59 @@ def test_audit_end_to_end(tiny_folder, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     result = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert sorted(result["protected"]) == ["none", "rsk+ff"] and 0 <= result["clean"] <= 100
-    assert f"verdict: {result['verdict']}" in out
+    # 24 random-noise training images and 6 test images of 3 classes: nothing to learn, nothing to judge.
+    assert result["chance"] == pytest.approx(100 / 3) and result["judge_margin"] > 50
+    assert result["verdict"].startswith("cannot judge: clean training reaches only")
+    assert f"verdict: {result['verdict']} [quick budget at 32×32 (images stretched" in out
+    assert result["image_size"] == [32, 32] and result["batch_size"] == 8
+    copy = load_saved(tmp_path / "audit" / "data" / "protected")
+    assert copy.shape == (3, 32, 32) and copy.meta["attack"] == "cuda"
     assert (tmp_path / "audit" / "report" / "report.html").is_file()
+
+
+def _mixed_folder(root, classes=("a", "b"), per_class=6, seed=0):
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            w, h = (int(v) for v in rng.integers(12, 48, 2))
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / c / f"{i}.jpg")
+
+
+def test_audit_of_a_mixed_size_collection(tmp_path, monkeypatch):
+    _mixed_folder(tmp_path / "photos" / "train", per_class=8)
+    _mixed_folder(tmp_path / "photos" / "test", per_class=3, seed=1)
+    monkeypatch.setitem(BUDGETS, "quick", Budget(TINY, {"none": {"defense": "none", "defense_options": {}}}))
+    line, table = run_audit(str(tmp_path / "photos"), tmp_path / "audit", clean=str(tmp_path / "photos"),
+                            progress=False)
+    assert line.startswith("cannot judge") and "quick budget at 32×32" in line and "16 training and 6 test" in line
+    assert table[0] == "| defense | clean | protected |"
+    assert load_saved(tmp_path / "audit" / "data" / "clean").shape == (3, 32, 32)
+    # The same collection at its own size is refused with the option to use.
+    with pytest.raises(UserInputError, match="--image-size"):
+        run_audit(str(tmp_path / "photos"), tmp_path / "audit-full", "full", clean=str(tmp_path / "photos"))
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"budget": "huge"}, "--budget 'huge' is unknown"), ({"seed": -1}, "seed"), ({"device": "tpu"}, "device"),
+    ({"image_size": 2}, "--image-size"), ({"protocol": Protocol(model="nope")}, "unknown model 'nope'"),
+    ({"defense": "sharpen"}, "unknown defense"),
+])
+def test_bad_arguments_fail_before_any_copy(tiny_folder, tmp_path, monkeypatch, kwargs, needle):
+    protected = tmp_path / "protected"
+    assert main(["poison", "--data", str(tiny_folder), "--out", str(protected)]) == 0
+    protocol = kwargs.pop("protocol", TINY)
+    defense = kwargs.pop("defense", "none")
+    monkeypatch.setitem(BUDGETS, "quick", Budget(protocol, {"none": {"defense": defense, "defense_options": {}}}))
+    with pytest.raises(UserInputError, match=needle):
+        run_audit(str(protected), tmp_path / "audit", progress=False, **kwargs)
+    assert not (tmp_path / "audit").exists()
+
+
+def test_output_that_is_a_file_is_refused(tiny_folder, tmp_path):
+    (tmp_path / "audit").write_text("not a folder")
+    with pytest.raises(UserInputError, match="is a file"):
+        run_audit(str(tiny_folder), tmp_path / "audit", clean=str(tiny_folder))
 
 
 def test_audit_without_a_clean_reference_is_a_clear_error(tiny_folder, tmp_path, capsys):

@@ -12,6 +12,7 @@ import torch
 from conftest import SHARED_CIFAR
 from unlearnable.cli import main
 from unlearnable.data import load_saved
+from unlearnable.errors import UserInputError
 from unlearnable.experiments import CONDITIONS, Protocol, run_table1, summarize
 
 TINY = Protocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
@@ -19,6 +20,14 @@ TINY = Protocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_si
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def exit_code(argv: list[str]) -> int:
+    """`main`'s exit status, whether it returns it or argparse exits with it (a usage error)."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return int(e.code)
 
 
 def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, capsys):
@@ -73,7 +82,7 @@ def test_train_command_writes_results(tiny_folder, tmp_path):
     (["--epochs", "0"], "epochs"),
 ])
 def test_bad_train_input(tiny_folder, tmp_path, capsys, args, needle):
-    code = main(["train", "--train", str(tiny_folder), "--out", str(tmp_path / "run"), "--batch-size", "8", *args])
+    code = exit_code(["train", "--train", str(tiny_folder), "--out", str(tmp_path / "run"), "--batch-size", "8", *args])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
@@ -106,3 +115,36 @@ def test_grid_trains_every_pair_and_tabulates(tiny_folder, tmp_path):
     assert lines[0] == "| defense | clean | cuda | huda |" and len(lines) == 4
     cell = float(lines[3].split("|")[4])
     assert cell == pytest.approx(json.loads((runs["huda", "rsk+ff"] / "results.json").read_text())["final"]["test_acc_last"], abs=0.01)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"protocol": Protocol(model="nope")}, "unknown model 'nope'"), ({"seed": -1}, "seed"),
+    ({"device": "tpu"}, "device"), ({"protocol": Protocol(recipe="nope")}, "unknown recipe"),
+    ({"conditions": ("clean", "blur")}, "unknown condition 'blur'"),
+])
+def test_table1_checks_every_argument_before_writing(tiny_folder, tmp_path, kwargs, needle):
+    arguments = {"protocol": TINY, "seed": 0, "device": None, **kwargs}
+    with pytest.raises(UserInputError, match=needle):
+        run_table1(str(tiny_folder), tmp_path / "t1", progress=False, **arguments)
+    assert not (tmp_path / "t1").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [(["reproduce", "--dataset", "{data}", "--model", "nope"], "nope"),
+                                         (["reproduce", "--dataset", "{data}", "--recipe", "nope"], "nope"),
+                                         (["demo", "--data", "{data}", "--device", "tpu"], "tpu")])
+def test_reproduce_and_demo_reject_bad_arguments_before_writing(tiny_folder, tmp_path, capsys, argv, needle):
+    argv = [arg.format(data=tiny_folder) for arg in argv]
+    assert exit_code([*argv, "--out", str(tmp_path / "t1")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not (tmp_path / "t1").exists()
+
+
+def test_output_that_is_a_file_is_refused(tiny_folder, tmp_path):
+    from unlearnable.experiments import prepare_data
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserInputError, match="is a file"):
+        run_table1(str(tiny_folder), tmp_path / "file", TINY, progress=False)
+    with pytest.raises(UserInputError, match="unknown attack 'blur'"):
+        prepare_data(str(tiny_folder), tmp_path / "p", TINY, poisons={"x": ("blur", {})})
+    assert not (tmp_path / "p").exists()

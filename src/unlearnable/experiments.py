@@ -14,9 +14,10 @@ skipped and interrupted ones resumed, so re-running the command continues where 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from unlearnable import distributed
 from unlearnable.data import ImageDataset, is_saved_dataset, load_dataset, load_saved, save_dataset, stratified_subset
 from unlearnable.data.imagenet import store_path
 from unlearnable.data.saved import saved_source, with_saved_source
+from unlearnable.errors import UserInputError
 from unlearnable.io import atomic_directory, shared_atomic_directory
 from unlearnable.protect import poison_dataset, poison_to_directory
 
@@ -90,6 +92,33 @@ def summarize(runs: list[Path]) -> list[str]:
     return lines
 
 
+def check_protocol(protocol: Protocol, settings: Iterable[dict[str, Any]], seed: int = 0,
+                   device: str | None = None) -> None:
+    """Check the model, recipe, seed, device and each run's settings (defense, adversarial) of a protocol.
+
+    Raises the UserInputError a training run would, but before any data is read or written.
+    """
+    from unlearnable.models import MODEL_NAMES
+    from unlearnable.train import TrainConfig, resolve_config, resolve_recipe
+
+    if protocol.model not in MODEL_NAMES:
+        raise UserInputError(f"unknown model {protocol.model!r}; known models: {', '.join(MODEL_NAMES)}")
+    recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
+    for run in settings:
+        resolve_config(TrainConfig(out="unchecked", model=protocol.model, recipe=recipe, seed=seed, device=device,
+                                   rotate=protocol.rotate, **run))
+
+
+def check_writable(out: str | os.PathLike) -> None:
+    """Refuse an output directory that is a file or whose nearest existing folder cannot be written to."""
+    path = Path(out).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise UserInputError(f"--out {out} is a file; give a directory (it is created if missing)")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(f"--out {out}: cannot write into {existing}; choose a directory you can write to")
+
+
 def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | None = None,
                  poisons: dict[str, tuple[str, dict[str, Any]]] | None = None) -> dict[str, Path]:
     """Save the clean training set and each protected version of it (with the clean test split).
@@ -109,7 +138,12 @@ def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | No
     Returns:
         {"clean": dir, **{name: dir}}; datasets saved earlier are reused.
     """
+    from unlearnable.attacks import get_attack
+
     poisons = {"cuda": ("cuda", protocol.cuda)} if poisons is None else poisons
+    for attack, _ in poisons.values():
+        get_attack(attack)  # an unknown attack fails before any data is read or written
+    check_writable(out)
     whole = protocol.train_per_class is None and protocol.test_per_class is None
     store = store_path(data_root) if source == "imagenet100" and whole else None
     dirs = {name: out / "data" / name for name in ("clean", *poisons)}
@@ -213,8 +247,17 @@ def train_once(run_dir: Path, data_dir: Path, protocol: Protocol, settings: dict
 def run_table1(source: str, out: str | Path, protocol: Protocol, data_root: str | None = None,
                seed: int = 0, device: str | None = None, conditions: tuple[str, ...] = CONDITIONS,
                progress: bool = True) -> list[Path]:
-    """Train every condition (skipping finished runs, resuming interrupted ones); returns the run dirs."""
+    """Train every condition (skipping finished runs, resuming interrupted ones); returns the run dirs.
+
+    Every argument (conditions, model, recipe, seed, device, the output directory) is checked before the
+    data copies are written.
+    """
+    unknown = [name for name in conditions if name not in CONDITIONS]
+    if unknown:
+        raise UserInputError(f"unknown condition {unknown[0]!r}; use some of {', '.join(CONDITIONS)}")
+    check_protocol(protocol, [condition_config(name, protocol) for name in conditions], seed, device)
     out = Path(out)
+    check_writable(out)
     data = prepare_data(source, out, protocol, data_root)
     return [train_once(out / "runs" / name, data["clean"] if name == "clean" else data["cuda"], protocol,
                        condition_config(name, protocol), seed, device, progress) for name in conditions]
