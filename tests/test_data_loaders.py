@@ -293,11 +293,14 @@ def test_cmyk_and_16_bit_images_become_8_bit(tmp_path: Path) -> None:
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "ds" / "a" / "cmyk.jpg", quality=100)
     deep = (np.arange(36, dtype=np.uint16).reshape(6, 6) * 1800)
     Image.fromarray(deep).save(tmp_path / "ds" / "a" / "deep.png")
+    unit = np.linspace(0, 1, 36, dtype=np.float32).reshape(6, 6)
+    Image.fromarray(unit, "F").save(tmp_path / "ds" / "a" / "float.tif")
     ds = load_dataset(str(tmp_path / "ds"))
-    assert ds.images.shape == (2, 3, 6, 6)
+    assert ds.images.shape == (3, 3, 6, 6)
     images = ds.numpy_nhwc()
     assert np.abs(images[0].astype(int) - rgb.astype(int)).mean() < 12  # JPEG of the RGB image
     np.testing.assert_array_equal(images[1, ..., 0], np.rint(deep * (255 / 65535)).astype(np.uint8))
+    np.testing.assert_array_equal(images[2, ..., 1], np.rint(unit.astype(np.float64) * 255).astype(np.uint8))
 
 
 def test_second_load_hits_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

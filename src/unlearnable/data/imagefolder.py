@@ -100,7 +100,7 @@ def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         if size is not None and image.format == "JPEG":
             image.draft(image.mode, (size, size))  # DCT-scaled decode, still at least S×S
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # no copy when the orientation is already upright
         image = _to_8bit(image)
         if size is not None and image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BILINEAR)
@@ -125,12 +125,14 @@ def stretch_dataset(ds: ImageDataset, size: int) -> ImageDataset:
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """Mode "L" kept, 16/32-bit integer grayscale scaled to "L", anything else converted to "RGB"."""
+    """Mode "L" kept; 16/32-bit integer grayscale scaled to "L" by its range (0..255 or 0..65535; float: 0..1 or
+    0..255); anything else converted to "RGB"."""
     if image.mode == "L":
         return image
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         values = np.asarray(image.convert("I") if image.mode.startswith("I;16") else image, dtype=np.float64)
-        top = 255.0 if values.max(initial=0) <= 255 else 65535.0
+        peak = values.max(initial=0)
+        top = 1.0 if image.mode == "F" and peak <= 1 else 255.0 if peak <= 255 else 65535.0
         return Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
     return image.convert("RGB")
 
