@@ -119,7 +119,9 @@ CORRUPT_SAVED = [
     (NAN_KERNELS, "kernels"), (THREE_KERNELS_FOR_TWO, "kernels"), (FEWER_CLASSES, "labels"),
     (BAD_POISONED, "poisoned_indices"), (LABELS_OUT_OF_RANGE, "labels"), (NEGATIVE_LABELS, "labels"),
     (FLOAT_LABELS, "labels"), (SHORT_LABELS, "labels"), (empty_images, "images"),
-    (truncated_images, "images"), (edit_meta(classes="cat"), "classes"),
+    (truncated_images, "images"), (edit_meta(classes="cat"), "classes"), (edit_meta(source="weird"), "source"),
+    (edit_meta(source={"spec": 5}), "source"), (edit_meta(params={"kernel_size": "x"}), "kernel_size"),
+    (edit_meta(attack=5), "attack"), (edit_meta(seed="abc"), "seed"),
 ]
 
 POISON = ["poison", "--data", "tiny"]
@@ -191,6 +193,9 @@ CASES = {
     # detect
     "detect: --max-images 0": (["detect", "saved", "--max-images", "0"], "--max-images", None),
     "detect: --device foo": (["detect", "saved", "--device", "foo"], "--device", None),
+    "detect: --out inside the input": (["detect", "saved", "--out", "saved"], "inside", None),
+    "detect: --out over a user's file": (["detect", "saved", "--out", "notes"], "not written by unlearnable",
+                                         lambda root: (root / "notes" / "detect.json").write_text("{}")),
     **{f"detect: corrupt saved input ({needle}, {i})": (["detect", "saved"], needle, setup)
        for i, (setup, needle) in enumerate(CORRUPT_SAVED)},
     # audit, reproduce, compare, demo: bad arguments refused before any data is copied

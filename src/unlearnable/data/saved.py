@@ -107,6 +107,16 @@ def _load_array(path: Path, mmap_mode: str | None) -> np.ndarray:
                              f"re-create it with the command that wrote it") from None
 
 
+META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "source": dict, "attack": str, "params": dict, "seed": int, "num_images": int, "image_shape": list,
+    "has_test_split": bool, "unlearnable_version": str, "subset": dict, "imagenet": dict, "deconv": dict,
+}
+"""The type of each meta.json field the tool reads (absent or null is fine: not every dataset has each)."""
+NUMERIC_PARAMS = frozenset({"kernel_size", "blur_parameter", "mix", "eps", "norm", "patch_size", "padding"})
+"""Attack parameters that are numbers (the key's "params"); `show` and the report print them."""
+META_TYPE_NAMES = {dict: "a JSON object", str: "a string", int: "an integer", list: "a list", bool: "true or false"}
+
+
 def check_saved(files: Path, meta: dict, images: np.ndarray, labels: np.ndarray) -> None:
     """Refuse, in one line, arrays and meta.json fields that do not fit together (an edited or corrupt
     saved dataset): shapes, dtypes, labels outside the class list, and a key that cannot be this
@@ -118,6 +128,17 @@ def check_saved(files: Path, meta: dict, images: np.ndarray, labels: np.ndarray)
     if images.shape[0] == 0 or min(images.shape[1:]) == 0 or images.shape[3] not in (1, 3):
         raise UserInputError(f"{files} holds images of shape {images.shape}; expected at least one image "
                              f"N×H×W×C with C = 1 or 3; {fix}")
+    where = f"{files.parent if files.name == 'test' else files}/meta.json"
+    for name, kind in META_TYPES.items():
+        if name in meta and meta[name] is not None and not isinstance(meta[name], kind):
+            raise UserInputError(f"{where}: {name!r} must be {META_TYPE_NAMES[kind]}, not {meta[name]!r:.40}; {fix}")
+    for name in ("spec", "kind", "path", "split"):
+        value = (meta.get("source") or {}).get(name)
+        if value is not None and not isinstance(value, str):
+            raise UserInputError(f"{where}: source {name!r} must be a string, not {value!r:.40}; {fix}")
+    for name, value in (meta.get("params") or {}).items():
+        if name in NUMERIC_PARAMS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserInputError(f"{where}: params {name!r} must be a number, not {value!r:.40}; {fix}")
     classes = meta.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise UserInputError(f"{files.parent if files.name == 'test' else files}/meta.json: 'classes' must be a "
