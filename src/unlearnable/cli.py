@@ -234,6 +234,11 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 def cmd_detect(args: argparse.Namespace) -> None:
     from unlearnable.detect import detect_command
+    from unlearnable.io import check_file_output, is_own_json
+    if args.out:  # both files may replace only an earlier detect's
+        inputs = [args.data, args.reference or args.data]
+        check_file_output(Path(args.out) / "detect.json", inputs, ".json", is_own=lambda p: is_own_json(p, "verdict"))
+        check_file_output(Path(args.out) / "detect_spectra.png", inputs)
     detection = detect_command(args.data, args.reference, args.data_root, args.out, args.seed, args.max_images,
                                args.device)
     print("\n".join(detection.lines()))
@@ -436,6 +441,18 @@ def build_parser() -> Parser:
     return parser
 
 
+def interrupted_note(args: argparse.Namespace) -> str:
+    """What an interrupted command kept, and how to continue."""
+    if args.command == "prepare":
+        return f"the partial store {args.out}.partial is kept: run the same command to resume"
+    if args.command in ("demo", "reproduce", "audit", "compare"):
+        return (f"finished runs are kept under {args.out} and the run in progress at its last checkpoint: run the "
+                f"same command to continue")
+    if args.command == "train":
+        return "the run's files are as its last checkpoint left them"
+    return "nothing was written"
+
+
 def main(argv: list[str] | None = None) -> int:
     from unlearnable import distributed
     args = build_parser().parse_args(argv)
@@ -448,9 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unlearnable {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        kept = "the partial store is kept: run the same command to resume" if args.command == "prepare" else \
-            "nothing was written"
-        print(f"unlearnable {args.command}: interrupted; {kept}", file=sys.stderr)
+        print(f"unlearnable {args.command}: interrupted; {interrupted_note(args)}", file=sys.stderr)
         return 130
     finally:
         distributed.finish()

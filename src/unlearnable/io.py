@@ -269,12 +269,12 @@ def shared_atomic_directory(out: str | os.PathLike, world: Any, overwrite: bool 
 
 
 def check_file_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), suffix: str = ".png",
-                      flag: str = "--out") -> Path:
+                      flag: str = "--out", is_own: Callable[[Path], bool] | None = None) -> Path:
     """Refuse a single-file output that would replace an input or a file this tool did not write.
 
-    An existing file is replaced only when it is a PNG this tool wrote (its "Software" text chunk
-    says unlearnable); the path must end in `suffix` and may not be, or lie inside, an input that
-    is a file of the dataset (a saved dataset's own images.npy, say).
+    An existing file is replaced only when `is_own` says this tool wrote it (default `is_own_png`:
+    a PNG whose "Software" text chunk says unlearnable); the path must end in `suffix` and may not
+    be an input or lie inside an input directory (a saved dataset's own images.npy, say).
     """
     path = Path(path)
     if path.suffix.lower() != suffix:
@@ -289,7 +289,7 @@ def check_file_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
             raise UserInputError(f"{flag} {path} {where} this command's input {given}; write the output elsewhere")
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise UserInputError(f"{flag} {path} exists and is not a regular file; choose a new path")
-    if path.exists() and not is_own_png(path):
+    if path.exists() and not (is_own or is_own_png)(path):
         raise UserInputError(f"{flag} {path} exists and was not written by unlearnable; choose a new path")
     return path
 
@@ -305,6 +305,14 @@ def is_own_png(path: Path) -> bool:
         with Image.open(path) as image:
             return image.format == "PNG" and image.info.get("Software") == PNG_SOFTWARE
     except (OSError, ValueError):
+        return False
+
+
+def is_own_json(path: Path, key: str) -> bool:
+    """True when `path` holds a JSON object with `key`, as the JSON files this tool writes do."""
+    try:
+        return key in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
         return False
 
 
