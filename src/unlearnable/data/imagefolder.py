@@ -168,12 +168,13 @@ def _subfolders(directory: Path) -> list[str]:
         raise UserInputError(f"cannot list {directory} ({e}); check the path and its permissions") from None
 
 
-def _class_files(class_dir: Path, walked: set[str]) -> list[Path]:
+def _class_files(class_dir: Path, walked: set[str] | None = None) -> list[Path]:
     """The image files under `class_dir`, recursively, in torchvision's order; hidden names skipped.
 
-    `walked` collects the real paths of the folders walked (shared by all classes): a folder reached
-    again through a link is not walked twice, so a link loop ends.
+    `walked` collects the real paths of the folders walked (pass one set for all classes to share it):
+    a folder reached again through a link is not walked twice, so a link loop ends.
     """
+    walked = set() if walked is None else walked
     found = []
     for folder, subfolders, names in os.walk(class_dir, followlinks=True):
         real = os.path.realpath(folder)
