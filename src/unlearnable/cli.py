@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from unlearnable import __version__
+from unlearnable import cli_owner
 from unlearnable import params as P
 from unlearnable.params import Interval
 from unlearnable.errors import UserInputError
@@ -436,6 +437,8 @@ def build_parser() -> Parser:
     add_training_run_args(p, "out/compare")
     p.set_defaults(func=cmd_compare)
 
+    cli_owner.register(sub)
+
     p = sub.add_parser("list", help="known datasets, attacks and defenses")
     p.set_defaults(func=cmd_list)
     return parser
@@ -448,6 +451,9 @@ def interrupted_note(args: argparse.Namespace) -> str:
     if args.command in ("demo", "reproduce", "audit", "compare"):
         return (f"finished runs are kept under {args.out} and the run in progress at its last checkpoint: run the "
                 f"same command to continue")
+    if args.command == "protect":
+        return (f"the finished files are kept in {Path(args.out).parent / ('.' + Path(args.out).name + '.partial')}: "
+                f"run the same command to resume")
     if args.command == "train":
         return "the run's files are as its last checkpoint left them"
     return "nothing was written"
@@ -457,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     from unlearnable import distributed
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except UserInputError as e:
         print(f"unlearnable {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -469,4 +475,4 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         distributed.finish()
-    return 0
+    return code or 0

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from unlearnable import params as P
+from unlearnable.params import Interval
+
 
 def cmd_protect(args: argparse.Namespace) -> int:
     from unlearnable.owner import protect_folder
@@ -63,15 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                     "never inside it)")
     p.add_argument("--metadata", default="strip", choices=("strip", "keep"),
                    help="strip (default): drop EXIF (GPS, camera, time), keep the colour profile; keep: keep EXIF too")
-    p.add_argument("--seed", type=int, default=0, help="seed of the class kernels (default 0)")
+    p.add_argument("--seed", type=P.SEED, default=0, help="seed of the class kernels (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace PUBLISHED and the key when this tool wrote "
                                                             "them with that key")
-    p.add_argument("--workers", type=int, default=2, help="photos processed at once (default 2)")
+    p.add_argument("--workers", type=Interval(int, 1, 64), default=2, help="photos processed at once (default 2)")
     p.set_defaults(func=cmd_protect)
 
     p = sub.add_parser("verify", help="check a published collection against its key: present, untouched, "
                                       "still protected; exit 0 all ok, 1 failed")
     p.add_argument("published", metavar="PUBLISHED", help="the folder `protect` wrote")
     p.add_argument("--key", required=True, metavar="KEYFILE", help="its private key")
-    p.add_argument("--show", type=int, default=20, help="list at most this many problem files (default 20)")
+    p.add_argument("--show", type=P.NONNEGATIVE_INT, default=20, help="list at most this many problem files (default 20)")
     p.set_defaults(func=cmd_verify)
