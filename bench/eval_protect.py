@@ -84,7 +84,7 @@ def accuracy(train_root: Path, test_root: Path, size: int, out: Path, epochs: in
     config = TrainConfig(out=str(out), model="small", recipe=resolve_recipe("quick", epochs=epochs, batch_size=64),
                          device="cpu", seed=0)
     t = time.perf_counter()
-    result = train(config, train_set, test_set, progress=False)
+    result = train(config, train_set, test_set, resume=(out / "checkpoint.pt").exists(), progress=False)
     return {"test_acc_last": result["final"]["test_acc_last"], "test_acc_best": result["final"]["test_acc_best"],
             "train_acc_last": result["epochs"][-1]["train_acc"], "seconds": round(time.perf_counter() - t, 1)}
 

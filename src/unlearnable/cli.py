@@ -225,7 +225,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
     from unlearnable.report import write_report
     t = time.perf_counter()
     line, table = run_audit(args.data, args.out, args.budget, args.clean, args.test, args.data_root, args.seed,
-                            args.device)
+                            args.device, image_size=args.image_size)
     runs = sorted(Path(args.out).glob("runs/*/*"))
     md, html = write_report(runs, Path(args.out) / "report", title=f"Audit of {args.data}")
     print("\n".join(table))
@@ -241,7 +241,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
         check_file_output(Path(args.out) / "detect.json", inputs, ".json", is_own=lambda p: is_own_json(p, "verdict"))
         check_file_output(Path(args.out) / "detect_spectra.png", inputs)
     detection = detect_command(args.data, args.reference, args.data_root, args.out, args.seed, args.max_images,
-                               args.device)
+                               args.device, image_size=args.image_size)
     print("\n".join(detection.lines()))
     if args.out:
         print(f"wrote {Path(args.out) / 'detect.json'} and {Path(args.out) / 'detect_spectra.png'}")
@@ -249,7 +249,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from unlearnable.attacks import get_attack
-    from unlearnable.audit import BUDGETS
+    from unlearnable.audit import BUDGETS, fitted_protocol
     from unlearnable.defenses import training_defense
     from unlearnable.experiments import grid_table, prepare_data, run_grid
     from unlearnable.report import write_report
@@ -262,13 +262,23 @@ def cmd_compare(args: argparse.Namespace) -> None:
     for attack in poisons:
         get_attack(attack)
     t = time.perf_counter()
-    data = prepare_data(args.data, Path(args.out), plan.protocol, args.data_root, poisons)
-    runs = run_grid(data, defenses, args.out, plan.protocol, args.seed, args.device)
+    protocol = fitted_protocol(plan.protocol, training_images(args.data, args.data_root, plan.protocol.train_per_class))
+    data = prepare_data(args.data, Path(args.out), protocol, args.data_root, poisons)
+    runs = run_grid(data, defenses, args.out, protocol, args.seed, args.device)
     md, html = write_report(list(runs.values()), Path(args.out) / "report", title=f"Defenses × poisons on {args.data}")
     table = "\n".join(grid_table(runs))
     (Path(args.out) / "table.md").write_text(table + "\n")
     print(table)
     print(f"total {time.perf_counter() - t:.0f} s; report: {md} and {html}")
+
+
+def training_images(spec: str, data_root: str | None, per_class: int | None) -> int:
+    """How many training images a protocol taking `per_class` per class gets from `spec`."""
+    import numpy as np
+    from unlearnable.data import load_dataset
+    train = load_dataset(spec, "train", data_root)
+    counts = np.bincount(train.labels.numpy(), minlength=train.num_classes)
+    return int(np.minimum(counts, per_class).sum()) if per_class else len(train)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -409,8 +419,11 @@ def build_parser() -> Parser:
     p = sub.add_parser("audit", help="train against every defense; verdict: does the protection hold?")
     p.add_argument("data", metavar="DATA", help="the protected dataset (e.g. from `unlearnable poison`)")
     p.add_argument("--budget", default="quick", choices=("quick", "full"),
-                   help="quick: small CNN on 500 images per class, ~20 min on 2 CPU cores; full: ResNet-18, "
-                        "paper recipe, all data (GPU)")
+                   help="quick: small CNN at 32×32 on up to 500 images per class, batch fitted to the data, ~20 min "
+                        "on 2 CPU cores; full: ResNet-18, paper recipe, all data at its own size (GPU)")
+    p.add_argument("--image-size", type=P.IMAGE_SIZE, metavar="S",
+                   help="working image side: every image is stretched to S×S (bilinear), so a collection of mixed "
+                        "sizes can be audited (default: 32 for --budget quick, the data's own size for full)")
     p.add_argument("--clean", metavar="SPEC", help="the clean training data DATA was made from (default: the "
                                                   "source recorded in DATA)")
     p.add_argument("--test", metavar="SPEC", help="clean test data (default: DATA's test split)")
@@ -426,6 +439,9 @@ def build_parser() -> Parser:
     p.add_argument("--max-images", type=P.POSITIVE_INT, default=10_000, help="class-balanced cap on DATA and on the reference (default 10000)")
     p.add_argument("--seed", type=P.SEED, default=0, help="seeds the subsets and the edge detector's random keys")
     p.add_argument("--device", type=P.device, default=None, help="cpu or cuda (default cpu)")
+    p.add_argument("--image-size", type=P.IMAGE_SIZE, metavar="S",
+                   help="read DATA and the reference at S×S (bilinear stretch): needed for a collection of mixed "
+                        "image sizes; check protected data at the size it was protected at")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("compare", help="the defense × poison table: train every defense on every poison and on clean data")

@@ -26,7 +26,7 @@ def load_source(protected: ImageDataset, data_root: str | None) -> ImageDataset 
     if spec is None:
         return None
     try:
-        clean = load_dataset(spec, "train", data_root)
+        clean = load_dataset(spec, "train", data_root, image_size=source.get("image_size"))
     except UserInputError as e:
         print(f"unlearnable: warning: clean source not shown: {e}", file=sys.stderr)
         return None
