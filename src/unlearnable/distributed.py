@@ -1,9 +1,12 @@
 """torch.distributed for the commands that train, poison or prepare data across processes and machines.
 
 Under ``torchrun`` (which sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT) the first
-call to `init` joins the process group: NCCL when the process has a CUDA device, gloo otherwise.
-Without those variables everything here describes a world of one process and does nothing, so the
-same code runs unchanged on one process.
+call to `init` joins the process group with one backend per device type: gloo for CPU tensors and,
+where CUDA exists, NCCL for CUDA tensors ("cpu:gloo,cuda:nccl"), so ``--device cpu`` on a GPU
+machine runs on gloo. Collectives may wait up to `TIMEOUT` (2 hours): rank 0 may decode or poison a
+dataset for a long time while the others wait at a barrier. Each process trains on the GPU of its
+LOCAL_RANK (`training_device`). Without those variables everything here describes a world of one
+process and does nothing, so the same code runs unchanged on one process.
 
     torchrun --nproc-per-node 4 -m unlearnable train --train DATA --out RUN          # one machine
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
@@ -16,11 +19,15 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from unlearnable.errors import UserInputError
+
+TIMEOUT = timedelta(hours=2)
+"""How long a collective waits for the other processes before the run fails (torch's default is 10 minutes)."""
 
 
 @dataclass(frozen=True)
@@ -52,12 +59,18 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init(backend: str | None = None) -> World:
+def default_backend() -> str:
+    """gloo for CPU tensors, plus NCCL for CUDA tensors where CUDA exists."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init(backend: str | None = None, timeout: timedelta = TIMEOUT) -> World:
     """Join the process group torchrun describes (once); the single-process World otherwise.
 
     A process group the caller initialised already (e.g. under ``torch.multiprocessing.spawn``) is
-    used as it is. `backend` None picks NCCL when CUDA is available, else gloo. Raises
-    UserInputError when the environment asks for several processes but lacks what the rendezvous needs.
+    used as it is. `backend` None is `default_backend()`; with CUDA, the process's current GPU becomes
+    the one of its LOCAL_RANK (when the machine has that many). Raises UserInputError when the
+    environment asks for several processes but lacks what the rendezvous needs.
     """
     if not dist.is_initialized() and not launched():
         return World()
@@ -66,12 +79,37 @@ def init(backend: str | None = None) -> World:
         if missing:
             raise UserInputError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} is not set; "
                                  "start distributed runs with torchrun --nproc-per-node N -m unlearnable ...")
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group(backend)
+        backend = backend or default_backend()
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if "nccl" in backend and local_rank < torch.cuda.device_count():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend, timeout=timeout)
     local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank() % max(1, torch.cuda.device_count())))
     return World(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def training_device(world: World, device: str | None) -> str | None:
+    """The device a process of `world` trains on, for the ``--device`` asked for (None: the default).
+
+    One process: `device` as it is. Under torchrun every process takes the GPU of its LOCAL_RANK:
+    None (when CUDA exists) and a bare "cuda" become ``cuda:LOCAL_RANK``. An explicit "cuda:N" is
+    kept where N is the process's LOCAL_RANK and refused otherwise, on every rank at once (a
+    UserInputError): it would put several processes on one GPU. Other devices are returned as they are.
+    """
+    if not world.distributed:
+        return device
+    if device is None:
+        return f"cuda:{world.local_rank}" if torch.cuda.is_available() else None
+    kind, _, index = device.partition(":")
+    if kind != "cuda":
+        return device
+    if not index:
+        return f"cuda:{world.local_rank}"
+    if not all_agree(world, index == str(world.local_rank)):
+        raise UserInputError(f"--device {device} under torchrun would put several processes on one GPU: each "
+                             "process takes the GPU of its LOCAL_RANK; pass --device cuda (choose the GPUs with "
+                             "CUDA_VISIBLE_DEVICES)")
+    return device
 
 
 def barrier(world: World) -> None:
@@ -114,10 +152,10 @@ def finish() -> None:
 
 
 def _collective_device() -> torch.device:
-    """Where tensors for collectives live: the process's GPU under NCCL, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    """Where tensors for small collectives live: the CPU when the group has gloo, else the process's GPU."""
+    if "gloo" in str(dist.get_backend()):
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def shard_range(count: int, world: World) -> range:

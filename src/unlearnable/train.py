@@ -28,11 +28,15 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import math
+import pickle
 import platform
+import re
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +55,7 @@ from unlearnable import distributed
 from unlearnable.data import ImageDataset, to_unit_float
 from unlearnable.defenses import StepHook, TrainingDefense, training_defense
 from unlearnable.defenses.adversarial import AdversarialTraining
+from unlearnable.defenses.hooks import AutocastModel
 from unlearnable.errors import UserInputError
 from unlearnable.distributed import World, gather_tensors
 from unlearnable.io import atomic_write_bytes, write_json
@@ -124,7 +129,7 @@ class Recipe:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise UserInputError(f"recipe field {name}={getattr(self, name)!r} is invalid: expected {expected}")
+                raise UserInputError(f"{name} must be {expected} (got {getattr(self, name)!r})")
 
 
 def _is_number(value: object) -> bool:
@@ -217,6 +222,9 @@ IMAGENET_MIN_SIZE = 64
 """"auto" takes the ImageNet constants for colour images at least this large (photos at ImageNet scale)."""
 AUGMENTATIONS = ("auto", "crop", "resized-crop")
 STATS_CHUNK_PIXELS = 1 << 24
+MAX_SEED = 2**32 - 1
+"""Seeds stay below 2³²: rank r of a torchrun run seeds its generator with seed + r·2³², so the ranks' streams
+never collide, and NumPy's legacy seeding (the subsets, the CUDA key) takes the same range."""
 
 
 def random_crop(x: torch.Tensor, size: tuple[int, int], padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -465,7 +473,17 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     The recipe becomes a Recipe, the device a concrete name, amp / channels_last booleans, the
     adversarial options complete (alpha filled in), the name non-empty. Raises UserInputError.
     """
+    if not isinstance(config.recipe, (Recipe, str)):
+        raise UserInputError(f"recipe must be a Recipe or one of {', '.join(RECIPES)} (got {config.recipe!r})")
     recipe = resolve_recipe(config.recipe) if isinstance(config.recipe, str) else config.recipe
+    if not str(config.out).strip():
+        raise UserInputError(f"out must be a run directory (got {config.out!r})")
+    if not _is_int(config.seed, 0) or config.seed > MAX_SEED:
+        raise UserInputError(f"seed must be an integer from 0 to {MAX_SEED} (got {config.seed!r})")
+    if not isinstance(config.defense_options, dict):
+        raise UserInputError(f"defense_options must be a dict of option names to values (got {config.defense_options!r})")
+    if config.adversarial is not None and not isinstance(config.adversarial, dict):
+        raise UserInputError(f"adversarial must be None or a dict of PGD options (got {config.adversarial!r})")
     device = resolve_device(config.device)
     on_cuda = device.type == "cuda"
 
@@ -473,7 +491,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         if value == "auto":
             return auto
         if not isinstance(value, bool):
-            raise UserInputError(f"{name}={value!r} is invalid: expected true, false or 'auto'")
+            raise UserInputError(f"{name} must be true, false or 'auto' (got {value!r})")
         return value
 
     defense = training_defense(config.defense, **config.defense_options)  # validates spec and options
@@ -482,18 +500,14 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
                              "so adversarial training cannot be added too; drop --adversarial or that part of "
                              "the chain")
     if config.normalization not in NORMALIZATIONS:
-        raise UserInputError(f"normalization={config.normalization!r} is invalid: expected one of "
-                             f"{', '.join(NORMALIZATIONS)}")
+        raise UserInputError(f"normalization must be one of {', '.join(NORMALIZATIONS)} (got {config.normalization!r})")
     if config.augment not in AUGMENTATIONS:
-        raise UserInputError(f"augment={config.augment!r} is invalid: expected one of {', '.join(AUGMENTATIONS)}")
+        raise UserInputError(f"augment must be one of {', '.join(AUGMENTATIONS)} (got {config.augment!r})")
     if config.data_placement not in PLACEMENTS:
-        raise UserInputError(f"data_placement={config.data_placement!r} is invalid: expected one of "
-                             f"{', '.join(PLACEMENTS)}")
+        raise UserInputError(f"data_placement must be one of {', '.join(PLACEMENTS)} (got {config.data_placement!r})")
     if config.sync_batchnorm and not on_cuda:
         raise UserInputError("sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
                              "drop --sync-batchnorm")
-    if not _is_int(config.seed, 0):
-        raise UserInputError(f"seed={config.seed!r} is invalid: expected an integer >= 0")
     adversarial = None
     if config.adversarial is not None:
         adversarial = AdversarialTraining.from_options(dict(config.adversarial)).to_dict()
@@ -584,6 +598,9 @@ class Trainer:
         self.attack: StepHook | None = self.defense.hook
         if config.adversarial is not None:
             self.attack = AdversarialTraining(**config.adversarial)
+        # The hook sees the model through bf16 autocast (with AMP) and does its own image arithmetic in
+        # float32, so the batch it returns is not rounded to bf16.
+        self.hook_model = AutocastModel(self.forward, self.device.type, enabled=bool(config.amp))
         self.normalize = Normalize(*(normalization or (None, None)), device=self.device)
         self.generator = torch.Generator(self.device).manual_seed(config.seed + (world.rank << 32))
         self.optimizer = torch.optim.SGD(model.parameters(), lr=self.recipe.lr, momentum=self.recipe.momentum,
@@ -645,8 +662,7 @@ class Trainer:
         if self.defense.mix is not None:
             x, targets = self.defense.mix(x, F.one_hot(labels, self.num_classes).to(x.dtype), self.generator)
         if self.attack is not None:
-            with self.autocast():
-                x = self.attack(self.forward, x, targets, self.generator, self.model_input)
+            x = self.attack(self.hook_model, x, targets, self.generator, self.model_input)  # type: ignore[arg-type]
         return self.update(self.model_input(x), targets)
 
     def train_epoch(self, bar: tqdm) -> dict[str, float]:
@@ -727,10 +743,17 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         states = state["ranks"][self.world.rank] if self.world.distributed else state
-        self.generator.set_state(states["generator"])
-        torch.set_rng_state(states["torch_rng"])
-        if "cuda_rng" in states:
-            torch.cuda.set_rng_state(states["cuda_rng"], self.device)
+        # Generator.set_state and torch.(cuda.)set_rng_state take CPU byte tensors only, whatever the
+        # generator's device: a state loaded onto the GPU would be refused.
+        self.generator.set_state(_cpu_bytes(states["generator"]))
+        torch.set_rng_state(_cpu_bytes(states["torch_rng"]))
+        if "cuda_rng" in states and self.device.type == "cuda":
+            torch.cuda.set_rng_state(_cpu_bytes(states["cuda_rng"]), self.device)
+
+
+def _cpu_bytes(state: torch.Tensor) -> torch.Tensor:
+    """A random-number state as the setters want it: a uint8 tensor on the CPU."""
+    return state.to(device="cpu", dtype=torch.uint8)
 
 
 # --- the run: files, resume, results.json ------------------------------------------------------
@@ -739,6 +762,13 @@ RESULTS = "results.json"
 CHECKPOINT = "checkpoint.pt"
 _MUST_MATCH_ON_RESUME = ("model", "recipe", "defense", "defense_options", "seed", "adversarial", "rotate",
                          "augment", "sync_batchnorm", "normalization")
+_DATA_MUST_MATCH = ("num_images", "shape", "classes", "digest")
+"""Fields of a data fingerprint (`data_fingerprint`) a resumed run must see again; the spec and the
+recorded source may differ (a dataset moved or named by another path is the same data)."""
+DIGEST_IMAGES = 2048
+"""`data_fingerprint` hashes rows of at most this many images, evenly spaced over the dataset."""
+DIGEST_ROWS = 8
+"""... and of each such image at most this many whole rows (all channels), evenly spaced."""
 
 
 def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, model: nn.Module | None = None,
@@ -750,9 +780,17 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
 
     Started by torchrun (``torchrun --nproc-per-node N -m unlearnable train ...``), every process
     runs this function: it joins the process group (`unlearnable.distributed.init`), takes GPU
-    LOCAL_RANK when the device is CUDA, trains its shard (see `Trainer`), and only rank 0 writes
-    files; every rank reads the checkpoint to resume, so with several machines `config.out` must
-    be on a filesystem they share. A checkpoint resumes only with the world size that wrote it.
+    LOCAL_RANK when the device is CUDA (`distributed.training_device`), trains its shard (see
+    `Trainer`), and only rank 0 writes files; every rank reads the checkpoint to resume, so with
+    several machines `config.out` must be on a filesystem they share. A checkpoint resumes only
+    with the world size that wrote it.
+
+    A run directory is never overwritten: without `resume`, a directory that already holds a run
+    (results.json or checkpoint.pt) is refused with a UserInputError that says where that run
+    stands. With `resume`, the checkpoint must come from the same settings (the fields in
+    ``_MUST_MATCH_ON_RESUME``), the same device type and world size, and the same training and
+    test data (`data_fingerprint`); a difference is refused, naming each differing field with its
+    old and new value. A damaged results.json or checkpoint.pt is refused with the fix.
 
     Args:
         config: the run; validated and resolved first (`resolve_config`).
@@ -760,34 +798,20 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
         model: a ready nn.Module (moved to the device), or None to build ``create_model(config.model,
             num_classes, in_channels)`` after seeding torch with ``config.seed``.
         resume: continue from ``checkpoint.pt`` in `out` when there is one (a finished run is
-            returned as is). Without it an existing finished run is an error, and an unfinished
-            one is started over.
+            returned as is); a directory without a run starts one.
         progress: show a tqdm bar per epoch.
 
     Returns:
         the final results dict (as written to results.json), with ``status`` "complete".
     """
     world = distributed.init()
-    if world.distributed and config.device in (None, "cuda") and torch.cuda.is_available():
-        config = dataclasses.replace(config, device=f"cuda:{world.local_rank}")
+    config = dataclasses.replace(config, device=distributed.training_device(world, config.device))
     config = resolve_config(config)
     assert isinstance(config.recipe, Recipe)
     out = Path(config.out)
     _check_data(train_set, test_set)
-    previous = _read_results(out / RESULTS)
-    resume_from = out / CHECKPOINT if resume and (out / CHECKPOINT).is_file() else None
-    if resume and resume_from is None and previous.get("status") == "complete":
-        raise UserInputError(f"{out} holds a finished run but no {CHECKPOINT} to resume from; choose another --out")
-    if resume_from is None and previous.get("status") == "complete":
-        raise UserInputError(f"{out} already holds a finished run ({RESULTS}); pass --resume to keep it, or choose "
-                             "another --out")
-    if resume_from is not None and previous:
-        _check_same_run(config, previous.get("config", {}), out)
-        if previous.get("world_size", 1) != world.size:
-            raise UserInputError(f"cannot resume {out}: it was trained by {previous.get('world_size', 1)} processes, "
-                                 f"now {world.size}; the data shards and random streams depend on it, so resume with "
-                                 f"torchrun --nproc-per-node {previous.get('world_size', 1)} (in all), or choose "
-                                 "another --out")
+    identity = run_identity(config, train_set, test_set, world)
+    state = open_run(out, resume, identity)
 
     torch.manual_seed(config.seed)
     device = torch.device(config.device or "cpu")
@@ -800,13 +824,17 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
     stats = normalization_stats(config.normalization, train_set) if config.recipe.normalize else None
     trainer = Trainer(config, train_set, test_set, net, None if stats is None else (stats[1], stats[2]), world)
     history: list[dict[str, Any]] = []
-    if resume_from is not None:
-        state = torch.load(resume_from, map_location=device, weights_only=True)
-        trainer.load_state_dict(state)
+    if state is not None:
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, IndexError, RuntimeError, ValueError) as e:
+            raise UserInputError(f"cannot resume {out}: {CHECKPOINT} does not fit this run ({_first_line(e)}); "
+                                 "choose another --out") from None
         history = state["history"]
 
     def results(complete: bool) -> dict[str, Any]:
-        return {**results_dict(config, train_set, test_set, net, stats, history, complete, trainer.preprocessed),
+        return {**results_dict(config, train_set, test_set, net, stats, history, complete, trainer.preprocessed,
+                               (identity["train_data"], identity["test_data"])),
                 "pipeline": {"augment": trainer.augmentation, "data_placement": trainer.train_loader.placement},
                 "world_size": world.size}
 
@@ -825,7 +853,7 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
                         "images_per_s": record["images"] / record["train_seconds"]})
         state = trainer.state_dict()  # every rank: it gathers the ranks' random states
         if world.main:
-            save_checkpoint(out / CHECKPOINT, {**state, "epoch": epoch, "history": history})
+            save_checkpoint(out / CHECKPOINT, {**state, "epoch": epoch, "history": history, "run": identity})
             write_json(out / RESULTS, results(complete=epoch == epochs))
         distributed.barrier(world)
     final = results(complete=True)
@@ -842,23 +870,265 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint `save_checkpoint` wrote, every tensor on the CPU; UserInputError when it is damaged.
+
+    Loaded with ``map_location="cpu"``: the random-number states must reach ``Generator.set_state``
+    and ``torch.(cuda.)set_rng_state`` as CPU byte tensors, and ``load_state_dict`` moves the model's
+    and the optimiser's tensors to wherever the model lives.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # not damage: the CLI reports these as they are
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise UserInputError(f"cannot resume: {path} is damaged ({_first_line(e)}); it cannot be continued: move it "
+                             f"and {path.with_name(RESULTS).name} away to start over, or choose another --out") from None
+    missing = [key for key in ("model", "optimizer", "scheduler", "epoch", "history") if key not in state] \
+        if isinstance(state, dict) else ["everything"]
+    if missing:
+        raise UserInputError(f"cannot resume: {path} is not a training checkpoint (no {missing[0]!r}); move it away "
+                             "to start over, or choose another --out")
+    return state
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """The results.json at `path`: None when there is none; UserInputError when it is not valid JSON."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        results = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{path} is damaged ({_first_line(e)}); delete it and run again with --resume: it is "
+                             f"rewritten from {CHECKPOINT}") from None
+    if not isinstance(results, dict):
+        raise UserInputError(f"{path} is damaged (not a JSON object); delete it and run again with --resume: it is "
+                             f"rewritten from {CHECKPOINT}")
+    return results
+
+
+def run_state(out: str | Path) -> dict[str, Any]:
+    """Where the run in directory `out` stands, from its files, without raising.
+
+    The checkpoint is read lazily (memory-mapped, no tensor data): it is written before results.json
+    after every epoch, so it is the one that is never behind.
+
+    Returns:
+        {"files": names of checkpoint.pt / results.json present, "epoch": the last finished epoch
+        (None when neither file says), "epochs": the run's total (or None), "complete": every epoch
+        is done}.
+    """
+    out = Path(out)
+    files = [name for name in (CHECKPOINT, RESULTS) if (out / name).is_file()]
+    try:
+        results = read_results(out / RESULTS) or {}
+    except (UserInputError, OSError):
+        results = {}
+    history = results.get("epochs")
+    epoch = len(history) if isinstance(history, list) else None
+    config = results.get("config") if isinstance(results.get("config"), dict) else {}
+    if CHECKPOINT in files:
+        try:
+            state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)
+            epoch = int(state["epoch"])
+            if isinstance(state.get("run"), dict):
+                config = state["run"].get("config") or config
+        except Exception:  # noqa: BLE001 - a damaged checkpoint: say what results.json says
+            pass
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    epochs = recipe.get("epochs")
+    complete = results.get("status") == "complete" or (epoch is not None and epoch == epochs)
+    return {"files": files, "epoch": epoch, "epochs": epochs, "complete": complete}
+
+
+def describe_run(out: str | Path) -> str:
+    """"OUT holds a finished run ..." / "an interrupted run at epoch E of N" / "an earlier run": the run in `out`."""
+    where = run_state(out)
+    if where["complete"]:
+        return f"{out} holds a finished run ({where['epochs']} epochs)"
+    if where["epoch"] is not None:
+        return f"{out} holds an interrupted run at epoch {where['epoch']} of {where['epochs']}"
+    return f"{out} holds an earlier run ({', '.join(where['files'])})"
+
+
+def interrupted_message(out: str | Path, command: str | None = None) -> str:
+    """What an interrupted `train` kept in `out` and how to continue it: one line for the CLI to print.
+
+    Args:
+        out: the run directory.
+        command: the command line that was interrupted (e.g. ``"unlearnable train --train cifar10
+            --out runs/a"``); the advice is that line with --resume (added when it lacks it).
+    """
+    where = run_state(out)
+    again = command if command else "the same command"
+    if not where["files"]:
+        return f"no epoch had finished, so nothing was kept in {out}; run {again} again to start over"
+    if command:
+        again = command if "--resume" in command.split() else f"{command} --resume"
+    else:
+        again = "the same command with --resume"
+    if where["complete"]:
+        return f"{out} holds the finished run ({', '.join(where['files'])}); {again} returns it as it is"
+    if where["epoch"] is not None:
+        kept = f"epoch {where['epoch']} of {where['epochs']} is kept in {out} ({', '.join(where['files'])})"
+    else:
+        kept = f"{out} keeps {', '.join(where['files'])}"
+    return f"{kept}; continue with: {again}"
+
+
+def open_run(out: Path, resume: bool, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint to continue from (None: start afresh), after every check of the directory `out`.
+
+    Raises UserInputError: `out` holds a run and `resume` is off; or resuming is impossible (a
+    damaged file, results.json without checkpoint.pt) or would mix two runs (`check_same_run`).
+    """
+    has_checkpoint = (out / CHECKPOINT).is_file()
+    if not resume:
+        if has_checkpoint or (out / RESULTS).is_file():
+            where = run_state(out)
+            advice = ("pass --resume to keep it as it is, or choose another --out" if where["complete"]
+                      else "continue it with --resume, or choose another --out")
+            raise UserInputError(f"{describe_run(out)}; {advice}")
+        return None
+    previous = read_results(out / RESULTS)
+    if not has_checkpoint:
+        if previous is None:
+            return None  # nothing to continue: a new run
+        if previous.get("status") == "complete":
+            raise UserInputError(f"{out} holds a finished run but no {CHECKPOINT} to resume from; choose another --out")
+        raise UserInputError(f"cannot resume: {describe_run(out)} but its {CHECKPOINT} is missing; choose another "
+                             f"--out, or delete {out / RESULTS} to start over")
+    state = load_checkpoint(out / CHECKPOINT)
+    recorded = state.get("run") if isinstance(state.get("run"), dict) else _identity_from_results(previous or {})
+    check_same_run(identity, recorded, out)
+    return state
+
+
+def run_identity(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset,
+                 world: distributed.World) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues (JSON-ready; kept in every checkpoint)."""
+    return {"config": config_to_dict(config), "world_size": world.size,
+            "train_data": data_fingerprint(train_set, config.train),
+            "test_data": data_fingerprint(test_set, config.test)}
+
+
+def _identity_from_results(results: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a run whose checkpoint predates ``run`` records: what its results.json says."""
+    return {key: results[key] for key in ("config", "world_size", "train_data", "test_data") if key in results}
+
+
+def data_fingerprint(dataset: ImageDataset, spec: str | None = None) -> dict[str, Any]:
+    """Enough of a dataset to tell it from another at resume time, computed in well under a second.
+
+    Keys: spec (how it was named, for the reader), num_images, shape, classes, and digest: SHA-256
+    over the labels, the shape, and `DIGEST_ROWS` whole rows (every channel) of `DIGEST_IMAGES`
+    images evenly spaced over the dataset, the rows evenly spaced and shifted by one per image.
+    Whole rows keep the reads of a memory-mapped N×H×W×C store to a few pages per image; a poison
+    that touches a few pixels of many images still changes the digest, though one confined to a
+    few images outside the sample would not.
+    """
+    count = len(dataset)
+    channels, height, width = dataset.shape
+    digest = hashlib.sha256()
+    digest.update(json.dumps([count, channels, height, width]).encode())
+    digest.update(dataset.labels.to(torch.int64).contiguous().numpy().tobytes())
+    if count:
+        images = torch.linspace(0, count - 1, min(count, DIGEST_IMAGES), dtype=torch.float64).round().long().unique()
+        rows = torch.linspace(0, height - 1, min(height, DIGEST_ROWS), dtype=torch.float64).round().long().unique()
+        rows = (rows[None, :] + images[:, None]) % height  # shifted per image, so every row is sampled somewhere
+        sample = dataset.images[images[:, None], :, rows, :]  # images × rows × C × W: only those bytes are read
+        digest.update(sample.contiguous().numpy().tobytes())
+    return {"spec": spec, "num_images": count, "shape": [channels, height, width], "classes": list(dataset.classes),
+            "digest": digest.hexdigest()}
+
+
+def check_same_run(current: dict[str, Any], recorded: dict[str, Any], out: Path) -> None:
+    """Resuming with other settings, another device type or other data would mix two runs: refuse it.
+
+    Both are `run_identity` records; a field the recorded run lacks (an older version's) is not
+    checked. The message names each differing field with its old → new value, never whole records.
+    """
+    old_config, new_config = recorded.get("config") or {}, current["config"]
+    differences: list[str] = []
+    for key in _MUST_MATCH_ON_RESUME:
+        if key in old_config:
+            differences += _differences(key, old_config[key], new_config[key])
+    if old_config.get("device") is not None:
+        old_type, new_type = _device_type(old_config["device"]), _device_type(new_config["device"])
+        if old_type != new_type:
+            differences.append(f"device type {old_type} → {new_type}")
+    for part, label in (("train_data", "training data"), ("test_data", "test data")):
+        old_data, new_data = recorded.get(part) or {}, current[part]
+        changed = [change for key in _DATA_MUST_MATCH if key in old_data
+                   for change in _differences(f"{label} {key}", old_data[key], new_data[key])]
+        if changed and old_data.get("spec") != new_data.get("spec"):
+            changed.append(f"{label} spec {_short(old_data.get('spec'))} → {_short(new_data.get('spec'))}")
+        differences += changed
+    if differences:
+        raise UserInputError(f"cannot resume {out}: it was started with other settings or data: "
+                             f"{'; '.join(differences)}; use the same ones, or choose another --out")
+    old_size = recorded.get("world_size", 1)
+    if old_size != current["world_size"]:
+        raise UserInputError(f"cannot resume {out}: it was trained by {old_size} processes, now "
+                             f"{current['world_size']}; the data shards and random streams depend on it, so resume "
+                             f"with torchrun --nproc-per-node {old_size} (in all), or choose another --out")
+
+
+def _device_type(device: str) -> str:
+    return str(device).split(":")[0]
+
+
+def _differences(name: str, old: Any, new: Any) -> list[str]:
+    """["name.sub old → new", ...] for the leaves where `old` and `new` differ (dicts compared key by key)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for key in sorted(set(old) | set(new), key=str)
+                for change in _differences(f"{name}.{key}", old.get(key), new.get(key))]
+    if old == new:
+        return []
+    if isinstance(old, list) and isinstance(new, list) and len(repr(old)) + len(repr(new)) > 80:
+        if len(old) != len(new):
+            return [f"{name} {len(old)} items → {len(new)} items"]
+        index = next(i for i, (a, b) in enumerate(zip(old, new)) if a != b)
+        return [f"{name}[{index}] {_short(old[index])} → {_short(new[index])}"]
+    return [f"{name} {_short(old)} → {_short(new)}"]
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return _short(lines[0], 120).strip("'\"") if lines else type(error).__name__
+
+
 def results_dict(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, model: nn.Module,
                  normalization: tuple[str, list[float], list[float]] | None, history: list[dict[str, Any]],
-                 complete: bool, preprocessed: dict[str, Any] | None = None) -> dict[str, Any]:
+                 complete: bool, preprocessed: dict[str, Any] | None = None,
+                 fingerprints: tuple[dict[str, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The content of results.json for a resolved `config` after the epochs in `history`.
 
+    `fingerprints` are the (train, test) `data_fingerprint` records when already computed.
+
     Keys: name, config (resolved), model {name, class, parameters}, normalization {stats, mean,
-    std} or null, versions, device, deterministic (+ note), seed, train_data / test_data {source,
-    attack, num_images, shape, num_classes, classes}, epochs (one record per epoch: epoch, train_loss,
-    train_acc, test_loss, test_acc, lr, seconds, train_seconds, images_per_s), final
-    {test_acc_last, test_acc_best, best_epoch, wall_seconds, images_per_s}, status
-    ("running" | "complete"), and with a preprocessing defense, preprocessed (what it recorded in the
-    training set's meta, e.g. "deconv": the estimated kernels). Accuracies are percentages; train_* are measured on the batches the
-    model trains on (defended, mixed, after the step hook) with the recipe's loss, train_acc
-    against the original labels; test_loss is plain cross-entropy.
+    std} or null, versions, device, host (`host_info`: threads, CPU model and capability, ... —
+    what bit-exactness on the CPU depends on), deterministic (+ note), seed, train_data / test_data
+    {source, attack, num_images, shape, num_classes, classes, spec, digest}, epochs (one record per
+    epoch: epoch, train_loss, train_acc, test_loss, test_acc, lr, seconds, train_seconds,
+    images_per_s), final {test_acc_last, test_acc_best, best_epoch, wall_seconds, images_per_s},
+    status ("running" | "complete"), and with a preprocessing defense, preprocessed (what it
+    recorded in the training set's meta, e.g. "deconv": the estimated kernels). Accuracies are
+    percentages; train_* are measured on the batches the model trains on (defended, mixed, after
+    the step hook) with the recipe's loss, train_acc against the original labels; test_loss is
+    plain cross-entropy.
     """
     device = torch.device(config.device or "cpu")
     on_cuda = device.type == "cuda"
+    train_print, test_print = fingerprints or (data_fingerprint(train_set, config.train),
+                                               data_fingerprint(test_set, config.test))
     best = max(history, key=lambda record: record["test_acc"]) if history else None
     train_seconds = sum(record["train_seconds"] for record in history)
     images = sum(record["images_per_s"] * record["train_seconds"] for record in history)
@@ -870,10 +1140,11 @@ def results_dict(config: TrainConfig, train_set: ImageDataset, test_set: ImageDa
         "normalization": None if normalization is None else dict(zip(("stats", "mean", "std"), normalization)),
         "versions": versions(),
         "device": torch.cuda.get_device_name(device) if on_cuda else _cpu_name(),
+        "host": host_info(device),
         "deterministic": not on_cuda,
         "seed": config.seed,
-        "train_data": _data_summary(train_set),
-        "test_data": _data_summary(test_set),
+        "train_data": {**_data_summary(train_set), **train_print},
+        "test_data": {**_data_summary(test_set), **test_print},
         "epochs": history,
         "final": {"test_acc_last": history[-1]["test_acc"] if history else None,
                   "test_acc_best": best["test_acc"] if best else None,
@@ -887,12 +1158,48 @@ def results_dict(config: TrainConfig, train_set: ImageDataset, test_set: ImageDa
     if on_cuda:
         results["note"] = ("GPU kernels (cuDNN autotuning, atomics in backward passes) are nondeterministic: "
                            "reruns with the same seed differ slightly")
+    else:
+        results["note"] = ("CPU runs repeat bit for bit on the same machine with the same host.threads, "
+                           "host.cpu_capability and versions; a change in any of them changes the numbers slightly")
     return results
 
 
 def _cpu_name() -> str:
     threads = torch.get_num_threads()
     return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
+
+
+def host_info(device: torch.device | None = None) -> dict[str, Any]:
+    """What a run's exact numbers depend on besides the code, the data and the seed.
+
+    Keys: threads (``torch.get_num_threads()``: a CPU reduction splits its work per thread, so the
+    float sums change with it), cpu (the model name), cpu_capability (the SIMD kernels ATen
+    dispatches to, e.g. AVX2 / AVX512: their float arithmetic differs), onednn (the oneDNN version,
+    which picks convolution kernels by ISA), deterministic_algorithms (``torch.use_deterministic_algorithms``),
+    and on CUDA cudnn (its version) and cudnn_benchmark.
+    """
+    info: dict[str, Any] = {"threads": torch.get_num_threads(), "cpu": _cpu_model(),
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn": _onednn_version(),
+                            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    if device is not None and device.type == "cuda":
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _onednn_version() -> str | None:
+    found = re.search(r"MKL-DNN v([\w.]+)|oneDNN v([\w.]+)", torch.__config__.show())
+    return (found.group(1) or found.group(2)) if found else None
 
 
 def versions() -> dict[str, str]:
@@ -921,19 +1228,3 @@ def _check_data(train_set: ImageDataset, test_set: ImageDataset) -> None:
     if len(test_set) == 0 or int(test_set.labels.max()) >= train_set.num_classes:
         raise UserInputError(f"the test labels do not fit the training set's {train_set.num_classes} classes; give "
                              "a test split of the same dataset")
-
-
-def _read_results(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _check_same_run(config: TrainConfig, previous: dict[str, Any], out: Path) -> None:
-    """Resuming under a different configuration would mix two runs: refuse it."""
-    current = config_to_dict(config)
-    for key in _MUST_MATCH_ON_RESUME:
-        if key in previous and previous[key] != current[key]:
-            raise UserInputError(f"cannot resume {out}: it was started with {key}={previous[key]!r}, now "
-                                 f"{key}={current[key]!r}; use the same settings, or choose another --out")

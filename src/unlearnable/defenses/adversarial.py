@@ -42,6 +42,15 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+def full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast turned off on `x`'s device for the block: a step hook's own arithmetic on the batch.
+
+    The model's forward keeps the caller's autocast (see `unlearnable.defenses.hooks`); the images
+    a hook builds and returns must not be rounded to bf16.
+    """
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, normalize: Normalize | None) -> torch.Tensor:
     """∂ CE(model(normalize(x)), y) / ∂x, summed over the batch, without touching parameter grads.
 
@@ -96,7 +105,8 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ste
     with eval_mode(model):
         for _ in range(steps):
             grad = input_gradient(model, x_adv, y, normalize)
-            x_adv = torch.min(torch.max(x_adv + alpha * grad.sign(), low), high)
+            with full_precision(x):
+                x_adv = torch.min(torch.max(x_adv + alpha * grad.sign().to(x.dtype), low), high)
     return x_adv
 
 
@@ -121,9 +131,10 @@ def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps
         x_adv = x.clone()
     with eval_mode(model):
         for _ in range(steps):
-            grad = input_gradient(model, x_adv, y, normalize)
-            x_adv = x_adv + alpha * grad / _per_sample_norm(grad).clamp(min=1e-12)
-            x_adv = (x + project_l2(x_adv - x, eps)).clamp_(0, 1)
+            grad = input_gradient(model, x_adv, y, normalize).to(x.dtype)
+            with full_precision(x):
+                x_adv = x_adv + alpha * grad / _per_sample_norm(grad).clamp(min=1e-12)
+                x_adv = (x + project_l2(x_adv - x, eps)).clamp_(0, 1)
     return x_adv
 
 

@@ -7,6 +7,8 @@ channel of the class's images (the same filter on every channel, no channel mixi
 by `steps` steps of raw-gradient ascent (step `step_size`) on the class-subset mean
 cross-entropy, weights and bias clamped to [−5, 5] before each step. The batch is then filtered
 with the final filters, each image min-max rescaled to [0, 1], and the model trains on that.
+Filtering and rescaling run in float32 with autocast off; with AMP only the model's forward is
+bf16, so the batch returned is not rounded to bf16.
 
 Batched over classes: each image gathers its class's filter, and one grouped ``conv_transpose2d``
 with B·C groups filters the whole batch; the sum over images of CE / (images of its class) has,
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnable.defenses.adversarial import Normalize, eval_mode
+from unlearnable.defenses.adversarial import Normalize, eval_mode, full_precision
 from unlearnable.errors import UserInputError
 
 FILTER_BOUND = 5.0
@@ -86,7 +88,8 @@ def class_subset_losses(model: nn.Module, x: torch.Tensor, targets: torch.Tensor
     Returns:
         float32 (G,): entry g is the mean loss over the images with group g (0 where there are none).
     """
-    filtered = deconvolve(x, weights[group], bias[group])
+    with full_precision(x):  # the filtered images in float32; only the model's forward follows the caller's autocast
+        filtered = deconvolve(x, weights[group], bias[group])
     logits = model(normalize(filtered) if normalize is not None else filtered)
     losses = F.cross_entropy(logits.float(), targets, reduction="none")
     counts = torch.zeros(len(weights), device=x.device).index_add_(0, group, torch.ones_like(losses))
@@ -145,7 +148,7 @@ class DeconvolutionAT:
         classes, group = torch.unique(labels, return_inverse=True)
         weights, bias = init_filters(len(classes), self.filter_size, generator)
         weights, bias = ascend_filters(model, x, targets, group, weights, bias, self.steps, self.step_size, normalize)
-        with torch.no_grad():
+        with torch.no_grad(), full_precision(x):  # float32 even inside a caller's bf16 autocast
             return rescale_per_image(deconvolve(x, weights[group], bias[group])).to(x.dtype)
 
     def __repr__(self) -> str:

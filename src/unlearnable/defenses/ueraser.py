@@ -26,7 +26,8 @@ UEraser-Max: K = 5 augmented draws of every image; the model (in eval mode, no g
 scores each draw with the training cross-entropy and the trainer updates on each image's
 highest-loss draw. The published code instead forwards all K·B draws in train mode and averages
 the per-image maximum loss: the same gradient except for BatchNorm's batch statistics, at 1/K
-of the backward cost.
+of the backward cost. The draws are made in float32 with autocast off (only the scoring forward
+follows the caller's autocast), so the batch returned is not rounded to bf16.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnable.defenses.adversarial import Normalize, eval_mode
+from unlearnable.defenses.adversarial import Normalize, eval_mode, full_precision
 from unlearnable.errors import UserInputError
 
 APPLY_PROBABILITY = 0.5
@@ -251,7 +252,8 @@ class UEraserMax:
         if generator is None:
             raise ValueError("UEraserMax needs an explicit torch.Generator on the batch's device")
         batch = len(x)
-        candidates = ueraser_augment(x.detach().repeat(self.draws, 1, 1, 1), generator)
+        with full_precision(x):  # the augmentations in float32 even inside a caller's bf16 autocast
+            candidates = ueraser_augment(x.detach().repeat(self.draws, 1, 1, 1), generator)
         losses = draw_losses(model, candidates, targets.repeat(self.draws, *[1] * (targets.dim() - 1)), normalize)
         worst = losses.view(self.draws, batch).argmax(0)
         return candidates.reshape(self.draws, batch, *x.shape[1:])[worst, torch.arange(batch, device=x.device)]
