@@ -122,3 +122,28 @@ def test_module_entry_point():
     assert result.returncode == 0 and "cuda" in result.stdout and "rsk" in result.stdout
     result = subprocess.run([sys.executable, "-m", "unlearnable", "poison"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_interrupted_train_says_what_was_kept_and_refuses_to_restart(tiny_folder, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the first epoch: the message names the kept epoch and the command with --resume;
+    the same command without --resume is then refused, and with --resume it finishes."""
+    import unlearnable.train as train_module
+    real_save = train_module.save_checkpoint
+
+    def save_then_interrupt(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    argv = ["train", "--train", str(tiny_folder), "--model", "small", "--recipe", "quick", "--epochs", "2",
+            "--batch-size", "8", "--device", "cpu", "--out", str(out)]
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_interrupt)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "epoch 1 of 2 is kept" in err and "--resume" in err and str(out) in err
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    kept = (out / "checkpoint.pt").read_bytes()
+    assert "interrupted run at epoch 1 of 2" in run_error(capsys, *argv)
+    assert (out / "checkpoint.pt").read_bytes() == kept
+    run_ok(*argv, "--resume")
+    assert json.loads((out / "results.json").read_text())["status"] == "complete"

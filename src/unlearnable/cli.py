@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -460,7 +461,7 @@ def build_parser() -> Parser:
     return parser
 
 
-def interrupted_note(args: argparse.Namespace) -> str:
+def interrupted_note(args: argparse.Namespace, argv: list[str] | None = None) -> str:
     """What an interrupted command kept, and how to continue."""
     if args.command == "prepare":
         return f"the partial store {args.out}.partial is kept: run the same command to resume"
@@ -471,7 +472,8 @@ def interrupted_note(args: argparse.Namespace) -> str:
         return (f"the finished files are kept in {Path(args.out).parent / ('.' + Path(args.out).name + '.partial')}: "
                 f"run the same command to resume")
     if args.command == "train":
-        return "the run's files are as its last checkpoint left them"
+        from unlearnable.train import interrupted_message
+        return interrupted_message(args.out, "unlearnable " + shlex.join(sys.argv[1:] if argv is None else argv))
     return "nothing was written"
 
 
@@ -487,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unlearnable {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"unlearnable {args.command}: interrupted; {interrupted_note(args)}", file=sys.stderr)
+        print(f"unlearnable {args.command}: interrupted; {interrupted_note(args, argv)}", file=sys.stderr)
         return 130
     finally:
         distributed.finish()
