@@ -11,7 +11,9 @@ JPEG at quality 95: the difference is what lossy output costs), and the visibili
 resolution scheme (blur at native resolution with the kernel enlarged by native/32, scheme b).
 
 Run:  .venv/bin/python bench/eval_protect.py --data /tmp/owner/clothing-photos --work /tmp/owner/eval
-Each result is appended to WORK/results.jsonl as it is measured (a rerun skips finished ones).
+Each result is appended to WORK/results.jsonl as it is measured (a rerun skips finished ones);
+`--seeds 0,1,2` trains every condition once per training seed (the test split has only 372 photos,
+so one run's last-epoch accuracy moves by a few points from seed to seed).
 """
 
 from __future__ import annotations
@@ -78,11 +80,11 @@ def scheme_b_visibility(src: Path, limit: int, strength: str = "mid") -> dict:
     return {"psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss)), "images": len(ps)}
 
 
-def accuracy(train_root: Path, test_root: Path, size: int, out: Path, epochs: int) -> dict:
+def accuracy(train_root: Path, test_root: Path, size: int, out: Path, epochs: int, seed: int = 0) -> dict:
     train_set = load_imagefolder(train_root, "train", str(train_root), image_size=size)
     test_set = load_imagefolder(test_root, "test", str(test_root), image_size=size)
     config = TrainConfig(out=str(out), model="small", recipe=resolve_recipe("quick", epochs=epochs, batch_size=64),
-                         device="cpu", seed=0)
+                         device="cpu", seed=seed)
     t = time.perf_counter()
     result = train(config, train_set, test_set, resume=(out / "checkpoint.pt").exists(), progress=False)
     return {"test_acc_last": result["final"]["test_acc_last"], "test_acc_best": result["final"]["test_acc_best"],
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--visibility-images", type=int, default=200)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--seeds", default="0", help="training seeds (comma-separated): one run per seed")
     args = parser.parse_args()
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -119,13 +122,14 @@ def main() -> None:
     if args.skip_training:
         return
     runs = [("clean", source)] + [(f"{s} {f}", args.work / f"pub-{s}-{f}") for s, f in variants]
-    for size in map(int, args.resolutions.split(",")):
-        for label, root in runs:
-            name = f"train {label} {size}"
-            if name in finished:
-                continue
-            out = args.work / "runs" / name.replace(" ", "-")
-            record(results, {"name": name, **accuracy(root, args.data, size, out, args.epochs)})
+    for seed in map(int, args.seeds.split(",")):
+        for size in map(int, args.resolutions.split(",")):
+            for label, root in runs:
+                name = f"train {label} {size}" + (f" seed {seed}" if seed else "")
+                if name in finished:
+                    continue
+                out = args.work / "runs" / name.replace(" ", "-")
+                record(results, {"name": name, **accuracy(root, args.data, size, out, args.epochs, seed)})
 
 
 if __name__ == "__main__":

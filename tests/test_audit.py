@@ -9,8 +9,8 @@ import pytest
 import numpy as np
 from PIL import Image
 
-from unlearnable.audit import (BUDGETS, MIN_EFFECT, WORKING_SIZE, Budget, cannot_judge, fit_batch_size, judge_margin,
-                               run_audit, verdict)
+from unlearnable.audit import (BUDGETS, MAX_EPOCHS, MIN_EFFECT, WORKING_SIZE, Budget, cannot_judge, fit_batch_size,
+                               fit_epochs, fitted_protocol, judge_margin, run_audit, verdict)
 from unlearnable.cli import main
 from unlearnable.data import load_saved
 from unlearnable.defenses import training_defense
@@ -51,6 +51,16 @@ def test_judge_margin():
 @pytest.mark.parametrize("images, batch", [(5000, 256), (20000, 256), (600, 32), (300, 16), (200, 8), (8, 8)])
 def test_batch_fits_the_data(images, batch):
     assert fit_batch_size(images, 256) == batch
+
+
+def test_small_data_trains_more_epochs():
+    """Below the 5,000 images the quick budget was tuned at, a model sees as many images as there:
+    80 epochs of 500, 34 of 1,192; never fewer than the recipe's, never more than MAX_EPOCHS."""
+    assert [fit_epochs(n, 8) for n in (100, 500, 1192, 5000, 50_000)] == [MAX_EPOCHS, 80, 34, 8, 8]
+    quick = BUDGETS["quick"].protocol
+    assert fitted_protocol(quick, 500).overrides == {"epochs": 80, "batch_size": 16}
+    assert fitted_protocol(quick, 5000) is quick  # the protocol the README's numbers were measured with
+    assert "epochs" not in fitted_protocol(BUDGETS["full"].protocol, 500).overrides  # all the data: no subset
 
 
 def test_fewer_images_than_a_batch_is_a_user_error():
@@ -103,6 +113,11 @@ def test_audit_of_a_mixed_size_collection(tmp_path, monkeypatch):
     assert line.startswith("cannot judge") and "quick budget at 32×32" in line and "16 training and 6 test" in line
     assert table[0] == "| defense | clean | protected |"
     assert load_saved(tmp_path / "audit" / "data" / "clean").shape == (3, 32, 32)
+    # A published folder of class folders, with the clean test photos named by --test as a folder too.
+    line, _ = run_audit(str(tmp_path / "photos" / "train"), tmp_path / "audit-folders",
+                        clean=str(tmp_path / "photos" / "train"), test=str(tmp_path / "photos" / "test"),
+                        progress=False)
+    assert "16 training and 6 test" in line
     # The same collection at its own size is refused with the option to use.
     with pytest.raises(UserInputError, match="--image-size"):
         run_audit(str(tmp_path / "photos"), tmp_path / "audit-full", "full", clean=str(tmp_path / "photos"))

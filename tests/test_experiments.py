@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -51,6 +52,10 @@ def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, capsys):
     capsys.readouterr()
     run_table1(str(tiny_folder), out, TINY, progress=False)
     assert capsys.readouterr().out.count("skipped") == 4
+    # A finished run trained with other settings is never passed off as this protocol's.
+    other = dataclasses.replace(TINY, overrides={**TINY.overrides, "epochs": 2})
+    with pytest.raises(UserInputError, match="recipe.epochs 1 → 2"):
+        run_table1(str(tiny_folder), out, other, progress=False)
 
 
 def test_subset_keeps_the_published_poison_selection(tiny_folder, tmp_path):

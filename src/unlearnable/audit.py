@@ -23,8 +23,10 @@ shrinking also shrinks its blur, so the verdict is about a trainer who works at 
 budget keeps the native size (a collection of mixed sizes needs an explicit `image_size` there). The
 training batch fits the data (`fit_batch_size`): drop-last batches of the recipe's 256 would leave a
 600-image set 2 steps an epoch, which measured 10.0% (chance) clean test accuracy on 600 CIFAR-10
-images; batch 32 gave 37.4% (lr 0.2; 38.2% at lr 0.05: the learning rate is kept). When the data
-are too few to learn from, the verdict says it cannot judge rather than "no protection".
+images; batch 32 gave 37.4% (lr 0.2; 38.2% at lr 0.05: the learning rate is kept). Below the 5,000
+images the quick budget was tuned at, it also trains for more epochs (`fit_epochs`), so that a model
+sees as many images as on 5,000. When the data are too few to learn from even so, the verdict says it
+cannot judge rather than "no protection".
 
 Every argument (budget, model and battery, seed, device, image size, paths) is checked before any
 data is read or written.
@@ -54,6 +56,10 @@ MIN_BATCH = 8
 """The smallest training batch the audit uses; fewer training images than this cannot be audited."""
 STEPS_PER_EPOCH = 16
 """`fit_batch_size` keeps at least this many steps an epoch (the quick budget on 5,000 images has 19)."""
+TUNED_IMAGES = 5_000
+"""The training-set size the quick budget's 8 epochs were tuned at (500 images per class of CIFAR-10)."""
+MAX_EPOCHS = 100
+"""`fit_epochs` trains at most this many epochs, however small the data."""
 WORKING_SIZE: dict[str, int | None] = {"quick": 32, "full": None}
 """Image side each budget trains at (None: the data's own size)."""
 
@@ -163,7 +169,10 @@ def audit_data(data: str, clean: str | None, test: str | None, data_root: str | 
     try:
         test_set = load_dataset(test or data, "test", data_root, image_size=image_size)
     except MissingSplitError:
-        raise UserInputError(f"{data} has no test split; pass clean test data with --test SPEC") from None
+        if test is None:
+            raise UserInputError(f"{data} has no test split; pass clean test data with --test SPEC") from None
+        # --test names the test images themselves: a folder of class folders without train/ and test/
+        test_set = load_dataset(test, "train", data_root, image_size=image_size)
     for name, ds in ((data, protected), (clean or "the clean source", clean_train), (test or f"{data} test split", test_set)):
         check_labels(ds, name)
     if len(clean_train) != len(protected) or not (clean_train.labels == protected.labels).all():
@@ -236,7 +245,10 @@ def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | No
     if size is not None and saved.shape[1:] != (size, size):
         raise UserInputError(f"{out} holds the data copies of an earlier audit at {saved.shape[1]}×{saved.shape[2]}, "
                              f"not {size}×{size}; choose another --out")
+    from unlearnable.train import resolve_recipe
+
     protocol = fitted_protocol(plan.protocol, len(saved))
+    recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
     runs = run_grid({"clean": dirs["clean"]}, {"none": plan.defenses["none"]}, out, protocol, seed, device, progress)
     runs |= run_grid({"protected": dirs["protected"]}, plan.defenses, out, protocol, seed, device, progress)
     results = {row: last_accuracy(path) for (column, row), path in runs.items() if column == "protected"}
@@ -245,27 +257,39 @@ def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | No
     line = verdict(clean_acc, results, chance, len(test_labels))
     setup = (f"{budget} budget at {saved.shape[1]}×{saved.shape[2]}"
              + (" (images stretched to this working size)" if size is not None else " (the data's own size)")
-             + f", {len(saved)} training and {len(test_labels)} test images, batch {batch_size(protocol)}")
+             + f", {len(saved)} training and {len(test_labels)} test images, batch {recipe.batch_size}, "
+               f"{recipe.epochs} epochs")
     write_json(out / "audit.json", {"data": data, "budget": budget, "verdict": line, "clean": clean_acc,
                                      "chance": chance, "judge_margin": judge_margin(chance, len(test_labels)),
                                      "protected": results, "setup": setup, "image_size": list(saved.shape[1:]),
-                                     "batch_size": batch_size(protocol)})
+                                     "batch_size": recipe.batch_size, "epochs": recipe.epochs})
     return f"{line} [{setup}]", grid_table(runs)
 
 
 def fitted_protocol(protocol: Protocol, train_images: int) -> Protocol:
-    """`protocol` with the training batch fitted to `train_images` (`fit_batch_size`)."""
+    """`protocol` with the training batch fitted to `train_images` (`fit_batch_size`) and, for a subset
+    protocol (the quick budget), the epochs that `fit_epochs` gives."""
     from unlearnable.train import resolve_recipe
 
-    recipe_batch = resolve_recipe(protocol.recipe, **protocol.overrides).batch_size
-    batch = fit_batch_size(train_images, recipe_batch)
-    if batch == recipe_batch:
-        return protocol
-    return dataclasses.replace(protocol, overrides={**protocol.overrides, "batch_size": batch})
+    recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
+    overrides = dict(protocol.overrides)
+    batch = fit_batch_size(train_images, recipe.batch_size)
+    if batch != recipe.batch_size:
+        overrides["batch_size"] = batch
+    if protocol.train_per_class is not None:
+        epochs = fit_epochs(train_images, recipe.epochs)
+        if epochs != recipe.epochs:
+            overrides["epochs"] = epochs
+    return protocol if overrides == protocol.overrides else dataclasses.replace(protocol, overrides=overrides)
 
 
-def batch_size(protocol: Protocol) -> int:
-    """The training batch `protocol` trains with."""
-    from unlearnable.train import resolve_recipe
+def fit_epochs(train_images: int, epochs: int) -> int:
+    """Epochs that show a model at least as many images as `epochs` over TUNED_IMAGES do (at most MAX_EPOCHS).
 
-    return resolve_recipe(protocol.recipe, **protocol.overrides).batch_size
+    The quick budget was tuned on 5,000 images for 8 epochs (40,000 images seen); a collection of 500
+    photos trained 8 epochs has seen a tenth of that and stays near chance (21.5% clean, chance 19.6%,
+    on 500 clothing photos), so small data trains for more epochs instead: 80 for 500 images, 34 for 1,192.
+    """
+    return min(MAX_EPOCHS, max(epochs, math.ceil(epochs * TUNED_IMAGES / train_images)))
+
+

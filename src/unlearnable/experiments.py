@@ -230,17 +230,18 @@ def train_once(run_dir: Path, data_dir: Path, protocol: Protocol, settings: dict
     Returns:
         run_dir; an interrupted run is resumed from its checkpoint.
     """
-    from unlearnable.train import TrainConfig, resolve_recipe, train
+    from unlearnable.train import TrainConfig, check_finished_run, resolve_recipe, train
 
     name = name or run_dir.name
-    if is_complete(run_dir):
-        print(f"{name}: finished earlier, skipped")
-        return run_dir
     config = TrainConfig(out=str(run_dir), model=protocol.model, recipe=resolve_recipe(protocol.recipe, **protocol.overrides),
                          seed=seed, device=device, rotate=protocol.rotate, name=name, train=str(data_dir),
                          test=str(data_dir), **settings)
-    train(config, load_saved(data_dir), load_saved(data_dir, "test"), resume=(run_dir / "checkpoint.pt").exists(),
-          progress=progress)
+    train_set, test_set = load_saved(data_dir), load_saved(data_dir, "test")
+    if is_complete(run_dir):
+        check_finished_run(config, train_set, test_set)
+        print(f"{name}: finished earlier, skipped")
+        return run_dir
+    train(config, train_set, test_set, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
     return run_dir
 
 

@@ -978,6 +978,18 @@ def interrupted_message(out: str | Path, command: str | None = None) -> str:
     return f"{kept}; continue with: {again}"
 
 
+def check_finished_run(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset) -> None:
+    """Refuse to count the finished run in ``config.out`` as this one when its settings or data differ
+    (`check_same_run`): a rerun that skips finished runs must not report a run trained otherwise."""
+    world = distributed.init()
+    config = resolve_config(dataclasses.replace(config, device=distributed.training_device(world, config.device)))
+    out = Path(config.out)
+    state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else {}
+    recorded = state.get("run") if isinstance(state.get("run"), dict) else _identity_from_results(
+        read_results(out / RESULTS) or {})
+    check_same_run(run_identity(config, train_set, test_set, world), recorded, out)
+
+
 def open_run(out: Path, resume: bool, identity: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint to continue from (None: start afresh), after every check of the directory `out`.
 
