@@ -77,6 +77,7 @@ from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from unlearnable.errors import UserInputError
+from unlearnable.io import atomic_write_bytes, contains
 from unlearnable.photos import Photo, UnsupportedPhoto, decode_photo, encode_photo, output_suffix
 
 TOOL = "unlearnable protect"
@@ -330,20 +331,16 @@ def written_with_key(folder: Path, key_path: Path) -> bool:
     return folder.is_dir() and not folder.is_symlink() and published_files(folder) <= listed
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def check_paths(src: Path, dst: Path, key: Path, overwrite: bool) -> None:
     """Refuse (UserInputError) the folder and key paths that could lose or leak data."""
     if not src.is_dir():
         raise UserInputError(f"PHOTOS {src} is not a folder; pass a folder of class folders (PHOTOS/<class>/...)")
     rs, rd, rk = src.resolve(), dst.resolve(), key.resolve()
-    if _inside(rd, rs) or _inside(rs, rd):
+    if contains(rs, rd) or contains(rd, rs):
         raise UserInputError(f"--out {dst} is, contains or lies inside PHOTOS {src}; publish to a folder elsewhere")
-    if _inside(rk, rd):
+    if contains(rd, rk):
         raise UserInputError(f"--key {key} lies inside the published folder {dst}; keep the private key outside it")
-    if _inside(rk, rs):
+    if contains(rs, rk):
         raise UserInputError(f"--key {key} lies inside PHOTOS {src}; keep the key outside the collection")
     if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
         raise UserInputError(f"--out {dst} exists and is not a folder; choose a new path")
@@ -375,20 +372,6 @@ def _locked(directory: Path):
         yield
     finally:
         os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- protect
@@ -542,7 +525,7 @@ def protect_folder(src: str | os.PathLike, dst: str | os.PathLike, *, strength: 
             def finish(future: Future) -> None:
                 record, encoded = future.result()
                 if encoded is not None:
-                    _atomic_write(partial / record["published"], encoded)
+                    atomic_write_bytes(partial / record["published"], encoded)
                 record["class"] = listing.classes[classes_of[record["source"]]]
                 records[record["source"]] = record
                 log.write(json.dumps(record) + "\n")
@@ -589,7 +572,7 @@ def protect_folder(src: str | os.PathLike, dst: str | os.PathLike, *, strength: 
             "unreadable": [{"source": r["source"], "reason": r["unreadable"]} for r in files if "unreadable" in r],
         }
         (partial / RECORDS).unlink()
-        _atomic_write(key_path, json.dumps(key_doc, indent=0).encode())
+        atomic_write_bytes(key_path, json.dumps(key_doc, indent=0).encode())
         if dst.exists():
             if not written_with_key(dst, key_path) and not _replaceable(dst, key_doc):
                 raise UserInputError(f"--out {dst} changed while this run worked; choose a new path")
