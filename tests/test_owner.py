@@ -97,6 +97,7 @@ def test_protect_publishes_every_file_as_itself_and_verify_passes(collection, tm
     result = protect_folder(src, out, progress=False)
     key_path = tmp_path / "pub.key.json"
     assert result.key == key_path and key_path.is_file()
+    assert key_path.stat().st_mode & 0o077 == 0  # the private key is readable by its owner alone
     assert result.published == len(expect) and result.classes == 3
     assert result.empty_classes == ["empty"] and (out / "empty").is_dir()
     assert result.unreadable == ["cats/broken.jpg"]

@@ -572,7 +572,7 @@ def protect_folder(src: str | os.PathLike, dst: str | os.PathLike, *, strength: 
             "unreadable": [{"source": r["source"], "reason": r["unreadable"]} for r in files if "unreadable" in r],
         }
         (partial / RECORDS).unlink()
-        atomic_write_bytes(key_path, json.dumps(key_doc, indent=0).encode())
+        atomic_write_bytes(key_path, json.dumps(key_doc, indent=0).encode(), mode=0o600)  # the owner's alone
         if dst.exists():
             if not written_with_key(dst, key_path) and not _replaceable(dst, key_doc):
                 raise UserInputError(f"--out {dst} changed while this run worked; choose a new path")
