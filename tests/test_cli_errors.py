@@ -125,6 +125,9 @@ CORRUPT_SAVED = [
 ]
 
 POISON = ["poison", "--data", "tiny"]
+RUN_AGAIN = ["train", "--train", "saved", "--model", "small", "--recipe", "quick", "--epochs", "1", "--batch-size", "8",
+             "--device", "cpu", "--out", "run"]
+"""The command that made run/ in the workspace."""
 CASES = {
     # poison: outputs that would lose data
     "poison: --out exists": (POISON + ["--out", "saved"], "--overwrite", None),
@@ -166,6 +169,14 @@ CASES = {
     "train: --device foo": (["train", "--train", "saved", "--device", "foo", "--out", "r"], "--device", None),
     "train: --filter-size 4": (["train", "--train", "saved", "--filter-size", "4", "--out", "r"], "--filter-size", None),
     "train: missing data": (["train", "--train", "nowhere", "--out", "r"], "nowhere", None),
+    "train: over a finished run": (RUN_AGAIN, "holds a finished run", None),
+    "train: --resume, damaged checkpoint": (RUN_AGAIN + ["--resume"], "checkpoint.pt", truncated_checkpoint),
+    "train: --resume, damaged results.json": (RUN_AGAIN + ["--resume"], "results.json", results_not_json),
+    "train: --resume with other data": (["train", "--train", "tiny", "--model", "small", "--recipe", "quick",
+                                         "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--out", "run",
+                                         "--resume"], "training data", None),
+    "train: --resume with another recipe field": (RUN_AGAIN[:-2] + ["--lr", "0.5", "--out", "run", "--resume"],
+                                                  "recipe.lr", None),
     **{f"train: corrupt saved input ({needle}, {i})":
        (["train", "--train", "saved", "--model", "small", "--out", "r"], needle, setup)
        for i, (setup, needle) in enumerate(CORRUPT_SAVED)},
