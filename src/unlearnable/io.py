@@ -240,15 +240,18 @@ def shared_atomic_directory(out: str | os.PathLike, world: Any, overwrite: bool 
         return
     out = Path(out)
     problem = None
-    if world.main:
+    lock = contextlib.ExitStack()
+    if world.main:  # rank 0 checks and locks; every rank learns whether it may go on
         try:
             check_output(out, overwrite, inputs)
+            lock.enter_context(output_lock(out))
         except UserInputError as e:
             problem = str(e)
     if not distributed.all_agree(world, problem is None):
+        lock.close()
         raise UserInputError(problem or f"--out {out} cannot be written; see the first process's message")
     tmp = out.parent / f".{out.name}.shared.partial"
-    with output_lock(out) if world.main else contextlib.nullcontext():
+    with lock:
         if world.main:
             remove_stale_partials(out)
             shutil.rmtree(tmp, ignore_errors=True)
