@@ -13,7 +13,7 @@ import pytest
 import unlearnable.protect
 from unlearnable.cli import main
 from unlearnable.errors import UserInputError
-from unlearnable.io import MARKER, rename_no_replace, atomic_directory, check_output, written_by_tool
+from unlearnable.io import MARKER, PARTIAL_MARKER, rename_no_replace, atomic_directory, check_output, written_by_tool
 
 
 def test_marker_lists_what_was_written(tmp_path):
@@ -72,14 +72,19 @@ def test_failed_block_leaves_nothing(tmp_path):
 
 
 def test_stale_partials_of_the_same_output_are_removed(tiny_folder, tmp_path):
-    stale = tmp_path / ".p.k2j4.partial"
+    stale = tmp_path / ".p.k2j4.partial"  # what a killed run leaves: the partial marker inside
     stale.mkdir()
+    (stale / PARTIAL_MARKER).touch()
     (stale / "images.npy").write_bytes(b"0" * 1000)
     other = tmp_path / ".q.k2j4.partial"  # another output's: not ours to remove
     other.mkdir()
+    (other / PARTIAL_MARKER).touch()
+    foreign = tmp_path / ".p.mine.partial"  # the same pattern, but not written by this tool
+    foreign.mkdir()
     assert main(["poison", "--data", str(tiny_folder), "--out", str(tmp_path / "p")]) == 0
-    assert not stale.exists() and other.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".q.k2j4.partial", "p", "tiny"]
+    assert not stale.exists() and other.exists() and foreign.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".p.mine.partial", ".q.k2j4.partial", "p", "tiny"]
+    assert not (tmp_path / "p" / PARTIAL_MARKER).exists()
 
 
 def test_concurrent_writer_fails_cleanly(tiny_folder, tmp_path, monkeypatch, capsys):

@@ -11,8 +11,8 @@ The rules every command follows for a directory output OUT (`check_output`, `ato
 - OUT is never one of the command's inputs, never inside one, and never contains one.
 - A lock file ``.OUT.lock`` beside OUT is held while the output is built: a second command writing
   the same OUT at the same moment stops with one line instead of silently losing its result.
-- Partial siblings left by a killed run (``.OUT.*.partial``) are removed by the next run that
-  holds the lock.
+- Partial siblings left by a killed run (``.OUT.*.partial``, recognised by the marker file
+  ``.unlearnable-partial`` inside) are removed by the next run that holds the lock.
 """
 
 from __future__ import annotations
@@ -125,10 +125,23 @@ def output_lock(out: Path, flag: str = "--out") -> Iterator[None]:
         os.close(fd)
 
 
+PARTIAL_MARKER = ".unlearnable-partial"
+"""The empty file in every partial output while it is built (removed before the rename), so that a
+stale partial is recognised as this tool's before it is removed."""
+
+
+def start_partial(tmp: Path) -> Path:
+    """Mark the new partial directory `tmp` as this tool's (see `remove_stale_partials`)."""
+    (tmp / PARTIAL_MARKER).touch()
+    return tmp
+
+
 def remove_stale_partials(out: Path) -> None:
-    """Remove the ``.OUT.*.partial`` siblings a killed run left (call only while holding the lock)."""
+    """Remove the ``.OUT.*.partial`` siblings a killed run of this tool left (call only while holding
+    the lock); a directory of that name without the partial marker is not ours and stays."""
     for stale in out.parent.glob(f".{glob_escape(out.name)}.*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if (stale / PARTIAL_MARKER).is_file():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def glob_escape(name: str) -> str:
@@ -210,10 +223,11 @@ def atomic_directory(out: str | os.PathLike, overwrite: bool = False, *, inputs:
     with output_lock(out, flag):
         check_output(out, overwrite, inputs, recognise, flag)  # again, now that no other writer runs
         remove_stale_partials(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        tmp = start_partial(Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
         try:
             yield tmp
+            (tmp / PARTIAL_MARKER).unlink()
             if kind is not None:
                 write_marker(tmp, kind)
             _publish(tmp, out, overwrite, recognise, flag)
@@ -253,14 +267,15 @@ def shared_atomic_directory(out: str | os.PathLike, world: Any, overwrite: bool 
     tmp = out.parent / f".{out.name}.shared.partial"
     with lock:
         if world.main:
-            remove_stale_partials(out)
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_stale_partials(out)  # the fixed name matches the pattern: an earlier run's is gone now
             tmp.mkdir(parents=True)
+            start_partial(tmp)
         distributed.barrier(world)
         try:
             yield tmp
             distributed.barrier(world)
             if world.main:
+                (tmp / PARTIAL_MARKER).unlink()
                 if kind is not None:
                     write_marker(tmp, kind)
                 _publish(tmp, out, overwrite, None, "--out")
