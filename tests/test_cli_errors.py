@@ -244,6 +244,8 @@ CASES = {
     "protect: --seed -1": (["protect", "tiny/train", "--out", "pub", "--seed", "-1"], "--seed", None),
     "protect: --workers 0": (["protect", "tiny/train", "--out", "pub", "--workers", "0"], "--workers", None),
     "protect: missing folder": (["protect", "nowhere", "--out", "pub"], "nowhere", None),
+    "protect: a partial folder of the user's": (["protect", "tiny/train", "--out", "pub"], ".pub.partial",
+                                                lambda root: shutil.copytree(root / "notes", root / ".pub.partial")),
     "verify: missing key": (["verify", "tiny/train", "--key", "nokey.json"], "nokey.json", None),
     "verify: not a key": (["verify", "tiny/train", "--key", "afile.txt"], "afile.txt", None),
     # every command: unknown options and missing arguments are usage errors

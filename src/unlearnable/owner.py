@@ -501,6 +501,10 @@ def protect_folder(src: str | os.PathLike, dst: str | os.PathLike, *, strength: 
     kernels = class_kernels(len(listing.classes), params, seed)
     settings = _settings(src, listing, strength, fmt, metadata, seed, quality)
     partial = dst.parent / f".{dst.name}.partial"
+    if partial.is_symlink() or (partial.exists() and not partial.is_dir()) or (
+            partial.is_dir() and any(partial.iterdir()) and not (partial / RECORDS).is_file()):
+        raise UserInputError(f"{partial} exists and was not made by `unlearnable protect`; move it away (this "
+                             f"command builds PUBLISHED there)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir(exist_ok=True)
     result = ProtectResult(dst, key_path, classes=len(listing.classes), empty_classes=listing.empty_classes,
