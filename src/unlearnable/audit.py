@@ -199,14 +199,15 @@ def fit_batch_size(train_images: int, recipe_batch: int) -> int:
     return min(recipe_batch, max(MIN_BATCH, fitted))
 
 
-def check_audit_args(budget: str, seed: int, device: str | None, image_size: int | None, out: Path) -> Budget:
+def check_audit_args(budget: str, seed: int, device: str | None, image_size: int | None, out: Path,
+                     inputs: tuple[str | None, ...] = ()) -> Budget:
     """Every audit argument checked before any data is read or written; returns the budget's plan."""
     if budget not in BUDGETS:
         raise UserInputError(f"--budget {budget!r} is unknown; use one of {', '.join(BUDGETS)}")
     plan = BUDGETS[budget]
     check_image_size(image_size)
     check_protocol(plan.protocol, plan.defenses.values(), seed, device)
-    check_writable(out)
+    check_writable(out, inputs)
     return plan
 
 
@@ -222,7 +223,7 @@ def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | No
         (verdict line, ending with the setting it was reached at; Markdown table lines of every run).
     """
     out = Path(out)
-    plan = check_audit_args(budget, seed, device, image_size, out)
+    plan = check_audit_args(budget, seed, device, image_size, out, (data, clean, test, data_root))
     size = image_size if image_size is not None else WORKING_SIZE.get(budget)
     dirs = {"protected": out / "data" / "protected", "clean": out / "data" / "clean"}
     if not all((d / "meta.json").is_file() for d in dirs.values()):

@@ -26,7 +26,7 @@ from unlearnable.data import ImageDataset, is_saved_dataset, load_dataset, load_
 from unlearnable.data.imagenet import store_path
 from unlearnable.data.saved import saved_source, with_saved_source
 from unlearnable.errors import UserInputError
-from unlearnable.io import atomic_directory, shared_atomic_directory
+from unlearnable.io import atomic_directory, contains, shared_atomic_directory
 from unlearnable.protect import poison_dataset, poison_to_directory
 
 CUDA_PAPER = {"kernel_size": 3, "blur_parameter": 0.3, "seed": 0}
@@ -109,9 +109,13 @@ def check_protocol(protocol: Protocol, settings: Iterable[dict[str, Any]], seed:
                                    rotate=protocol.rotate, **run))
 
 
-def check_writable(out: str | os.PathLike) -> None:
-    """Refuse an output directory that is a file or whose nearest existing folder cannot be written to."""
+def check_writable(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Refuse an output directory that is a file, is or lies inside one of the `inputs` (datasets
+    given as paths), or whose nearest existing folder cannot be written to."""
     path = Path(out).expanduser().absolute()
+    for given in inputs:
+        if given is not None and Path(given).is_dir() and contains(Path(given).resolve(), path.resolve()):
+            raise UserInputError(f"--out {out} is or lies inside the input {given}; write the experiment elsewhere")
     if path.exists() and not path.is_dir():
         raise UserInputError(f"--out {out} is a file; give a directory (it is created if missing)")
     existing = next(p for p in (path, *path.parents) if p.exists())
@@ -143,7 +147,7 @@ def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | No
     poisons = {"cuda": ("cuda", protocol.cuda)} if poisons is None else poisons
     for attack, _ in poisons.values():
         get_attack(attack)  # an unknown attack fails before any data is read or written
-    check_writable(out)
+    check_writable(out, [source, data_root])
     whole = protocol.train_per_class is None and protocol.test_per_class is None
     store = store_path(data_root) if source == "imagenet100" and whole else None
     dirs = {name: out / "data" / name for name in ("clean", *poisons)}
@@ -258,7 +262,7 @@ def run_table1(source: str, out: str | Path, protocol: Protocol, data_root: str 
         raise UserInputError(f"unknown condition {unknown[0]!r}; use some of {', '.join(CONDITIONS)}")
     check_protocol(protocol, [condition_config(name, protocol) for name in conditions], seed, device)
     out = Path(out)
-    check_writable(out)
+    check_writable(out, [source, data_root])
     data = prepare_data(source, out, protocol, data_root)
     return [train_once(out / "runs" / name, data["clean"] if name == "clean" else data["cuda"], protocol,
                        condition_config(name, protocol), seed, device, progress) for name in conditions]
