@@ -303,7 +303,8 @@ def build_parser() -> Parser:
     add_attack_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (written atomically)")
     p.add_argument("--format", default="npy", choices=("npy", "png"),
-                   help="npy: arrays only; png: also an ImageFolder of lossless PNGs in DIR/png (what an owner publishes)")
+                   help="npy: arrays only; png: also an ImageFolder of lossless PNGs in DIR/png, named by index (to "
+                        "publish a photo folder under its own file names and sizes, use `unlearnable protect`)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=cmd_poison)
 

@@ -84,7 +84,7 @@ def show_command(saved: str | os.PathLike, out: str | os.PathLike | None = None,
 
 def default_picture(saved: str | os.PathLike) -> Path:
     """Where `show` writes by default: DIR-samples.png beside the saved dataset DIR, never inside it
-    (DIR holds the private key; what an owner publishes is kept apart from it)."""
+    (DIR holds the private key, so nothing is added to it)."""
     saved = Path(saved)
     return saved.parent / f"{saved.resolve().name}-samples.png"
 

@@ -7,7 +7,7 @@ Layout of a saved dataset DIR:
     DIR/meta.json         classes, source, and for protected data the attack and its key
     DIR/test/images.npy   the clean test split, when the source has one (never poisoned)
     DIR/test/labels.npy
-    DIR/png/<class>/<index>.png   optional lossless ImageFolder export (what an owner publishes)
+    DIR/png/<class>/<index>.png   optional lossless ImageFolder export, named by index
 """
 
 from __future__ import annotations
