@@ -26,6 +26,7 @@ from unlearnable.defenses.frequency import FrequencyFilter, dct_low_pass, dct_ma
 from unlearnable.defenses.hooks import StepHook, l2_adversarial_training, linf_adversarial_training
 from unlearnable.defenses.iss import BitDepthReduction, Grayscale, JpegCompression, jpeg_round_trip
 from unlearnable.defenses.mixing import CutMix, Mixing, MixUp
+from unlearnable.defenses.projection import OrthogonalProjection
 from unlearnable.defenses.sharpen import (PADDING_MODES, RandomSharpen, StaticSharpen, sample_sharpen_kernels,
                                           sharpen, static_sharpen_kernel)
 from unlearnable.data.dataset import ImageDataset
@@ -71,6 +72,7 @@ HOOK_DEFENSES: dict[str, Callable[..., StepHook]] = {
 PREPROCESSING_DEFENSES: dict[str, Callable[..., Callable[[ImageDataset], ImageDataset]]] = {
     "deconv": Deconvolve,
     "deconv-spectrum": functools.partial(Deconvolve, method="spectrum"),
+    "ortho-proj": OrthogonalProjection,
 }
 """Whole-training-set transforms, training only, applied once before training (`training_defense`):
 ``preprocess(dataset) -> dataset``, deterministic; at most one, first in the chain ("deconv+rsk")."""
@@ -216,7 +218,7 @@ def training_defense(spec: str, **options: Any) -> TrainingDefense:
 
 __all__ = ["DEFENSES", "DEFENSE_NAMES", "HOOK_DEFENSES", "MIXING_DEFENSES", "PADDING_MODES", "PREPROCESSING_DEFENSES",
            "BitDepthReduction", "Coin", "Compose", "CutMix", "Cutout", "DeconvolutionAT", "Deconvolve", "Defense", "FrequencyFilter", "Grayscale",
-           "Identity", "JpegCompression", "MixUp", "Mixing", "RandomSharpen", "StaticSharpen", "StepHook",
+           "Identity", "JpegCompression", "MixUp", "Mixing", "OrthogonalProjection", "RandomSharpen", "StaticSharpen", "StepHook",
            "TrainingDefense", "UEraserMax", "build_defense", "dct_low_pass", "dct_matrix", "defense_kinds", "displace",
            "estimate_kernels", "jpeg_round_trip", "kept_frequencies", "l2_adversarial_training", "linf_adversarial_training",
            "recover", "sample_displacements", "sample_sharpen_kernels", "sharpen", "static_sharpen_kernel", "training_defense",
