@@ -203,7 +203,7 @@ def lr_factor(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
 
 # --- the on-device pipeline --------------------------------------------------------------------
 
-PREPROCESS_RECORDS = ("deconv",)
+PREPROCESS_RECORDS = ("deconv", "ortho_proj")
 """Keys a preprocessing defense adds to the training set's meta that results.json keeps (``preprocessed``)."""
 
 CROP_PADDING = 4
