@@ -152,21 +152,15 @@ def defense_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def check_model(name: str) -> None:
-    """An unknown model name is a UserInputError before any data is read."""
-    from unlearnable.models import MODEL_NAMES
-    if name not in MODEL_NAMES:
-        raise UserInputError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     from unlearnable import distributed
     from unlearnable.data import load_dataset, stratified_subset
     from unlearnable.defenses import training_defense
+    from unlearnable.models import check_model_name
     from unlearnable.train import TrainConfig, resolve_recipe, train
-    check_model(args.model)
+    check_model_name(args.model)  # these three fail before any data is read
     recipe = resolve_recipe(args.recipe, **recipe_overrides(args))
-    training_defense(args.defense, **defense_options(args))  # an unknown name or option fails before any work
+    training_defense(args.defense, **defense_options(args))
     world = distributed.init()
     test_spec = args.test or args.train
     with distributed.main_first(world):  # rank 0 fills the decode cache, the others then read it
@@ -193,13 +187,10 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from unlearnable import distributed
     from unlearnable.experiments import IMAGENET100, Protocol, run_table1
     from unlearnable.report import write_report
-    from unlearnable.train import resolve_recipe
     base = IMAGENET100 if args.dataset == "imagenet100" else Protocol()
     protocol = dataclasses.replace(base, model=args.model or base.model, recipe=args.recipe,
                                    overrides={"epochs": args.epochs} if args.epochs is not None else {},
                                    rotate=args.dataset == "cifar100" or args.rotate)
-    check_model(protocol.model)
-    resolve_recipe(protocol.recipe, **protocol.overrides)
     source = args.source or args.dataset
     runs = run_table1(source, args.out, protocol, args.data_root, args.seed, args.device)
     if distributed.init().main:

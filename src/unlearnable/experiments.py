@@ -98,11 +98,10 @@ def check_protocol(protocol: Protocol, settings: Iterable[dict[str, Any]], seed:
 
     Raises the UserInputError a training run would, but before any data is read or written.
     """
-    from unlearnable.models import MODEL_NAMES
+    from unlearnable.models import check_model_name
     from unlearnable.train import TrainConfig, resolve_config, resolve_recipe
 
-    if protocol.model not in MODEL_NAMES:
-        raise UserInputError(f"unknown model {protocol.model!r}; known models: {', '.join(MODEL_NAMES)}")
+    check_model_name(protocol.model)
     recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
     for run in settings:
         resolve_config(TrainConfig(out="unchecked", model=protocol.model, recipe=recipe, seed=seed, device=device,

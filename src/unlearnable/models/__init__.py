@@ -39,8 +39,11 @@ def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module
     Raises:
         UserInputError: `name` is not in ``MODELS``.
     """
-    try:
-        factory = MODELS[name]
-    except KeyError:
-        raise UserInputError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}") from None
-    return factory(num_classes=num_classes, in_channels=in_channels)
+    check_model_name(name)
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels)
+
+
+def check_model_name(name: str) -> None:
+    """A UserInputError listing the known models when `name` is not in ``MODELS`` (cheap: builds nothing)."""
+    if name not in MODELS:
+        raise UserInputError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
