@@ -25,7 +25,7 @@ import torch
 
 from unlearnable.data import load_saved
 from unlearnable.models import create_model
-from unlearnable.train import NORMALIZATION_STATS, TrainConfig, Trainer, resolve_config, resolve_recipe
+from unlearnable.training.trainer import NORMALIZATION_STATS, TrainConfig, Trainer, resolve_config, resolve_recipe
 
 
 def write_store(directory: Path, count: int, size: int = 224) -> None:

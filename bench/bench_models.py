@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from unlearnable.models import MODEL_NAMES, create_model
+from unlearnable.models import MODELS, create_model
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -50,7 +50,7 @@ def training_throughput(name: str, batch_size: int, steps: int, warmup: int, mem
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["small", "resnet18"], choices=MODEL_NAMES)
+    parser.add_argument("--models", nargs="+", default=["small", "resnet18"], choices=MODELS.names())
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat for 'small'")
     parser.add_argument("--steps-heavy", type=int, default=1, help="timed steps per repeat for the other models")

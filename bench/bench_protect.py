@@ -43,7 +43,7 @@ def naive(src: Path, dst: Path, strength: str) -> None:
     import torch.nn.functional as F
     from PIL import Image
 
-    from unlearnable.owner import STRENGTHS, class_kernels
+    from unlearnable.app.owner import STRENGTHS, class_kernels
     params = STRENGTHS[strength]
     classes = sorted(p.name for p in src.iterdir())
     kernels = class_kernels(len(classes), params, 0)
@@ -75,7 +75,7 @@ def child(mode: str, src: Path, dst: Path, strength: str, workers: int) -> None:
     if mode == "naive":
         naive(src, dst, strength)
     else:
-        from unlearnable.owner import protect_folder
+        from unlearnable.app.owner import protect_folder
         protect_folder(src, dst, strength=strength, workers=workers, progress=False)
     seconds = time.perf_counter() - t
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

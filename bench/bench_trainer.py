@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from unlearnable.data import ImageDataset
-from unlearnable.train import TrainConfig, Trainer, resolve_config, resolve_recipe
+from unlearnable.training.trainer import TrainConfig, Trainer, resolve_config, resolve_recipe
 
 
 def stand_in_cnn(num_classes: int) -> nn.Module:

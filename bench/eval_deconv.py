@@ -17,7 +17,7 @@ import torch
 
 from unlearnable.data import load_dataset
 from unlearnable.defenses.deconv import diagnostics, psnr, recover
-from unlearnable.protect import poison_dataset
+from unlearnable.attacks.apply import poison_dataset
 
 SHARED_CIFAR = "../shared/data/cifar10-jpeg.tar.gz"
 

@@ -7,7 +7,7 @@ the test split (10,000 images) and everything evaluated comes from the train spl
 calibration nor the edge detector's training ever sees:
   dataset level  --draws class-balanced subsets of --subset training images per condition (a fresh
                  subset and a fresh key for each draw: seeds 1000 + draw); condition "clean" is the
-                 subset itself; flagged = the verdict of `unlearnable.detect.looks_convolved`;
+                 subset itself; flagged = the verdict of `unlearnable.analysis.detect.looks_convolved`;
   per image      the edge detector trained once on the test split (clean vs fresh random keys, as at
                  detect time), applied to 5 of those draws per condition; flagged fraction of the
                  images the attack changed (of all images for clean).
@@ -34,9 +34,9 @@ import torch
 
 from unlearnable.attacks import ATTACKS
 from unlearnable.data import ImageDataset, load_dataset, stratified_subset
-from unlearnable.detect import (COMPRESSION_LIMIT, SPECTRAL_THRESHOLD, class_spectra, looks_convolved,
+from unlearnable.analysis.detect import (COMPRESSION_LIMIT, SPECTRAL_THRESHOLD, class_spectra, looks_convolved,
                                 spectral_evidence, train_edge_detector)
-from unlearnable.protect import poison_dataset
+from unlearnable.attacks.apply import poison_dataset
 
 CIFAR = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz")
 DATASETS = {"CIFAR-10 (JPEG copy)": CIFAR, "Fashion-MNIST": "fashion-mnist"}

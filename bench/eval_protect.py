@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from unlearnable.data.imagefolder import load_imagefolder
-from unlearnable.owner import STRENGTHS, class_kernels, protect_folder, psnr, scan, ssim
-from unlearnable.photos import read_photo
-from unlearnable.train import TrainConfig, resolve_recipe, train
+from unlearnable.app.owner import STRENGTHS, class_kernels, protect_folder, psnr, scan, ssim
+from unlearnable.data.photos import read_photo
+from unlearnable.training.trainer import TrainConfig, resolve_recipe, train
 
 
 def done(results: Path) -> dict[str, dict]:

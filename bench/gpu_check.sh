@@ -141,7 +141,7 @@ import sys, time
 from pathlib import Path
 from unlearnable.data import load_saved, stratified_subset
 from unlearnable.defenses import defense_kinds
-from unlearnable.train import TrainConfig, resolve_recipe, train
+from unlearnable.training.trainer import TrainConfig, resolve_recipe, train
 
 device, data, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 train_set = stratified_subset(load_saved(data), int(sys.argv[4]))
@@ -170,7 +170,7 @@ TRAIN_ARGS=(train --train "$DATA" ${SUBSET[@]+"${SUBSET[@]}"} --model small --re
             --batch-size 64 --device "$DEVICE" --defense rsk+ff)
 # Background jobs of a script ignore SIGINT; the CLI is started with Python's own handler back.
 CLI=("$PY" -c 'import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)
-from unlearnable.cli import main; sys.exit(main(sys.argv[1:]))')
+from unlearnable.app.cli import main; sys.exit(main(sys.argv[1:]))')
 "${CLI[@]}" "${TRAIN_ARGS[@]}" --out "$RUN" > "$OUT/resume.log" 2>&1 &
 PID=$!
 for _ in $(seq 1200); do [ -f "$RUN/results.json" ] && break; kill -0 "$PID" 2>/dev/null || break; sleep 0.25; done

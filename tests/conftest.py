@@ -55,7 +55,7 @@ def one_thread():
 
 def crash_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch, start) -> None:
     """Call `start()` (a training run) with the first checkpoint written and then a KeyboardInterrupt."""
-    import unlearnable.train as train_module
+    import unlearnable.training.trainer as train_module
     real_save = train_module.save_checkpoint
 
     def save_then_crash(path: Path, state: dict) -> None:
@@ -66,3 +66,12 @@ def crash_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch, start) -> None
     with pytest.raises(KeyboardInterrupt):
         start()
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+
+
+@pytest.fixture
+def register(monkeypatch: pytest.MonkeyPatch):
+    """``register(registry, name, target, **tags)``: add an entry for this test only."""
+    def add(registry, name: str, target, **tags) -> None:
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+        registry.add(name, target, f"test entry {name}", **tags)
+    return add

@@ -11,7 +11,7 @@ from torch import nn
 
 from unlearnable.defenses.adversarial import AdversarialTraining, pgd_l2, pgd_linf
 from unlearnable.errors import UserInputError
-from unlearnable.train import Trainer, TrainConfig, resolve_config, resolve_recipe
+from unlearnable.training.trainer import Trainer, TrainConfig, resolve_config, resolve_recipe
 
 ATTACKS = {"linf": pgd_linf, "l2": pgd_l2}
 EPS = {"linf": 8 / 255, "l2": 0.5}

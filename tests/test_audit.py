@@ -9,13 +9,13 @@ import pytest
 import numpy as np
 from PIL import Image
 
-from unlearnable.audit import (BUDGETS, MAX_EPOCHS, MIN_EFFECT, WORKING_SIZE, Budget, cannot_judge, fit_batch_size,
+from unlearnable.app.audit import (BUDGETS, MAX_EPOCHS, MIN_EFFECT, WORKING_SIZE, Budget, cannot_judge, fit_batch_size,
                                fit_epochs, fitted_protocol, judge_margin, run_audit, verdict)
-from unlearnable.cli import main
+from unlearnable.app.cli import main
 from unlearnable.data import load_saved
 from unlearnable.defenses import training_defense
 from unlearnable.errors import UserInputError
-from unlearnable.experiments import Protocol
+from unlearnable.app.experiments import Protocol
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-import unlearnable.protect
-from unlearnable.cli import main
+import unlearnable.app.poison
+from unlearnable.app.cli import main
 from unlearnable.data import load_dataset, load_saved
 
 
@@ -71,8 +71,8 @@ def test_png_export_reads_back_identical(tiny_folder, tmp_path):
 
 
 def test_class_dir_names_keep_label_order():
-    assert unlearnable.protect.class_dir_names(["a", "b"]) == ["a", "b"]
-    names = unlearnable.protect.class_dir_names(["T-shirt/top", "Trouser", "Bag"])
+    assert unlearnable.app.poison.class_dir_names(["a", "b"]) == ["a", "b"]
+    names = unlearnable.app.poison.class_dir_names(["T-shirt/top", "Trouser", "Bag"])
     assert names == ["0-T-shirt-top", "1-Trouser", "2-Bag"] and sorted(names) == names
 
 
@@ -88,7 +88,7 @@ def test_interrupted_poison_leaves_nothing(tiny_folder, tmp_path, monkeypatch):
     def fail(directory, train, test=None):
         raise KeyboardInterrupt  # after images.npy and labels.npy are written
 
-    monkeypatch.setattr(unlearnable.protect, "write_meta_and_test", fail)
+    monkeypatch.setattr(unlearnable.app.poison, "write_meta_and_test", fail)
     assert main(["poison", "--data", str(tiny_folder), "--out", str(tmp_path / "p")]) == 130
     assert list(tmp_path.iterdir()) == [tiny_folder]
 
@@ -127,7 +127,7 @@ def test_module_entry_point():
 def test_interrupted_train_says_what_was_kept_and_refuses_to_restart(tiny_folder, tmp_path, monkeypatch, capsys):
     """Ctrl-C after the first epoch: the message names the kept epoch and the command with --resume;
     the same command without --resume is then refused, and with --resume it finishes."""
-    import unlearnable.train as train_module
+    import unlearnable.training.trainer as train_module
     real_save = train_module.save_checkpoint
 
     def save_then_interrupt(path, state):

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnable.cli import main
+from unlearnable.app.cli import main
 from conftest import write_image_folder
 
 

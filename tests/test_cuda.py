@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearnable.attacks import ATTACKS, cuda_key, cuda_poison, get_attack
+from unlearnable.attacks import ATTACKS, cuda_key, cuda_poison
 from unlearnable.errors import UserInputError
 
 # SPEC.md §1: seed 0, p_b 0.3, k 3, K 10; (r, q) = position of the 1.0, then the kernel row-major.
@@ -131,7 +131,7 @@ def test_same_seed_same_bytes_other_seed_other_key():
 @pytest.mark.parametrize("name,axis", [("vuda", 1), ("huda", 0)])
 def test_stripe_kernels(name, axis):
     images, labels = random_set(100)
-    p = get_attack(name)(images, labels, 10, device="cpu")
+    p = ATTACKS.get(name)(images, labels, 10, device="cpu")
     assert p.key["attack"] == name
     kernels = np.array(p.key["kernels"])
     full, _ = cuda_key(10, 0)
@@ -160,7 +160,7 @@ def test_out_of_range_parameters_are_refused(params):
 
 def test_unknown_attack_lists_known_names():
     with pytest.raises(UserInputError, match="cuda"):
-        get_attack("nope")
+        ATTACKS.get("nope")
     assert {"cuda", "vuda", "huda"} <= set(ATTACKS)
 
 

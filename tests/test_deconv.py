@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unlearnable.attacks import cuda_poison
-from unlearnable.cli import main
+from unlearnable.app.cli import main
 from unlearnable.data import ImageDataset, save_dataset
 from unlearnable.defenses import training_defense
 from unlearnable.defenses.deconv import blurred_mask, estimate_kernels, kernel_errors, psnr, recover, wiener_deconvolve
@@ -145,7 +145,7 @@ def test_chain_places_deconv_first_and_only_once():
 
 
 def test_trainer_applies_deconv_once(poisoned, monkeypatch, tmp_path):
-    from unlearnable import train as train_module
+    import unlearnable.training.trainer as train_module
     from unlearnable.defenses import deconv
     _, images, labels, _ = poisoned
     calls = []
@@ -184,7 +184,7 @@ def test_cli_recover_writes_dataset_kernels_and_figure(poisoned, tmp_path, capsy
 
 
 def test_report_shows_kernels_and_detection_for_a_deconv_run(poisoned, tmp_path):
-    from unlearnable.report import write_report
+    from unlearnable.app.report import write_report
     _, images, labels, true = poisoned
     data = tmp_path / "poisoned"
     data.mkdir()

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps
 
 from unlearnable.data.dataset import to_unit_float
-from unlearnable.defenses import (DEFENSE_NAMES, BitDepthReduction, Coin, Compose, Cutout, FrequencyFilter, Grayscale,
+from unlearnable.defenses import (DEFENSES, BitDepthReduction, Coin, Compose, Cutout, FrequencyFilter, Grayscale,
                                   JpegCompression, RandomSharpen, build_defense, displace, sample_displacements)
 from unlearnable.defenses.cutout import sample_hole_centres
 from unlearnable.errors import UserInputError
@@ -281,10 +281,8 @@ def test_cutout_centres_are_uniform_over_the_pixels():
 # --- registry ---------------------------------------------------------------------------------
 
 def test_new_defenses_are_registered_and_flag_after_crop():
-    assert {"coin", "jpeg", "gray", "bdr", "cutout"} <= set(DEFENSE_NAMES)
-    assert Coin.after_crop and Cutout.after_crop
-    assert not any(getattr(cls, "after_crop", False) for cls in (JpegCompression, Grayscale, BitDepthReduction,
-                                                                  RandomSharpen, FrequencyFilter))
+    assert DEFENSES.names(stage="after-crop") == ("coin", "cutout")
+    assert {"jpeg", "gray", "bdr"} <= set(DEFENSES.names(stage="before-crop"))
 
 
 def test_chains_route_options_and_apply_in_order():

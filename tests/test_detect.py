@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnable.cli import main
+from unlearnable.app.cli import main
 from unlearnable.data import ImageDataset
 from conftest import SHARED_CIFAR
 from unlearnable.data import load_dataset, save_dataset, stratified_subset
-from unlearnable.detect import (COMPRESSION_LIMIT, MIN_SPECTRAL_PER_CLASS, SPECTRAL_THRESHOLD, EdgeEvidence,
+from unlearnable.analysis.detect import (COMPRESSION_LIMIT, MIN_SPECTRAL_PER_CLASS, SPECTRAL_THRESHOLD, EdgeEvidence,
                                 class_spectra, decide, detect, detect_command, edge_features, kernel_basis,
                                 log_spectra, log_variance_bias, looks_convolved, spectral_evidence)
 from unlearnable.errors import UserInputError
-from unlearnable.protect import poison_dataset
+from unlearnable.attacks.apply import poison_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

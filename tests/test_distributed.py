@@ -14,7 +14,7 @@ import torch
 from unlearnable.data import ImageDataset, save_dataset
 from unlearnable.distributed import World, shard_range
 from unlearnable.errors import UserInputError
-from unlearnable.train import TrainConfig, Trainer, resolve_config, resolve_recipe, shard_indices
+from unlearnable.training.trainer import TrainConfig, Trainer, resolve_config, resolve_recipe, shard_indices
 
 EPOCHS = 4
 GLOBAL_BATCH = 64
@@ -98,8 +98,8 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path: Path, dat
     driver = tmp_path / "crash.py"
     driver.write_text(
         "import os, sys\n"
-        "import unlearnable.train as train_module\n"
-        "from unlearnable.cli import main\n"
+        "import unlearnable.training.trainer as train_module\n"
+        "from unlearnable.app.cli import main\n"
         "real = train_module.save_checkpoint\n"
         "def save_then_die(path, state):\n"
         "    real(path, state)\n"
@@ -123,7 +123,7 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path: Path, dat
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
     one = tmp_path / "one"
-    from unlearnable.cli import main
+    from unlearnable.app.cli import main
     assert main(train_args(data_dir, one)) == 0
     one_acc, two_acc = results(one)["final"]["test_acc_last"], two["final"]["test_acc_last"]
     assert results(one)["world_size"] == 1 and one_acc > 50  # chance is 25%
@@ -139,7 +139,7 @@ import sys, torch
 from torch import nn
 from unlearnable import distributed
 from unlearnable.data import ImageDataset
-from unlearnable.train import TrainConfig, Trainer, resolve_config, resolve_recipe
+from unlearnable.training.trainer import TrainConfig, Trainer, resolve_config, resolve_recipe
 
 world = distributed.init()
 torch.manual_seed(0)

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import SHARED_CIFAR
-from unlearnable.cli import main
+from unlearnable.app.cli import main
 from unlearnable.data import load_saved
 from unlearnable.errors import UserInputError
-from unlearnable.experiments import CONDITIONS, Protocol, run_table1, summarize
+from unlearnable.app.experiments import CONDITIONS, Protocol, run_table1, summarize
 
 TINY = Protocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
                 at={"norm": "linf", "eps": 4 / 255, "steps": 1})
@@ -60,7 +60,7 @@ def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, capsys):
 
 def test_subset_keeps_the_published_poison_selection(tiny_folder, tmp_path):
     protocol = Protocol(model="small", recipe="quick", train_per_class=3)
-    from unlearnable.experiments import prepare_data
+    from unlearnable.app.experiments import prepare_data
     from unlearnable.attacks import cuda_key
     protected = load_saved(prepare_data(str(tiny_folder), tmp_path, protocol)["cuda"])
     keep = protected.meta["subset"]["indices"]
@@ -107,7 +107,7 @@ def test_demo_shows_the_effect(tmp_path):
 
 
 def test_grid_trains_every_pair_and_tabulates(tiny_folder, tmp_path):
-    from unlearnable.experiments import grid_table, prepare_data, run_grid
+    from unlearnable.app.experiments import grid_table, prepare_data, run_grid
     data = prepare_data(str(tiny_folder), tmp_path, TINY, poisons={"cuda": ("cuda", {}), "huda": ("huda", {})})
     assert sorted(data) == ["clean", "cuda", "huda"]
     assert load_saved(data["huda"]).meta["attack"] == "huda"
@@ -146,7 +146,7 @@ def test_reproduce_and_demo_reject_bad_arguments_before_writing(tiny_folder, tmp
 
 
 def test_output_that_is_a_file_is_refused(tiny_folder, tmp_path):
-    from unlearnable.experiments import prepare_data
+    from unlearnable.app.experiments import prepare_data
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserInputError, match="is a file"):
         run_table1(str(tiny_folder), tmp_path / "file", TINY, progress=False)

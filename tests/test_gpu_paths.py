@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-import unlearnable.train as train_module
+import unlearnable.training.trainer as train_module
 from conftest import crash_after_first_checkpoint
 from test_train import blobs, quick_config, tiny_net
 from unlearnable import distributed
@@ -20,7 +20,7 @@ from unlearnable.defenses.adversarial import AdversarialTraining, eval_mode
 from unlearnable.defenses.hooks import AutocastModel
 from unlearnable.distributed import World
 from unlearnable.errors import UserInputError
-from unlearnable.train import Trainer, resolve_config, resolve_recipe, train
+from unlearnable.training.trainer import Trainer, resolve_config, resolve_recipe, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision import transforms
 
 import unlearnable.data.imagenet as imagenet
-from unlearnable.cli import main
+from unlearnable.app.cli import main
 from unlearnable.data import load_dataset, load_saved
 from unlearnable.data.cache import cache_root
 from unlearnable.data.imagenet import build_store, default_store, resolve_subset

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from test_imagenet import WNIDS, free_port, write_imagenet
-from unlearnable.cli import main
+from unlearnable.app.cli import main
 from unlearnable.data import is_saved_dataset, load_saved
 from unlearnable.data.imagenet import build_store
-from unlearnable.experiments import IMAGENET100, run_table1
-from unlearnable.protect import release_pages
-from unlearnable.show import class_label
+from unlearnable.app.experiments import IMAGENET100, run_table1
+from unlearnable.app.poison import release_pages
+from unlearnable.app.show import class_label
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import unlearnable.protect
-from unlearnable.cli import main
+import unlearnable.app.poison
+from unlearnable.app.cli import main
 from unlearnable.errors import UserInputError
 from unlearnable.io import MARKER, PARTIAL_MARKER, rename_no_replace, atomic_directory, check_output, written_by_tool
 
@@ -91,7 +91,7 @@ def test_concurrent_writer_fails_cleanly(tiny_folder, tmp_path, monkeypatch, cap
     """While one poison run writes OUT, a second one with the same OUT stops with one line, and the
     first one's result is the one that lands."""
     inside, release = threading.Event(), threading.Event()
-    real = unlearnable.protect.write_meta_and_test
+    real = unlearnable.app.poison.write_meta_and_test
 
     def slow(directory, train, test=None):
         real(directory, train, test)
@@ -99,7 +99,7 @@ def test_concurrent_writer_fails_cleanly(tiny_folder, tmp_path, monkeypatch, cap
             inside.set()
             release.wait(60)
 
-    monkeypatch.setattr(unlearnable.protect, "write_meta_and_test", slow)
+    monkeypatch.setattr(unlearnable.app.poison, "write_meta_and_test", slow)
     out = tmp_path / "p"
     codes = []
     first = threading.Thread(target=lambda: codes.append(main(["poison", "--data", str(tiny_folder), "--seed", "0",

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from unlearnable.errors import UserInputError
-from unlearnable.models import MODEL_NAMES, create_model
+from unlearnable.models import MODELS, create_model
 
 PARAMETERS_K10_RGB = {
     "small": 458_456,
@@ -25,17 +25,17 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def test_every_model_has_a_pinned_count() -> None:
-    assert set(PARAMETERS_K10_RGB) == set(MODEL_NAMES)
+    assert set(PARAMETERS_K10_RGB) == set(MODELS.names())
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", MODELS.names())
 def test_parameter_count(name: str) -> None:
     with torch.device("meta"):  # shapes only: skips allocating and initialising tens of millions of weights
         model = create_model(name, num_classes=10)
     assert count_parameters(model) == PARAMETERS_K10_RGB[name]
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", MODELS.names())
 def test_output_shapes_cifar_and_fashion_mnist(name: str) -> None:
     """Batch 2: 32×32×3 with K = 10 and 28×28×1 with K = 7 (64×64×3 for the ImageNet stem instead of 224)."""
     size = 64 if name == "resnet18-imagenet" else 32
@@ -55,7 +55,7 @@ def test_unknown_name_lists_the_known_ones() -> None:
         create_model("resnet19", num_classes=10)
     message = str(info.value)
     assert "\n" not in message and "resnet19" in message
-    assert all(name in message for name in MODEL_NAMES)
+    assert all(name in message for name in MODELS.names())
 
 
 @pytest.mark.parametrize("name", ["small", "resnet18"])

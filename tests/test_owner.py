@@ -1,4 +1,4 @@
-"""unlearnable.owner / cli_owner: protect a mixed photo collection, resume, verify, refuse."""
+"""unlearnable.app.owner / cli_owner: protect a mixed photo collection, resume, verify, refuse."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from unlearnable import cli_owner
+from unlearnable.app.cli import owner as cli_owner
 from unlearnable.errors import UserInputError
-from unlearnable.owner import (STRENGTHS, blur, class_kernels, downsample, protect_folder, protect_pixels, psnr,
+from unlearnable.app.owner import (STRENGTHS, blur, class_kernels, downsample, protect_folder, protect_pixels, psnr,
                                ssim, verify_folder, working_grid)
-from unlearnable.photos import decode_photo, encode_png16, read_photo
+from unlearnable.data.photos import decode_photo, encode_png16, read_photo
 
 ROOT_FILES = {".DS_Store"}
 

@@ -1,4 +1,4 @@
-"""unlearnable.photos: every mode read as floats at its own size, written back at its own depth."""
+"""unlearnable.data.photos: every mode read as floats at its own size, written back at its own depth."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from unlearnable.photos import decode_photo, encode_photo, encode_png16, orient, output_suffix, read_photo
+from unlearnable.data.photos import decode_photo, encode_photo, encode_png16, orient, output_suffix, read_photo
 
 
 def smooth(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:

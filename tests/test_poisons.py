@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 import unlearnable.attacks.additive as additive
 import unlearnable.attacks.ar as ar
-from unlearnable.attacks import ATTACKS, get_attack
+from unlearnable.attacks import ATTACKS
 from unlearnable.attacks.additive import MAX_KEY_NUMBERS, classwise_noise, draw_poisoned, draw_streams
 from unlearnable.attacks.ar import CROP, ar_coefficients, ar_crop, ar_filters, ar_noise, ar_process
 from unlearnable.attacks.lsp import lsp_clusters, lsp_noise, patch_grid
 from unlearnable.attacks.ops import corner_colours, ops_search
-from unlearnable.cli import main
+from unlearnable.app.cli import main
 from unlearnable.data import load_saved
 from unlearnable.errors import UserInputError
 
@@ -34,7 +34,7 @@ def random_set(n: int, shape: tuple[int, int, int] = (3, 16, 16), classes: int =
 
 
 def poison(name: str, images: torch.Tensor, labels: torch.Tensor, classes: int, **params):
-    return get_attack(name)(images, labels, classes, device="cpu", progress=False, **params)
+    return ATTACKS.get(name)(images, labels, classes, device="cpu", progress=False, **params)
 
 
 # --- what every poison promises ---------------------------------------------------------------
@@ -353,7 +353,7 @@ def test_cli_attack_help_lists_the_registry(capsys):
 def test_gpu_path_matches_cpu(name):
     images, labels = random_set(300)
     cpu = poison(name, images, labels, 4, mix=0.9)
-    gpu = get_attack(name)(images, labels, 4, mix=0.9, device="cuda", progress=False)
+    gpu = ATTACKS.get(name)(images, labels, 4, mix=0.9, device="cuda", progress=False)
     assert gpu.key == cpu.key
     diff = (gpu.images.int() - cpu.images.int()).abs()
     assert diff.max() <= 1 and (diff == 0).float().mean() > 0.999

@@ -10,7 +10,7 @@ import torch
 
 from unlearnable.data import ImageDataset
 from unlearnable.data.dataset import to_unit_float
-from unlearnable.defenses import PREPROCESSING_DEFENSES, training_defense
+from unlearnable.defenses import DEFENSES, training_defense
 from unlearnable.defenses.projection import (OrthogonalProjection, linear_accuracy, orthogonal_projection,
                                              orthonormal_basis, project_out, quantize)
 from unlearnable.errors import UserInputError
@@ -114,11 +114,11 @@ def test_global_storage_is_one_affine_map_with_few_clipped_values():
 
 
 def test_builds_by_name_and_runs_in_a_one_epoch_training(tmp_path):
-    from unlearnable import train as train_module
+    import unlearnable.training.trainer as train_module
     defense = training_defense("ortho-proj", epochs=3, seed=2)
     assert isinstance(defense.preprocess, OrthogonalProjection)
     assert defense.preprocess.epochs == 3 and defense.preprocess.seed == 2
-    assert "ortho-proj" in PREPROCESSING_DEFENSES
+    assert "ortho-proj" in DEFENSES.names(stage="preprocess")
     assert isinstance(training_defense("ortho-proj+rsk").preprocess, OrthogonalProjection)
     with pytest.raises(UserInputError):
         training_defense("rsk+ortho-proj")  # a preprocessing defense goes first

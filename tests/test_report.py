@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from unlearnable.protect import poison_command
-from unlearnable.report import condition_of, dataset_name, describe_adversarial, write_report
+from unlearnable.app.poison import poison_command
+from unlearnable.app.report import condition_of, dataset_name, describe_adversarial, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 AT = {"norm": "linf", "eps": 4 / 255, "steps": 10}

@@ -18,12 +18,12 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from conftest import crash_after_first_checkpoint
-import unlearnable.train as train_module
+import unlearnable.training.trainer as train_module
 from unlearnable.data import ImageDataset
 from unlearnable.defenses import TrainingDefense
 from unlearnable.errors import UserInputError
-from unlearnable.loaders import DeviceLoader, StreamLoader, make_loader
-from unlearnable.train import (CIFAR10_CLASSES, RECIPES, Recipe, TrainConfig, Trainer, config_to_dict, lr_factor,
+from unlearnable.training.loaders import DeviceLoader, StreamLoader, make_loader
+from unlearnable.training.trainer import (CIFAR10_CLASSES, RECIPES, Recipe, TrainConfig, Trainer, config_to_dict, lr_factor,
                                normalization_stats, random_crop, random_flip, random_resized_crop, random_rotation,
                                resized_crop_boxes, resolve_augment, resolve_config, resolve_recipe, train)
 
@@ -79,7 +79,7 @@ def test_published_recipes() -> None:
 
 def test_resolve_recipe_overrides_and_errors() -> None:
     assert resolve_recipe("paper", epochs=3, clip_grad_norm=None) == Recipe(name="paper", epochs=3, clip_grad_norm=None)
-    assert [recipe.name for recipe in RECIPES.values()] == list(RECIPES)
+    assert [RECIPES.get(name).name for name in RECIPES] == list(RECIPES)
     assert resolve_recipe("cuda-paper", milestones=[2, 4]).milestones == (2, 4)
     with pytest.raises(UserInputError, match="paper, cuda-paper, quick"):
         resolve_recipe("fast")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import unlearnable.train as train_module
+import unlearnable.training.trainer as train_module
 from conftest import crash_after_first_checkpoint
 from test_train import blobs, quick_config, tiny_net
 from unlearnable.data import ImageDataset
 from unlearnable.errors import UserInputError
-from unlearnable.train import (CHECKPOINT, RESULTS, TrainConfig, data_fingerprint, interrupted_message, resolve_config,
+from unlearnable.training.trainer import (CHECKPOINT, RESULTS, TrainConfig, data_fingerprint, interrupted_message, resolve_config,
                                resolve_recipe, train)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,10 +15,10 @@ from torchvision.transforms.v2 import functional as TF
 
 import unlearnable.defenses as defenses
 from conftest import crash_after_first_checkpoint
-import unlearnable.train as train_module
-from unlearnable.cli import build_parser, defense_options, main
+import unlearnable.training.trainer as train_module
+from unlearnable.app.cli import build_parser, defense_options, main
 from unlearnable.data import ImageDataset
-from unlearnable.defenses import (HOOK_DEFENSES, MIXING_DEFENSES, Compose, CutMix, DeconvolutionAT, Identity, MixUp,
+from unlearnable.defenses import (DEFENSES, Compose, CutMix, DeconvolutionAT, Identity, MixUp,
                                   UEraserMax, build_defense, defense_kinds, training_defense)
 from unlearnable.defenses.adversarial import AdversarialTraining
 from unlearnable.defenses.dat import (FILTER_BOUND, ascend_filters, class_subset_losses, deconvolve, init_filters,
@@ -26,7 +26,7 @@ from unlearnable.defenses.dat import (FILTER_BOUND, ascend_filters, class_subset
 from unlearnable.defenses.mixing import sample_beta
 from unlearnable.defenses.ueraser import apply_op, draw_losses, equalize, posterize, ueraser_augment
 from unlearnable.errors import UserInputError
-from unlearnable.train import TrainConfig, Trainer, resolve_config, resolve_recipe, train
+from unlearnable.training.trainer import TrainConfig, Trainer, resolve_config, resolve_recipe, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,8 +82,6 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 class AfterCropDummy:
     """A do-nothing after-crop transform, standing in for COIN / Cutout."""
 
-    after_crop = True
-
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x
 
@@ -91,8 +89,8 @@ class AfterCropDummy:
         return "AfterCropDummy()"
 
 
-def test_training_defense_routes_each_kind(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(defenses.DEFENSES, "dummy", AfterCropDummy)
+def test_training_defense_routes_each_kind(register) -> None:
+    register(DEFENSES, "dummy", AfterCropDummy, stage="after-crop")
     chain = training_defense("dummy+rsk+cutmix+ff+at-linf", keep_percent=50, mix_alpha=0.5, eps=8 / 255)
     assert isinstance(chain.before_crop, Compose) and [type(d).__name__ for d in chain.before_crop.defenses] == [
         "RandomSharpen", "FrequencyFilter"]
@@ -143,7 +141,7 @@ def test_unknown_names_list_every_kind_and_build_defense_refuses_training_only_n
     assert "\n" not in message
     for names in defense_kinds().values():
         assert all(name in message for name in names)
-    for name in (*MIXING_DEFENSES, *HOOK_DEFENSES):
+    for name in (*DEFENSES.names(stage="mixing"), *DEFENSES.names(stage="hook")):
         with pytest.raises(UserInputError, match="only in training"):
             build_defense(f"rsk+{name}")
 
@@ -157,7 +155,8 @@ def test_adversarial_option_and_a_hook_in_the_chain_conflict(tmp_path: Path) -> 
 
 # --- the trainer's order ----------------------------------------------------------------------
 
-def test_trainer_applies_the_kinds_in_pipeline_order(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trainer_applies_the_kinds_in_pipeline_order(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch,
+                                                      register) -> None:
     events: list[tuple] = []
 
     class Before:
@@ -186,10 +185,10 @@ def test_trainer_applies_the_kinds_in_pipeline_order(tmp_path: Path, data, monke
             return function(x, *args)
         return wrapped
 
-    monkeypatch.setitem(defenses.DEFENSES, "test-before", Before)
-    monkeypatch.setitem(defenses.DEFENSES, "test-after", After)
-    monkeypatch.setitem(defenses.MIXING_DEFENSES, "test-mix", Mix)
-    monkeypatch.setitem(defenses.HOOK_DEFENSES, "test-hook", Hook)
+    register(DEFENSES, "test-before", Before, stage="before-crop")
+    register(DEFENSES, "test-after", After, stage="after-crop")
+    register(DEFENSES, "test-mix", Mix, stage="mixing")
+    register(DEFENSES, "test-hook", Hook, stage="hook")
     monkeypatch.setattr(train_module, "random_crop", spy("crop", train_module.random_crop))
     monkeypatch.setattr(train_module, "random_flip", spy("flip", train_module.random_flip))
     config = resolve_config(TrainConfig(out=str(tmp_path), device="cpu", recipe=resolve_recipe("quick", batch_size=16),

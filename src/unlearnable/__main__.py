@@ -1,3 +1,3 @@
-from unlearnable.cli import main
+from unlearnable.app.cli import main
 
 raise SystemExit(main())

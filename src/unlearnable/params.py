@@ -1,14 +1,19 @@
 """Declarative parameter checks with one wording: "NAME must be <constraint> (got VALUE)".
 
-`Interval` (after scikit-learn's constraint of the same name) is both an argparse ``type=`` (a
-command-line value out of range is a usage error: one line, exit code 2) and a check for library
-functions (`Interval.check` raises UserInputError).
+`Interval` and `StrOptions` (after scikit-learn's constraints of the same names) are both argparse
+``type=`` values (a command-line value out of range is a usage error: one line, exit code 2) and
+checks for library functions (``.check`` raises UserInputError). A class declares its constraints
+once, as scikit-learn estimators do, and checks them with `validate_params`:
+
+    PARAMETER_CONSTRAINTS = {"std": POSITIVE, "padding": StrOptions({"same", "valid"})}
+    validate_params(self, {"std": std, "padding": padding})
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from unlearnable.errors import UserInputError
@@ -75,6 +80,70 @@ class Interval:
 
     def __repr__(self) -> str:
         return f"Interval({self.describe()})"
+
+
+class StrOptions:
+    """One of a fixed set of strings (case-sensitive), listed in the message in the given order."""
+
+    def __init__(self, options: Iterable[str]) -> None:
+        self.options = tuple(options)
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(option) for option in self.options)
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self.options
+
+    def check(self, name: str, value: Any) -> Any:
+        if not self.contains(value):
+            raise UserInputError(f"{name} must be {self.describe()} (got {value!r})")
+        return value
+
+    def __call__(self, text: str) -> str:
+        if not self.contains(text):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()} (got {text!r})")
+        return text
+
+    def __repr__(self) -> str:
+        return f"StrOptions({self.describe()})"
+
+
+class Options:
+    """Any of several constraints, e.g. ``Options(None, POSITIVE_INT)`` for an optional count."""
+
+    def __init__(self, *choices: Interval | StrOptions | None) -> None:
+        self.choices = choices
+
+    def describe(self) -> str:
+        return " or ".join("None" if c is None else c.describe() for c in self.choices)
+
+    def contains(self, value: Any) -> bool:
+        return any(value is None if c is None else c.contains(value) for c in self.choices)
+
+    def check(self, name: str, value: Any) -> Any:
+        if not self.contains(value):
+            raise UserInputError(f"{name} must be {self.describe()} (got {value!r})")
+        return value
+
+
+Constraint = Interval | StrOptions | Options
+
+
+def validate_params(owner: object | str, values: Mapping[str, Any], constraints: Mapping[str, Constraint] | None = None
+                    ) -> None:
+    """Check every value against its constraint (by default the owner's ``PARAMETER_CONSTRAINTS``).
+
+    The message names the owner: "RandomSharpen: std must be a number > 0 (got -1)".
+    """
+    if constraints is None:
+        constraints = getattr(owner, "PARAMETER_CONSTRAINTS", {})
+    label = owner if isinstance(owner, str) else type(owner).__name__
+    for name, value in values.items():
+        if name in constraints:
+            try:
+                constraints[name].check(name, value)
+            except UserInputError as e:
+                raise UserInputError(f"{label}: {e}") from None
 
 
 POSITIVE_INT = Interval(int, 1)

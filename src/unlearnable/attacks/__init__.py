@@ -2,40 +2,43 @@
 
 An attack is a function ``(images, labels, num_classes, **params) -> Poison``: uint8 N×C×H×W in,
 protected uint8 images plus a JSON-serialisable private key out; pure, vectorised and deterministic.
-Adding one is a module plus one line in ``ATTACKS``.
+Adding one is a module plus one ``ATTACKS.add`` line here (see CONTRIBUTING.md).
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable
+from typing import TYPE_CHECKING
 
-from unlearnable.attacks.additive import noise_poison
-from unlearnable.attacks.ar import ar_poison
-from unlearnable.attacks.cuda import Poison, cuda_key, cuda_poison
-from unlearnable.attacks.lsp import lsp_poison
-from unlearnable.attacks.ops import ops_poison
-from unlearnable.errors import UserInputError
+from unlearnable.registry import Registry, lazy_exports
 
-ATTACKS: dict[str, Callable[..., Poison]] = {
-    "cuda": cuda_poison,
-    "vuda": partial(cuda_poison, kernel_shape="vertical", name="vuda"),
-    "huda": partial(cuda_poison, kernel_shape="horizontal", name="huda"),
-    "cuda-reflect": partial(cuda_poison, border="reflect", name="cuda-reflect"),
-    "ops": ops_poison,
-    "lsp": lsp_poison,
-    "ar": ar_poison,
-    "noise": noise_poison,
+ATTACKS = Registry("attack")
+ATTACKS.add("cuda", "unlearnable.attacks.cuda:cuda_poison",
+            "class-wise random 3×3 blur, the published key (Sadasivan et al., CVPR 2023)")
+ATTACKS.add("vuda", "unlearnable.attacks.cuda:vuda_poison", "CUDA with vertical k×1 kernels")
+ATTACKS.add("huda", "unlearnable.attacks.cuda:huda_poison", "CUDA with horizontal 1×k kernels")
+ATTACKS.add("cuda-reflect", "unlearnable.attacks.cuda:cuda_reflect_poison",
+            "CUDA with reflection padding: no darkened border")
+ATTACKS.add("ops", "unlearnable.attacks.ops:ops_poison", "one class-wise pixel (Wu et al., ICLR 2023)")
+ATTACKS.add("lsp", "unlearnable.attacks.lsp:lsp_poison",
+            "linearly separable colour patches (Yu et al., KDD 2022)")
+ATTACKS.add("ar", "unlearnable.attacks.ar:ar_poison",
+            "class-wise autoregressive noise (Sandoval-Segura et al., NeurIPS 2022)")
+ATTACKS.add("noise", "unlearnable.attacks.additive:noise_poison", "class-wise uniform L∞ noise, 8/255")
+
+_EXPORTS = {
+    "Poison": "unlearnable.attacks.cuda", "cuda_key": "unlearnable.attacks.cuda",
+    "cuda_poison": "unlearnable.attacks.cuda", "ops_poison": "unlearnable.attacks.ops",
+    "lsp_poison": "unlearnable.attacks.lsp", "ar_poison": "unlearnable.attacks.ar",
+    "noise_poison": "unlearnable.attacks.additive", "poison_dataset": "unlearnable.attacks.apply",
 }
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
+if TYPE_CHECKING:
+    from unlearnable.attacks.additive import noise_poison
+    from unlearnable.attacks.apply import poison_dataset
+    from unlearnable.attacks.ar import ar_poison
+    from unlearnable.attacks.cuda import Poison, cuda_key, cuda_poison
+    from unlearnable.attacks.lsp import lsp_poison
+    from unlearnable.attacks.ops import ops_poison
 
-def get_attack(name: str) -> Callable[..., Poison]:
-    """The attack registered under `name`; a UserInputError listing the known names otherwise."""
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise UserInputError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}") from None
-
-
-__all__ = ["ATTACKS", "Poison", "ar_poison", "cuda_key", "cuda_poison", "get_attack", "lsp_poison", "noise_poison",
-           "ops_poison"]
+__all__ = ["ATTACKS", *_EXPORTS]

@@ -12,6 +12,8 @@ vertical or horizontal stripe kernel. This is the project's choice of their unpu
 
 from __future__ import annotations
 
+from functools import partial
+
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -207,7 +209,7 @@ def cuda_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
             padding leaves no darkened border, the trace the ``deconv`` defense estimates kernels from).
         out: optional uint8 N×C×H×W to write into (e.g. a view of a memory-mapped file).
         rows: compute only these images of `out` (the key is still drawn for all of them), so that
-            processes can split a large dataset (`unlearnable.protect.poison_to_directory`).
+            processes can split a large dataset (`unlearnable.app.poison.poison_to_directory`).
 
     Returns:
         Poison with the protected images and the key.
@@ -226,3 +228,11 @@ def cuda_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
         "poisoned_indices": np.flatnonzero(poisoned).tolist(),
     }
     return Poison(protected, key)
+
+
+vuda_poison = partial(cuda_poison, kernel_shape="vertical", name="vuda")
+"""VUDA: CUDA with vertical (k×1) kernels."""
+huda_poison = partial(cuda_poison, kernel_shape="horizontal", name="huda")
+"""HUDA: CUDA with horizontal (1×k) kernels."""
+cuda_reflect_poison = partial(cuda_poison, border="reflect", name="cuda-reflect")
+"""CUDA with reflection padding: no darkened border."""

@@ -93,7 +93,6 @@ class Coin:
             default False: true periodic wrap and rounding, round(255·v) / 255.
     """
 
-    after_crop = True
     """The trainer applies COIN after RandomCrop/flip (SPEC §6)."""
 
     def __init__(self, alpha: float | None = None, severity: int | None = None, published_quirks: bool = False) -> None:

@@ -38,7 +38,6 @@ class Cutout:
         size: side of the hole in pixels, an integer >= 1 (default 16, as for CIFAR-10).
     """
 
-    after_crop = True
     """The trainer applies Cutout after RandomCrop/flip, as the reference code does."""
 
     def __init__(self, size: int = 16) -> None:

@@ -31,6 +31,8 @@ normalised to).
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Any
 
@@ -550,6 +552,10 @@ class Deconvolve:
         return f"Deconvolve(kernel_size={self.kernel_size}, regularization={self.regularization}, method={self.method!r})"
 
 
+DeconvolveSpectrum = functools.partial(Deconvolve, method="spectrum")
+"""The "deconv-spectrum" defense: `Deconvolve` with kernels estimated from the class power spectra."""
+
+
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB of uint8 N×C×H×W `images` against `reference` (peak 255): float64 (N,)."""
     error = (images.double() - reference.double()).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)
@@ -599,7 +605,7 @@ def recover_command(data: str, out: str, kernel_size: int | None = None, regular
     """
     from unlearnable.data import load_dataset, save_dataset
     from unlearnable.io import atomic_directory, check_output
-    from unlearnable.show import load_source
+    from unlearnable.data.lineage import load_source
 
     check_output(out, overwrite, inputs=[data])
     poisoned = load_dataset(data, "train", data_root)

@@ -78,7 +78,7 @@ from tqdm.auto import tqdm
 
 from unlearnable.errors import UserInputError
 from unlearnable.io import atomic_write_bytes, contains
-from unlearnable.photos import Photo, UnsupportedPhoto, decode_photo, encode_photo, output_suffix
+from unlearnable.data.photos import Photo, UnsupportedPhoto, decode_photo, encode_photo, output_suffix
 
 TOOL = "unlearnable protect"
 KEY_VERSION = 1

@@ -27,7 +27,8 @@ from unlearnable.data.imagenet import store_path
 from unlearnable.data.saved import saved_source, with_saved_source
 from unlearnable.errors import UserInputError
 from unlearnable.io import atomic_directory, contains, shared_atomic_directory
-from unlearnable.protect import poison_dataset, poison_to_directory
+from unlearnable.app.poison import poison_to_directory
+from unlearnable.attacks.apply import poison_dataset
 
 CUDA_PAPER = {"kernel_size": 3, "blur_parameter": 0.3, "seed": 0}
 CUDA_PAPER_IMAGENET = {"kernel_size": 9, "blur_parameter": 0.06, "seed": 0}
@@ -41,7 +42,7 @@ class Protocol:
 
     Attributes:
         model: a name from unlearnable.models.
-        recipe: a name from unlearnable.train.RECIPES.
+        recipe: a name from unlearnable.training.trainer.RECIPES.
         overrides: recipe fields to change (e.g. {"epochs": 10}).
         train_per_class / test_per_class: stratified subset sizes (None = everything).
         at: the adversarial-training condition's attack (SPEC §5).
@@ -98,10 +99,10 @@ def check_protocol(protocol: Protocol, settings: Iterable[dict[str, Any]], seed:
 
     Raises the UserInputError a training run would, but before any data is read or written.
     """
-    from unlearnable.models import check_model_name
-    from unlearnable.train import TrainConfig, resolve_config, resolve_recipe
+    from unlearnable.models import MODELS
+    from unlearnable.training.trainer import TrainConfig, resolve_config, resolve_recipe
 
-    check_model_name(protocol.model)
+    MODELS.check(protocol.model)
     recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
     for run in settings:
         resolve_config(TrainConfig(out="unchecked", model=protocol.model, recipe=recipe, seed=seed, device=device,
@@ -141,11 +142,11 @@ def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | No
     Returns:
         {"clean": dir, **{name: dir}}; datasets saved earlier are reused.
     """
-    from unlearnable.attacks import get_attack
+    from unlearnable.attacks import ATTACKS
 
     poisons = {"cuda": ("cuda", protocol.cuda)} if poisons is None else poisons
     for attack, _ in poisons.values():
-        get_attack(attack)  # an unknown attack fails before any data is read or written
+        ATTACKS.get(attack)  # an unknown attack fails before any data is read or written
     check_writable(out, [source, data_root])
     whole = protocol.train_per_class is None and protocol.test_per_class is None
     store = store_path(data_root) if source == "imagenet100" and whole else None
@@ -233,7 +234,7 @@ def train_once(run_dir: Path, data_dir: Path, protocol: Protocol, settings: dict
     Returns:
         run_dir; an interrupted run is resumed from its checkpoint.
     """
-    from unlearnable.train import TrainConfig, check_finished_run, resolve_recipe, train
+    from unlearnable.training.trainer import TrainConfig, check_finished_run, resolve_recipe, train
 
     name = name or run_dir.name
     config = TrainConfig(out=str(run_dir), model=protocol.model, recipe=resolve_recipe(protocol.recipe, **protocol.overrides),

@@ -34,7 +34,8 @@ from unlearnable.defenses import build_defense  # noqa: E402
 from unlearnable.defenses.deconv import diagnostics, kernels_png, replay  # noqa: E402
 from unlearnable.errors import UserInputError  # noqa: E402
 from unlearnable.io import MARKER, PNG_SOFTWARE, atomic_write_bytes, write_marker, written_by_tool  # noqa: E402
-from unlearnable.show import load_source, pick_samples, show_command  # noqa: E402
+from unlearnable.app.show import pick_samples, show_command  # noqa: E402
+from unlearnable.data.lineage import load_source  # noqa: E402
 
 DASH = "—"
 DEFAULT_TITLE = "Unlearnable data: results report"

@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from unlearnable import __version__, distributed
-from unlearnable.attacks import get_attack
+from unlearnable import distributed
+from unlearnable.attacks import ATTACKS
+from unlearnable.attacks.apply import poison_dataset, protected_meta
 from unlearnable.data import ImageDataset, is_saved_dataset, load_dataset, load_saved
 from unlearnable.data.imagenet import store_path
 from unlearnable.data.saved import with_saved_source, write_meta_and_test
@@ -25,33 +26,9 @@ from unlearnable.errors import MissingSplitError, UserInputError
 from unlearnable.io import check_output, shared_atomic_directory
 
 
-def poison_dataset(train: ImageDataset, attack: str, device: str | None = None, **params) -> ImageDataset:
-    """Protect `train` with the attack registered as `attack`; the key goes into ``meta``.
-
-    Args:
-        train: the clean training split (uint8 N×C×H×W).
-        attack: a name from ``unlearnable.attacks.ATTACKS``.
-        params: the attack's keyword parameters (e.g. kernel_size, blur_parameter, seed, mix, grayscale).
-
-    Returns:
-        A new ImageDataset with the protected images, the same labels and classes, and ``meta``
-        holding the source description plus the attack's key (attack, params, seed, kernels,
-        poisoned_indices).
-    """
-    poison = get_attack(attack)(train.images, train.labels, train.num_classes, device=device, **params)
-    return ImageDataset(poison.images, train.labels.clone(), list(train.classes), protected_meta(train, poison.key))
-
-
-def protected_meta(train: ImageDataset, key: dict) -> dict:
-    """The meta of a protected copy of `train`: its source, the attack's key, the version, and the
-    class list of an ImageNet store."""
-    extra = {"imagenet": train.meta["imagenet"]} if "imagenet" in train.meta else {}
-    return {"source": train.meta.get("source"), **key, "unlearnable_version": __version__, **extra}
-
-
 def streams_to_disk(attack: str) -> bool:
     """True when `attack` writes into a given output and computes a given share of rows (the CUDA family)."""
-    takes = inspect.signature(get_attack(attack)).parameters
+    takes = inspect.signature(ATTACKS.get(attack)).parameters
     return "out" in takes and "rows" in takes
 
 
@@ -114,7 +91,7 @@ def poison_to_directory(train: ImageDataset, attack: str, directory: Path, test:
         with tqdm(total=len(mine), desc=f"{attack}", unit="img", disable=not world.main or len(mine) < 20_000) as bar:
             for start in range(mine.start, mine.stop, step):
                 block = range(start, min(start + step, mine.stop))
-                key = get_attack(attack)(train.images, train.labels, train.num_classes, device=device, out=out,
+                key = ATTACKS.get(attack)(train.images, train.labels, train.num_classes, device=device, out=out,
                                          rows=block, progress=False, **params).key
                 images.flush()
                 release_pages(out[block.start:block.stop])
@@ -180,7 +157,7 @@ def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: st
         raise UserInputError(f"--format {fmt!r} is unknown; use 'npy' (arrays only) or 'png' (arrays plus a PNG ImageFolder)")
     inputs = [data] + ([data_root] if data_root else [])
     check_output(out, overwrite, inputs)
-    get_attack(attack)  # an unknown name fails before anything is read
+    ATTACKS.get(attack)  # an unknown name fails before anything is read
     world = distributed.init()
     with distributed.main_first(world):  # rank 0 fills the decode cache, the others then read it
         train = load_dataset(data, "train", data_root)
@@ -197,12 +174,3 @@ def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: st
     return load_saved(out)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio (dB) between two uint8 image tensors of the same shape (N×...), read in chunks."""
-    chunk = max(1, (1 << 24) // max(1, a[0].numel()))
-    squared = 0
-    for s in range(0, len(a), chunk):
-        d = a[s:s + chunk].to(torch.int32) - b[s:s + chunk].to(torch.int32)
-        squared += int((d * d).sum())
-    mse = squared / a.numel()
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-from unlearnable.data import DATASET_NAMES, ImageDataset, load_dataset, load_saved, to_unit_float
+from unlearnable.data import ImageDataset, load_saved, to_unit_float
 from unlearnable.defenses import build_defense
 from unlearnable.errors import UserInputError
 from unlearnable.figures import sample_grid
 from unlearnable.io import check_file_output
-from unlearnable.protect import psnr
-
-
-def load_source(protected: ImageDataset, data_root: str | None) -> ImageDataset | None:
-    """The clean training split a saved dataset was made from, or None (with a warning) if unavailable."""
-    source = protected.meta.get("source") or {}
-    if source.get("kind") in DATASET_NAMES:  # a named dataset: its files were found under "path"
-        spec, data_root = source["kind"], data_root or source.get("path")
-    else:
-        spec = source.get("path") or source.get("spec")
-    if spec is None:
-        return None
-    try:
-        clean = load_dataset(spec, "train", data_root, image_size=source.get("image_size"))
-    except UserInputError as e:
-        print(f"unlearnable: warning: clean source not shown: {e}", file=sys.stderr)
-        return None
-    if len(clean) != len(protected) or not torch.equal(clean.labels, protected.labels):
-        print(f"unlearnable: warning: clean source not shown: {spec} no longer matches the saved dataset", file=sys.stderr)
-        return None
-    return clean
+from unlearnable.data.lineage import load_source
+from unlearnable.analysis.metrics import psnr
 
 
 def pick_samples(ds: ImageDataset, per_class: int, max_classes: int) -> dict[int, list[int]]:

@@ -15,7 +15,7 @@ from unlearnable.params import Interval
 
 
 def cmd_protect(args: argparse.Namespace) -> int:
-    from unlearnable.owner import protect_folder
+    from unlearnable.app.owner import protect_folder
     t = time.perf_counter()
     result = protect_folder(args.photos, args.out, strength=args.strength, fmt=args.format, key=args.key,
                             metadata=args.metadata, seed=args.seed, overwrite=args.overwrite,
@@ -35,7 +35,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from unlearnable.owner import verify_folder
+    from unlearnable.app.owner import verify_folder
     result = verify_folder(args.published, args.key)
     counts = result.counts
     print(", ".join(f"{n} {status}" for status, n in counts.items()))
@@ -51,7 +51,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `protect` and `verify` subcommands to `sub` (the main parser's subparsers)."""
-    from unlearnable.owner import STRENGTHS
+    from unlearnable.app.owner import STRENGTHS
 
     p = sub.add_parser("protect", help="publish a protected copy of a photo collection (PHOTOS/<class>/...) at "
                                        "its own resolution, and its private key")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from unlearnable import __version__
-from unlearnable import cli_owner
+from unlearnable.app.cli import owner as cli_owner
 from unlearnable import params as P
 from unlearnable.params import Interval
 from unlearnable.errors import UserInputError
@@ -63,8 +63,8 @@ def add_attack_args(p: argparse.ArgumentParser) -> None:
 
 def attack_params(args: argparse.Namespace) -> dict:
     """seed, mix and the attack options given; one the attack does not take is a UserInputError."""
-    from unlearnable.attacks import get_attack
-    takes = inspect.signature(get_attack(args.attack)).parameters
+    from unlearnable.attacks import ATTACKS
+    takes = inspect.signature(ATTACKS.get(args.attack)).parameters
     params = {"seed": args.seed, "mix": args.mix}
     for name in ATTACK_OPTIONS:
         if getattr(args, name) is None:
@@ -78,7 +78,7 @@ def attack_params(args: argparse.Namespace) -> dict:
 
 
 def cmd_poison(args: argparse.Namespace) -> None:
-    from unlearnable.protect import poison_command
+    from unlearnable.app.poison import poison_command
     t = time.perf_counter()
     ds = poison_command(args.data, args.attack, args.out, args.data_root, args.format, args.overwrite,
                         args.device, **attack_params(args))
@@ -114,14 +114,14 @@ def cmd_recover(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    from unlearnable.show import show_command
+    from unlearnable.app.show import show_command
     path = show_command(args.dir, args.out, args.defense, args.per_class, args.classes, args.data_root, args.seed)
     print(f"wrote {path}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from unlearnable.experiments import DEMO, run_table1, summarize
-    from unlearnable.report import write_report
+    from unlearnable.app.experiments import DEMO, run_table1, summarize
+    from unlearnable.app.report import write_report
     t = time.perf_counter()
     runs = run_table1(args.data, args.out, DEMO, args.data_root, device=args.device)
     md, html = write_report(runs, Path(args.out) / "report", title=f"CPU demo: Table 1 conditions on {args.data}")
@@ -156,9 +156,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from unlearnable import distributed
     from unlearnable.data import load_dataset, stratified_subset
     from unlearnable.defenses import training_defense
-    from unlearnable.models import check_model_name
-    from unlearnable.train import TrainConfig, resolve_recipe, train
-    check_model_name(args.model)  # these three fail before any data is read
+    from unlearnable.models import MODELS
+    from unlearnable.training.trainer import TrainConfig, resolve_recipe, train
+    MODELS.check(args.model)  # these three fail before any data is read
     recipe = resolve_recipe(args.recipe, **recipe_overrides(args))
     training_defense(args.defense, **defense_options(args))
     world = distributed.init()
@@ -185,8 +185,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     import dataclasses
     from unlearnable import distributed
-    from unlearnable.experiments import IMAGENET100, Protocol, run_table1
-    from unlearnable.report import write_report
+    from unlearnable.app.experiments import IMAGENET100, Protocol, run_table1
+    from unlearnable.app.report import write_report
     base = IMAGENET100 if args.dataset == "imagenet100" else Protocol()
     protocol = dataclasses.replace(base, model=args.model or base.model, recipe=args.recipe,
                                    overrides={"epochs": args.epochs} if args.epochs is not None else {},
@@ -199,7 +199,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from unlearnable.report import load_run, write_report
+    from unlearnable.app.report import load_run, write_report
     runs = [Path(r) for r in args.runs]
     for run in runs:
         if not run.is_dir():
@@ -213,8 +213,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
-    from unlearnable.audit import run_audit
-    from unlearnable.report import write_report
+    from unlearnable.app.audit import run_audit
+    from unlearnable.app.report import write_report
     t = time.perf_counter()
     line, table = run_audit(args.data, args.out, args.budget, args.clean, args.test, args.data_root, args.seed,
                             args.device, image_size=args.image_size)
@@ -226,7 +226,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
-    from unlearnable.detect import detect_command
+    from unlearnable.analysis.detect import detect_command
     from unlearnable.io import check_file_output, is_own_json
     if args.out:  # both files may replace only an earlier detect's
         inputs = [args.data, args.reference or args.data]
@@ -240,11 +240,11 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from unlearnable.attacks import get_attack
-    from unlearnable.audit import BUDGETS, fitted_protocol
+    from unlearnable.attacks import ATTACKS
+    from unlearnable.app.audit import BUDGETS, fitted_protocol
     from unlearnable.defenses import training_defense
-    from unlearnable.experiments import grid_table, prepare_data, run_grid
-    from unlearnable.report import write_report
+    from unlearnable.app.experiments import grid_table, prepare_data, run_grid
+    from unlearnable.app.report import write_report
     plan = BUDGETS[args.budget]
     defenses = plan.defenses if args.defenses is None else {name: plan.defenses.get(name, {"defense": name})
                                                             for name in args.defenses.split(",")}
@@ -252,7 +252,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         training_defense(settings["defense"], **settings.get("defense_options", {}))  # fail before any work
     poisons = {name: (name, {}) for name in args.poisons.split(",")}
     for attack in poisons:
-        get_attack(attack)
+        ATTACKS.get(attack)
     t = time.perf_counter()
     protocol = fitted_protocol(plan.protocol, training_images(args.data, args.data_root, plan.protocol.train_per_class))
     data = prepare_data(args.data, Path(args.out), protocol, args.data_root, poisons)
@@ -464,7 +464,7 @@ def interrupted_note(args: argparse.Namespace, argv: list[str] | None = None) ->
         return (f"the finished files are kept in {Path(args.out).parent / ('.' + Path(args.out).name + '.partial')}: "
                 f"run the same command to resume")
     if args.command == "train":
-        from unlearnable.train import interrupted_message
+        from unlearnable.training.trainer import interrupted_message
         return interrupted_message(args.out, "unlearnable " + shlex.join(sys.argv[1:] if argv is None else argv))
     return "nothing was written"
 

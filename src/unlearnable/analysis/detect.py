@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from unlearnable.data import ImageDataset, check_labels, load_dataset, stratified_subset
 from unlearnable.errors import MissingSplitError, UserInputError
 from unlearnable.io import PNG_SOFTWARE, atomic_write_bytes, write_json
-from unlearnable.protect import poison_dataset
+from unlearnable.attacks.apply import poison_dataset
 
 EDGES = ("top", "bottom", "left", "right")
 KERNEL_LAG = 3
@@ -674,7 +674,7 @@ def detect_command(spec: str, reference: str | None = None, data_root: str | Non
     it also shrinks the blur the statistics look for. Every argument is checked before any data is read.
     """
     from unlearnable.data.imagefolder import check_image_size
-    from unlearnable.train import resolve_device
+    from unlearnable.training.trainer import resolve_device
 
     check_max_images(max_images)
     check_image_size(image_size)

@@ -45,7 +45,7 @@ import torch
 from unlearnable.data import ImageDataset, check_labels, load_dataset, load_saved, save_dataset, stratified_subset
 from unlearnable.data.imagefolder import check_image_size
 from unlearnable.errors import MissingSplitError, UserInputError
-from unlearnable.experiments import Protocol, check_protocol, check_writable, grid_table, last_accuracy, run_grid
+from unlearnable.app.experiments import Protocol, check_protocol, check_writable, grid_table, last_accuracy, run_grid
 from unlearnable.io import atomic_directory, write_json
 
 MIN_EFFECT = 10.0
@@ -159,7 +159,7 @@ def audit_data(data: str, clean: str | None, test: str | None, data_root: str | 
                image_size: int | None = None) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
     """(protected train, clean train, clean test) for an audit, at `image_size` if given; a UserInputError names what is missing."""
     from unlearnable.data import stretch_dataset
-    from unlearnable.show import load_source
+    from unlearnable.data.lineage import load_source
 
     protected = load_dataset(data, "train", data_root, image_size=image_size)
     if clean is not None:
@@ -251,7 +251,7 @@ def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | No
     if size is not None and saved.shape[1:] != (size, size):
         raise UserInputError(f"{out} holds the data copies of an earlier audit at {saved.shape[1]}×{saved.shape[2]}, "
                              f"not {size}×{size}; choose another --out")
-    from unlearnable.train import resolve_recipe
+    from unlearnable.training.trainer import resolve_recipe
 
     protocol = fitted_protocol(plan.protocol, len(saved))
     recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
@@ -275,7 +275,7 @@ def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | No
 def fitted_protocol(protocol: Protocol, train_images: int) -> Protocol:
     """`protocol` with the training batch fitted to `train_images` (`fit_batch_size`) and, for a subset
     protocol (the quick budget), the epochs that `fit_epochs` gives."""
-    from unlearnable.train import resolve_recipe
+    from unlearnable.training.trainer import resolve_recipe
 
     recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
     overrides = dict(protocol.overrides)

@@ -1,0 +1,1 @@
+"""Analysis of datasets: detection of class-wise convolution, image-quality metrics, spectra."""
