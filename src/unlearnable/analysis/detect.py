@@ -67,10 +67,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unlearnable.attacks.apply import poison_dataset
 from unlearnable.data import ImageDataset, check_labels, load_dataset, stratified_subset
 from unlearnable.errors import MissingSplitError, UserInputError
 from unlearnable.io import PNG_SOFTWARE, atomic_write_bytes, write_json
-from unlearnable.attacks.apply import poison_dataset
 
 EDGES = ("top", "bottom", "left", "right")
 KERNEL_LAG = 3
@@ -93,7 +93,7 @@ MAX_IMAGES = 10_000
 """DATA and the reference are cut to a class-balanced subset of at most this many images."""
 LOG_EPS = 1.0
 """Added to the power (uint8 units²) before the log; below the quantisation noise of any real image."""
-REFERENCE_VARIANTS = {"attacks": ("cuda", "vuda", "huda"), "kernel_sizes": (3, 3, 5), "blur_parameter": (0.05, 0.5),
+REFERENCE_VARIANTS: dict[str, Any] = {"attacks": ("cuda", "vuda", "huda"), "kernel_sizes": (3, 3, 5), "blur_parameter": (0.05, 0.5),
                       "grayscale_probability": 0.25, "groups": 8}
 """Fresh random keys for the edge detector's training set: each of `groups` parts of a reference half gets
 an attack and a kernel size drawn from these lists, p_b ~ U(blur_parameter), grayscale CUDA with the given

@@ -143,7 +143,7 @@ def add_perturbations(images: torch.Tensor, labels: torch.Tensor, poisoned: np.n
     return out
 
 
-def classwise_noise(num_classes: int, shape: tuple[int, int, int], eps: float = 8 / 255,
+def classwise_noise(num_classes: int, shape: tuple[int, ...], eps: float = 8 / 255,
                     seed: int = 0) -> np.ndarray:
     """The noise control's secret: one pattern per class, i.i.d. uniform on [-eps, eps).
 

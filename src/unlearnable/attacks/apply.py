@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from unlearnable import __version__
 from unlearnable.attacks import ATTACKS
 from unlearnable.data.dataset import ImageDataset
 
 
-def poison_dataset(train: ImageDataset, attack: str, device: str | None = None, **params) -> ImageDataset:
+def poison_dataset(train: ImageDataset, attack: str, device: str | torch.device | None = None, **params: Any
+                   ) -> ImageDataset:
     """Protect `train` with the attack registered as `attack`; the key goes into ``meta``.
 
     Args:

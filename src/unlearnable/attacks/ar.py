@@ -34,8 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unlearnable.attacks.additive import (add_perturbations, check_poison_args, draw_poisoned, draw_streams,
-                                          make_key)
+from unlearnable.attacks.additive import (
+    add_perturbations,
+    check_poison_args,
+    draw_poisoned,
+    draw_streams,
+    make_key,
+)
 from unlearnable.attacks.cuda import Poison
 from unlearnable.errors import UserInputError
 

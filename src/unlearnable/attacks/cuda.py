@@ -12,9 +12,8 @@ vertical or horizontal stripe kernel. This is the project's choice of their unpu
 
 from __future__ import annotations
 
-from functools import partial
-
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -90,7 +89,7 @@ class BlurNormalise:
             outside; "reflect" pads by reflection, which leaves no such trace.
     """
 
-    def __init__(self, chunk: int, shape: tuple[int, int, int], kernel_size: int, grayscale: bool = False,
+    def __init__(self, chunk: int, shape: tuple[int, ...], kernel_size: int, grayscale: bool = False,
                  device: str | torch.device = "cpu", border: str = "zeros") -> None:
         c, h, w = shape
         self.pad = kernel_size // 2
@@ -177,7 +176,7 @@ def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.n
 
 
 def check_cuda_params(kernel_size: int, blur_parameter: float, seed: int, mix: float,
-                      image_hw: tuple[int, int]) -> None:
+                      image_hw: tuple[int, ...]) -> None:
     """Raise UserInputError for out-of-range CUDA parameters."""
     if kernel_size < 1 or kernel_size % 2 == 0 or kernel_size > min(image_hw):
         raise UserInputError(f"--kernel-size {kernel_size} is invalid; use an odd size from 1 to {min(image_hw)} (paper: 3 for 32×32, 9 for 224×224)")

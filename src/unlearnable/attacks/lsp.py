@@ -21,8 +21,14 @@ import math
 import numpy as np
 import torch
 
-from unlearnable.attacks.additive import (add_perturbations, check_eps, check_poison_args, draw_poisoned,
-                                          draw_streams, make_key)
+from unlearnable.attacks.additive import (
+    add_perturbations,
+    check_eps,
+    check_poison_args,
+    draw_poisoned,
+    draw_streams,
+    make_key,
+)
 from unlearnable.attacks.cuda import Poison
 from unlearnable.errors import UserInputError
 
@@ -30,12 +36,12 @@ CLASS_SEP = 10.0
 """Half the side of the hypercube whose vertices are the class centres (the published value)."""
 
 
-def default_patch_size(hw: tuple[int, int]) -> int:
+def default_patch_size(hw: tuple[int, ...]) -> int:
     """⌈min(H, W)/4⌉: a 4×4 grid of patches (8×8 patches on 32×32)."""
     return math.ceil(min(hw) / 4)
 
 
-def patch_grid(hw: tuple[int, int], patch_size: int) -> tuple[int, int]:
+def patch_grid(hw: tuple[int, ...], patch_size: int) -> tuple[int, int]:
     """(g_h, g_w): patches per column and per row, enough to cover H×W."""
     return math.ceil(hw[0] / patch_size), math.ceil(hw[1] / patch_size)
 
@@ -66,7 +72,7 @@ def lsp_clusters(num_classes: int, num_features: int, seed: int = 0,
 
 
 def lsp_noise(labels: torch.Tensor, centres: np.ndarray, maps: np.ndarray, rng: np.random.Generator,
-              shape: tuple[int, int, int], patch_size: int, eps: float = 6 / 255) -> torch.Tensor:
+              shape: tuple[int, ...], patch_size: int, eps: float = 6 / 255) -> torch.Tensor:
     """Draw one LSP perturbation per label, with L2 norm exactly ``√(C·H·W)·eps`` (before quantisation).
 
     Args:

@@ -22,7 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unlearnable.attacks.additive import CHUNK_PIXELS, check_poison_args, draw_poisoned, make_key
+from unlearnable.attacks.additive import (
+    CHUNK_PIXELS,
+    check_poison_args,
+    draw_poisoned,
+    make_key,
+)
 from unlearnable.attacks.cuda import Poison
 from unlearnable.errors import UserInputError
 

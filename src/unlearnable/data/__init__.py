@@ -18,7 +18,13 @@ from pathlib import Path
 from unlearnable.data.cifar import load_cifar
 from unlearnable.data.dataset import ImageDataset, stratified_subset, to_unit_float
 from unlearnable.data.fashion_mnist import load_fashion_mnist
-from unlearnable.data.imagefolder import ARCHIVE_SUFFIXES, check_image_size, is_archive, load_imagefolder, stretch_dataset
+from unlearnable.data.imagefolder import (
+    ARCHIVE_SUFFIXES,
+    check_image_size,
+    is_archive,
+    load_imagefolder,
+    stretch_dataset,
+)
 from unlearnable.data.saved import is_saved_dataset, load_saved, save_dataset
 from unlearnable.errors import UserInputError
 

@@ -43,10 +43,10 @@ def load_fashion_mnist(root: Path, split: str, download: bool, spec: str) -> Ima
     if found is None:
         target = root / "fashion-mnist"
         if not download:
-            images, labels = FILES[split]
+            images_file, labels_file = FILES[split]
             searched = ", ".join(str(d) for d in (root, root / "FashionMNIST" / "raw", *SYSTEM_DIRS))
-            raise UserInputError(f"Fashion-MNIST {split} files not found: expected {target / images}[.gz] and "
-                                 f"{labels}[.gz] beside it (also searched {searched}) and downloading is off; "
+            raise UserInputError(f"Fashion-MNIST {split} files not found: expected {target / images_file}[.gz] and "
+                                 f"{labels_file}[.gz] beside it (also searched {searched}) and downloading is off; "
                                  f"download them from {MIRROR} into {target}, or pass --data-root")
         found = _download(target, split)
     images_path, labels_path = found

@@ -34,15 +34,22 @@ import posixpath
 import tarfile
 import zlib
 from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from unlearnable.data.cache import Decoded, cache_key, listing_digest, load_entry, store_entry
+from unlearnable.data.cache import (
+    Decoded,
+    cache_key,
+    listing_digest,
+    load_entry,
+    store_entry,
+)
 from unlearnable.data.dataset import ImageDataset
 from unlearnable.errors import MissingSplitError, UserInputError
 
@@ -75,7 +82,7 @@ def load_imagefolder(path: Path, split: str, spec: str, image_size: int | None =
     check_image_size(image_size)
     path = path.resolve()
     decoded = _load_directory(path, split, image_size) if path.is_dir() else _load_archive(path, split, image_size)
-    source = {"spec": spec, "kind": "imagefolder", "split": split, "path": str(path)}
+    source: dict[str, Any] = {"spec": spec, "kind": "imagefolder", "split": split, "path": str(path)}
     if image_size is not None:
         source["image_size"] = image_size
     return ImageDataset.from_numpy_nhwc(decoded.images, decoded.labels, decoded.classes, {"source": source})
@@ -101,10 +108,10 @@ def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
         if size is not None and image.format == "JPEG":
             image.draft(image.mode, (size, size))  # DCT-scaled decode, still at least S×S
         ImageOps.exif_transpose(image, in_place=True)  # no copy when the orientation is already upright
-        image = _to_8bit(image)
-        if size is not None and image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(image)
+        pixels = _to_8bit(image)
+        if size is not None and pixels.size != (size, size):
+            pixels = pixels.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(pixels)
 
 
 def stretch_dataset(ds: ImageDataset, size: int) -> ImageDataset:

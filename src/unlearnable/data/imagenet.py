@@ -296,15 +296,15 @@ def list_splits(layout: Layout, wnids: list[str]) -> tuple[Split, Split]:
             path = layout.val / name
             if not name.lower().endswith(IMG_EXTENSIONS) or not path.is_file():
                 continue
-            wnid = labels.get(_stem(name))
-            if wnid is None:
+            labelled = labels.get(_stem(name))
+            if labelled is None:
                 raise UserInputError(f"val image {path} has no label in {layout.val_labels}; add a line for it "
                                      "or remove the image")
-            if wnid not in known:
-                raise UserInputError(f"{layout.val_labels} labels {name} with {wnid}, which has no folder in "
+            if labelled not in known:
+                raise UserInputError(f"{layout.val_labels} labels {name} with {labelled}, which has no folder in "
                                      f"{layout.train}; fix the label or add the class")
-            if wnid in label_of:
-                val.append((label_of[wnid], name, path))
+            if labelled in label_of:
+                val.append((label_of[labelled], name, path))
     if not val:
         raise UserInputError(f"{layout.val} holds no images of the {len(wnids)} chosen classes; check val/ and its "
                              "labels")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def load_saved(path: str | os.PathLike, split: str = "train", mmap: bool = True)
     return ImageDataset.from_numpy_nhwc(images, labels, meta["classes"], meta)
 
 
-def _load_array(path: Path, mmap_mode: str | None) -> np.ndarray:
+def _load_array(path: Path, mmap_mode: Literal["r", "r+", "c"] | None) -> np.ndarray:
     """np.load without pickles; a damaged file (empty, truncated, not .npy) is a UserInputError naming it."""
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
@@ -114,7 +115,7 @@ META_TYPES: dict[str, type | tuple[type, ...]] = {
 """The type of each meta.json field the tool reads (absent or null is fine: not every dataset has each)."""
 NUMERIC_PARAMS = frozenset({"kernel_size", "blur_parameter", "mix", "eps", "norm", "patch_size", "padding"})
 """Attack parameters that are numbers (the key's "params"); `show` and the report print them."""
-META_TYPE_NAMES = {dict: "a JSON object", str: "a string", int: "an integer", list: "a list", bool: "true or false"}
+META_TYPE_NAMES: dict[type | tuple[type, ...], str] = {dict: "a JSON object", str: "a string", int: "an integer", list: "a list", bool: "true or false"}
 
 
 def check_saved(files: Path, meta: dict, images: np.ndarray, labels: np.ndarray) -> None:
