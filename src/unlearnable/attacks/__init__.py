@@ -41,4 +41,5 @@ if TYPE_CHECKING:
     from unlearnable.attacks.lsp import lsp_poison
     from unlearnable.attacks.ops import ops_poison
 
-__all__ = ["ATTACKS", *_EXPORTS]
+__all__ = ["ATTACKS", "Poison", "ar_poison", "cuda_key", "cuda_poison", "lsp_poison", "noise_poison", "ops_poison",
+           "poison_dataset"]

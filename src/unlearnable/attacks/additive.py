@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unlearnable.attacks.cuda import Poison
+from unlearnable.devices import default_device
 from unlearnable.errors import UserInputError
 
 Rounding = Literal["round", "truncate"]
@@ -123,7 +124,7 @@ def add_perturbations(images: torch.Tensor, labels: torch.Tensor, poisoned: np.n
     Returns:
         uint8 N×C×H×W, a new tensor.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     out = torch.empty_like(images, memory_format=torch.contiguous_format)
     pixels = GPU_CHUNK_PIXELS if device.type == "cuda" else cpu_chunk_pixels or CHUNK_PIXELS
     chunk = max(1, pixels // max(1, images[0].numel()))
@@ -176,7 +177,7 @@ def noise_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *
     check_eps(eps, "noise")
     patterns = classwise_noise(num_classes, tuple(images.shape[1:]), eps, seed)
     poisoned = draw_poisoned(seed, len(images), mix)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     table = torch.from_numpy(patterns).to(device)
     protected = add_perturbations(images, labels, poisoned, lambda y: table[y], "round", device, progress)
     key = make_key("noise", {"eps": eps, "mix": mix, "rounding": "round"}, seed, poisoned,

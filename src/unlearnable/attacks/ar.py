@@ -42,6 +42,7 @@ from unlearnable.attacks.additive import (
     make_key,
 )
 from unlearnable.attacks.cuda import Poison
+from unlearnable.devices import default_device
 from unlearnable.errors import UserInputError
 
 CROP = 4
@@ -209,7 +210,7 @@ def ar_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, s
     coefficients = ar_coefficients(num_classes, c, seed, min_response)
     poisoned = draw_poisoned(seed, len(images), mix)
     sample_rng = draw_streams(seed)[2]
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     table = torch.tensor(coefficients, dtype=torch.float32, device=device)
     crop = ar_crop(h, w)
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from unlearnable.devices import default_device
 from unlearnable.errors import UserInputError
 
 KernelShape = Literal["full", "vertical", "horizontal"]
@@ -152,7 +153,7 @@ def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.n
     Returns:
         uint8 N×C×H×W: poisoned images blurred, the others unchanged.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     rows = range(len(images)) if rows is None else rows
     if out is None:
         out = torch.empty_like(images, memory_format=torch.contiguous_format)

@@ -29,6 +29,7 @@ from unlearnable.attacks.additive import (
     make_key,
 )
 from unlearnable.attacks.cuda import Poison
+from unlearnable.devices import default_device
 from unlearnable.errors import UserInputError
 
 
@@ -122,7 +123,7 @@ def ops_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, 
         on every channel; key with ``pixels`` (K×2) and ``colours`` (K×C).
     """
     check_poison_args(images, labels, num_classes, seed, mix, attack="ops")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     pixels, colours = ops_search(images, labels, num_classes, device, progress)
     poisoned = draw_poisoned(seed, len(images), mix)
     protected = images.clone(memory_format=torch.contiguous_format)
