@@ -16,7 +16,8 @@ import time
 import torch
 
 from unlearnable.data import load_dataset
-from unlearnable.defenses.deconv import diagnostics, psnr, recover
+from unlearnable.analysis.metrics import psnr_per_image
+from unlearnable.defenses.deconv import diagnostics, recover
 from unlearnable.attacks.apply import poison_dataset
 
 SHARED_CIFAR = "../shared/data/cifar10-jpeg.tar.gz"
@@ -57,7 +58,7 @@ def main() -> None:
         found = diagnostics(poisoned, recovered, clean)
         blurred = torch.zeros(len(clean), dtype=torch.bool)
         blurred[poisoned.meta["poisoned_indices"]] = True
-        matched = [float(psnr(gain_matched(images[blurred], clean.images[blurred]), clean.images[blurred]).mean())
+        matched = [float(psnr_per_image(gain_matched(images[blurred], clean.images[blurred]), clean.images[blurred]).mean())
                    for images in (poisoned.images, recovered.images)]
         error = "–" if found["mean_kernel_error"] is None else f"{100 * found['mean_kernel_error']:.1f}%"
         print(f"{name:14} {recovered.meta['deconv']['kernel_size']:2d} {error:>10} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnable.defenses.adversarial import AdversarialTraining, pgd_l2, pgd_linf
+from unlearnable.defenses.adversarial import PGD, AdversarialTraining
 from unlearnable.errors import UserInputError
 from unlearnable.training.trainer import Trainer, TrainConfig, resolve_config, resolve_recipe
 
-ATTACKS = {"linf": pgd_linf, "l2": pgd_l2}
 EPS = {"linf": 8 / 255, "l2": 0.5}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,7 +54,7 @@ def attack(norm: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: 
     steps = options.pop("steps", 5)
     eps = options.pop("eps", EPS[norm])
     alpha = options.pop("alpha", 2.5 * eps / steps)
-    return ATTACKS[norm](model, x, y, eps, steps, alpha, torch.Generator().manual_seed(seed), normalize, **options)
+    return PGD[norm](model, x, y, eps, steps, alpha, torch.Generator().manual_seed(seed), normalize, **options)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -108,10 +108,15 @@ def test_step_hook_options() -> None:
     assert AdversarialTraining().to_dict() == {"norm": "linf", "eps": 4 / 255, "steps": 10,
                                                "alpha": 1.5 * (4 / 255) / 10, "random_start": True}
     assert AdversarialTraining.from_options({"norm": "l2", "eps": 0.5, "steps": 10}).alpha == pytest.approx(0.125)
-    for options, message in [({"norm": "l3"}, "norm"), ({"eps": 0}, "eps"), ({"steps": 0}, "steps"),
-                             ({"alpha": -1.0}, "alpha"), ({"epsilon": 0.1}, "unknown adversarial option")]:
-        with pytest.raises(UserInputError, match=message):
+    for options, message in [({"norm": "l3"}, "AdversarialTraining: norm must be one of 'linf', 'l2' (got 'l3')"),
+                             ({"eps": 0}, "AdversarialTraining: eps must be a number > 0 (got 0)"),
+                             ({"steps": 0}, "AdversarialTraining: steps must be an integer ≥ 1 (got 0)"),
+                             ({"alpha": -1.0}, "AdversarialTraining: alpha must be None or a number > 0 (got -1.0)"),
+                             ({"epsilon": 0.1}, "unknown adversarial option")]:
+        with pytest.raises(UserInputError, match=re.escape(message)):
             AdversarialTraining.from_options(options)
+    assert repr(AdversarialTraining("l2", 0.5, 5)) == ("AdversarialTraining(norm='l2', eps=0.5, steps=5, alpha=0.25, "
+                                                       "random_start=True)")
 
 
 def test_trainer_trains_on_the_attacked_augmented_batch(tmp_path: Path, trained) -> None:

@@ -12,7 +12,9 @@ from unlearnable.attacks import cuda_poison
 from unlearnable.app.cli import main
 from unlearnable.data import ImageDataset, save_dataset
 from unlearnable.defenses import training_defense
-from unlearnable.defenses.deconv import blurred_mask, estimate_kernels, kernel_errors, psnr, recover, wiener_deconvolve
+from unlearnable.analysis.metrics import psnr_per_image
+from unlearnable.defenses.deconv import (Deconvolve, Deconvolver, blurred_mask, deconvolve_blurred, estimate_kernels,
+                                         kernel_errors, recover, replay, wiener_deconvolve)
 from unlearnable.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -115,7 +117,7 @@ def test_wiener_with_true_kernels_raises_psnr(poisoned):
         a, b = a.double(), clean[:200].double()
         gain = (a * b).sum(dim=(1, 2, 3), keepdim=True) / a.square().sum(dim=(1, 2, 3), keepdim=True)
         return (a * gain).clamp(0, 255).round().to(torch.uint8)
-    gain = psnr(fitted(restored), clean[:200]).mean() - psnr(fitted(images[:200]), clean[:200]).mean()
+    gain = psnr_per_image(fitted(restored), clean[:200]).mean() - psnr_per_image(fitted(images[:200]), clean[:200]).mean()
     assert float(gain) > 3.0
 
 
@@ -135,6 +137,65 @@ def test_bad_input_raises_one_line(poisoned, call, message):
     assert "\n" not in str(info.value)
 
 
+def _dataset(images: torch.Tensor, labels: torch.Tensor) -> ImageDataset:
+    return ImageDataset(images, labels, [str(c) for c in range(CLASSES)], {"attack": "cuda"})
+
+
+@pytest.mark.parametrize("kernel_size", [None, 3])
+def test_deconvolver_fit_transform_is_the_border_recipe(poisoned, kernel_size):
+    """fit: estimate, find the blurred images, estimate again from them; transform: deconvolve the blurred ones."""
+    _, images, labels, _ = poisoned
+    images, labels = images[:400], labels[:400]
+    first = estimate_kernels(images, labels, CLASSES, kernel_size)
+    kernels = estimate_kernels(images, labels, CLASSES, first.shape[-1], mask=blurred_mask(images, labels, first))
+    expected, mask = deconvolve_blurred(images, labels, kernels, 0.02)
+    fitted = Deconvolver(kernel_size, regularization=0.02).fit(_dataset(images, labels))
+    assert torch.equal(fitted.kernels_, kernels) and fitted.kernel_size_ == kernels.shape[-1] == 3
+    assert torch.equal(fitted.blurred_, blurred_mask(images, labels, first))
+    out = fitted.transform(_dataset(images, labels))
+    assert torch.equal(out.images, expected) and torch.equal(out.labels, labels)
+    assert out.meta["attack"] == "cuda" and out.meta["deconv"] == {
+        "kernels": kernels.tolist(), "kernel_size": 3, "regularization": 0.02, "method": "border",
+        "deconvolved": int(mask.sum())}
+    assert torch.equal(Deconvolver(kernel_size, 0.02).fit_transform(_dataset(images, labels)).images, expected)
+    assert torch.equal(recover(_dataset(images, labels), kernel_size, 0.02).images, expected)
+    assert torch.equal(Deconvolve(kernel_size, 0.02)(_dataset(images, labels)).images, expected)
+
+
+def test_deconvolver_state_dict_replays_bit_identically(poisoned):
+    _, images, labels, _ = poisoned
+    train, other = _dataset(images[:400], labels[:400]), _dataset(images[400:800], labels[400:800])
+    fitted = Deconvolver(3).fit(train)
+    state = json.loads(json.dumps(fitted.state_dict()))  # through JSON, as results.json keeps it
+    replayed = Deconvolver.from_state_dict(state)
+    assert torch.equal(replayed.kernels_, fitted.kernels_) and replayed.kernel_size_ == 3 and replayed.blurred_ is None
+    for dataset in (train, other):
+        expected = fitted.transform(dataset)
+        assert torch.equal(replayed.transform(dataset).images, expected.images)
+        assert torch.equal(replay(dataset, expected.meta["deconv"]).images, expected.images)
+    assert replay(train, {"kernels": state["kernels"], "regularization": 0.01}).meta["deconv"]["regularization"] == 0.01
+
+
+def test_deconvolver_needs_fit_and_checks_its_options(poisoned):
+    _, images, labels, _ = poisoned
+    with pytest.raises(UserInputError, match="not fitted yet: call fit"):
+        Deconvolver().transform(_dataset(images[:40], labels[:40]))
+    with pytest.raises(UserInputError, match="not fitted yet"):
+        Deconvolver().state_dict()
+    for options, message in [({"kernel_size": "3"}, "Deconvolve: kernel_size must be None or an odd integer ≥ 1 (got '3')"),
+                             ({"kernel_size": 4}, "Deconvolve: kernel_size must be None or an odd integer ≥ 1 (got 4)"),
+                             ({"regularization": 0}, "Deconvolve: regularization must be a number > 0 (got 0)"),
+                             ({"method": "blind"}, "Deconvolve: method must be one of 'border', 'spectrum' (got 'blind')")]:
+        with pytest.raises(UserInputError) as info:
+            Deconvolve(**options)
+        assert str(info.value) == message
+    with pytest.raises(UserInputError, match="^Deconvolver: kernel_size"):
+        Deconvolver(kernel_size=2.0)
+    assert repr(Deconvolver()) == "Deconvolver(kernel_size=None, regularization=0.01, method='border')"
+    assert repr(training_defense("deconv-spectrum").preprocess) == \
+        "Deconvolve(kernel_size=None, regularization=0.01, method='spectrum')"
+
+
 def test_chain_places_deconv_first_and_only_once():
     defense = training_defense("deconv+coin", kernel_size=3)
     assert defense.preprocess is not None and defense.after_crop is not None
@@ -150,10 +211,10 @@ def test_trainer_applies_deconv_once(poisoned, monkeypatch, tmp_path):
     _, images, labels, _ = poisoned
     calls = []
 
-    def counting(dataset, kernel_size=None, regularization=deconv.REGULARIZATION, method="border"):  # a fast stand-in
-        calls.append(len(dataset))
+    def counting(self, dataset):  # a fast stand-in
+        calls.append((len(dataset), self.kernel_size))
         return ImageDataset(255 - dataset.images, dataset.labels, dataset.classes, dict(dataset.meta))
-    monkeypatch.setattr(deconv, "recover", counting)
+    monkeypatch.setattr(deconv.Deconvolver, "fit_transform", counting)
     ds = ImageDataset(images[:256], labels[:256], [str(c) for c in range(CLASSES)], {})
     recipe = train_module.resolve_recipe("quick", epochs=1, batch_size=64, test_batch_size=64)
     config = train_module.resolve_config(train_module.TrainConfig(
@@ -161,7 +222,7 @@ def test_trainer_applies_deconv_once(poisoned, monkeypatch, tmp_path):
         defense_options={"kernel_size": 3}))
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, CLASSES))
     trainer = train_module.Trainer(config, ds, ds, model, None)
-    assert calls == [256]
+    assert calls == [(256, 3)]
     assert torch.equal(trainer.train_loader.images.cpu(), 255 - images[:256])
 
 

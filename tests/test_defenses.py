@@ -151,9 +151,17 @@ def test_rsk_same_padding_keeps_size():
     assert out.shape == (2, 3, 32, 32) and 0 <= out.min().item() and out.max().item() <= 1
 
 
-def test_rsk_requires_a_generator():
-    with pytest.raises(ValueError, match="Generator"):
-        RandomSharpen()(_images((1, 3, 8, 8)))
+def test_rsk_without_a_generator_draws_from_torchs_global_one():
+    x = _images((2, 3, 8, 8))
+    torch.manual_seed(5)
+    first = RandomSharpen()(x)
+    assert torch.equal(first, RandomSharpen()(x, torch.Generator().manual_seed(5)))
+    assert not torch.equal(first, RandomSharpen()(x))  # the global generator moved on
+
+
+def test_generator_must_be_a_generator():
+    with pytest.raises(UserInputError, match="^RandomSharpen: generator must be a torch.Generator or None"):
+        RandomSharpen()(_images((1, 3, 8, 8)), 0)
 
 
 # --- registry ---------------------------------------------------------------------------------
@@ -182,12 +190,13 @@ def test_build_defense_single_names_and_none():
     ("rsk+", {}, "rsk, ssk, ff"),
     ("ff", {"center": 2.0}, "center=2.0"),
     ("none", {"std": 0.1}, "std=0.1"),
-    ("rsk", {"center": float("inf")}, "center=inf"),
-    ("rsk", {"std": -0.1}, "std=-0.1"),
-    ("ssk", {"padding": "same"}, "padding='same'"),
-    ("ff", {"keep_percent": 0}, "keep_percent=0"),
-    ("ff", {"keep_percent": 101}, "keep_percent=101"),
-    ("ff", {"imagenet_variant": "yes"}, "imagenet_variant='yes'"),
+    ("rsk", {"center": float("inf")}, "RandomSharpen: center must be a finite number (got inf)"),
+    ("rsk", {"center": "2.5"}, "RandomSharpen: center must be a finite number (got '2.5')"),
+    ("rsk", {"std": -0.1}, "RandomSharpen: std must be a number ≥ 0 (got -0.1)"),
+    ("ssk", {"padding": "same"}, "StaticSharpen: padding must be one of 'valid', 'replicate', 'reflect', 'zeros' (got 'same')"),
+    ("ff", {"keep_percent": 0}, "FrequencyFilter: keep_percent must be a number in (0, 100] (got 0)"),
+    ("ff", {"keep_percent": 101}, "keep_percent must be a number in (0, 100] (got 101)"),
+    ("ff", {"imagenet_variant": "yes"}, "FrequencyFilter: imagenet_variant must be True or False (got 'yes')"),
 ])
 def test_build_defense_rejects_bad_input(spec, options, mentions):
     with pytest.raises(UserInputError, match="^[^\n]*$") as info:

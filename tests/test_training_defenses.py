@@ -123,10 +123,11 @@ def test_at_presets_resolve_to_the_spec() -> None:
     ("dat+at-l2", {}, "keep at most one"),
     ("rsk+blur", {}, "ueraser"),
     ("rsk", {"eps": 0.1}, "eps=0.1"),
-    ("mixup", {"mix_alpha": 0}, "mix_alpha=0"),
-    ("dat", {"filter_size": 4}, "filter_size=4"),
-    ("ueraser", {"draws": 0}, "draws=0"),
-    ("at-linf", {"eps": -1.0}, "eps=-1.0"),
+    ("mixup", {"mix_alpha": 0}, "MixUp: mix_alpha must be a number > 0 (got 0)"),
+    ("dat", {"filter_size": 4}, "DeconvolutionAT: filter_size must be an odd integer ≥ 1 (got 4)"),
+    ("dat", {"steps": -1}, "DeconvolutionAT: steps must be an integer ≥ 0 (got -1)"),
+    ("ueraser", {"draws": 0}, "UEraserMax: draws must be an integer ≥ 1 (got 0)"),
+    ("at-linf", {"eps": -1.0}, "AdversarialTraining: eps must be a number > 0 (got -1.0)"),
 ])
 def test_training_defense_rejects_bad_input(spec: str, options: dict, mentions: str) -> None:
     with pytest.raises(UserInputError, match="^[^\n]*$") as info:

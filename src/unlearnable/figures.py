@@ -1,4 +1,7 @@
-"""Pictures: the clean / poisoned / defended sample grid."""
+"""Pictures: the clean / poisoned / defended sample grid, and `png_bytes` for any figure.
+
+The one place that selects matplotlib's Agg backend: import pyplot after this module.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from unlearnable.io import PNG_SOFTWARE, atomic_write_bytes  # noqa: E402
+
+
+def png_bytes(fig: "plt.Figure", dpi: int = 100) -> bytes:
+    """`fig` as PNG bytes (with the project's Software tag), and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": PNG_SOFTWARE})
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -46,7 +57,4 @@ def sample_grid(rows: dict[str, list[torch.Tensor]], columns: list[str], path: s
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": PNG_SOFTWARE})
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png_bytes(fig, dpi=110))

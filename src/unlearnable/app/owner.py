@@ -703,34 +703,3 @@ def verify_folder(dst: str | os.PathLike, key: str | os.PathLike, progress: bool
     for extra in sorted(published_files(dst) - listed):
         checks.append(FileCheck(extra, "extra"))
     return VerifyResult(checks)
-
-
-# ------------------------------------------------------------------------------------- image quality
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two float images in [0, 1] (inf when equal)."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, radius: int = 5) -> float:
-    """Mean SSIM (Wang et al. 2004) of two float H×W×C images in [0, 1]: 11×11 gaussian window σ 1.5,
-    K1 0.01, K2 0.03, data range 1, per channel, averaged over the valid (unpadded) window positions
-    and the channels, the convention of skimage's ``structural_similarity(gaussian_weights=True,
-    use_sample_covariance=False, data_range=1)``.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(a, np.float64)).permute(2, 0, 1)[:, None]
-    y = torch.from_numpy(np.ascontiguousarray(b, np.float64)).permute(2, 0, 1)[:, None]
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
-    g /= g.sum()
-    window = (g[:, None] * g[None, :])[None, None]
-
-    def mean(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, window)
-
-    mx, my = mean(x), mean(y)
-    vx, vy, cxy = mean(x * x) - mx ** 2, mean(y * y) - my ** 2, mean(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
-    return float(s.mean())

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from unlearnable.data import ImageDataset, is_saved_dataset, load_saved, to_unit_float  # noqa: E402
 from unlearnable.defenses import build_defense  # noqa: E402
-from unlearnable.defenses.deconv import diagnostics, kernels_png, replay  # noqa: E402
+from unlearnable.app.recover import diagnostics, kernels_png, replay  # noqa: E402
 from unlearnable.errors import UserInputError  # noqa: E402
 from unlearnable.io import MARKER, PNG_SOFTWARE, atomic_write_bytes, write_marker, written_by_tool  # noqa: E402
 from unlearnable.app.show import pick_samples, show_command  # noqa: E402

@@ -1,12 +1,14 @@
 """Defenses by name, and their composition into chains ("rsk+ff", "deconv+rsk+ff+at-linf").
 
-An image defense is a small callable over a batch, in the style of ``torchvision.transforms.v2``:
+An image defense is a `base.Transform`, in the style of ``torchvision.transforms.v2``:
 ``defense(x, generator=None) -> Tensor`` with `x` a float B×C×H×W batch in [0, 1] on any device,
-returning a float batch in [0, 1] on the same device (sharpening with ``padding="valid"`` shrinks
-H×W by 2). Random defenses draw only from the given `generator`, which must live on the batch's
-device. Training-only defenses mix labels, run the model in the loop, or transform the whole
-training set once; each registered name carries its ``stage`` (see ``STAGES``).
-Adding one is a module plus one ``DEFENSES.add`` line here (see CONTRIBUTING.md).
+or one float C×H×W image (per-sample use inside a torchvision pipeline), returning the same kind
+on the same device (sharpening with ``padding="valid"`` shrinks H×W by 2). Random defenses draw
+their parameters (``make_params``) from the given `generator`, which must live on the input's
+device, or, when it is None, from torch's global generator there. Training-only defenses mix
+labels, run the model in the loop, or transform the whole training set once; each registered name
+carries its ``stage`` (see ``STAGES``). Every defense declares its ``PARAMETER_CONSTRAINTS``, checked
+when it is built. Adding one is a module plus one ``DEFENSES.add`` line here (see CONTRIBUTING.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
 
 
 class Defense(Protocol):
-    """What every image defense is: a callable over float B×C×H×W batches with a readable repr."""
+    """What every image defense is: a callable over float B×C×H×W batches with a readable repr
+    (`base.Transform` implements it; any such callable can join a chain)."""
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
 
@@ -69,6 +72,7 @@ _add("ortho-proj", "unlearnable.defenses.projection:OrthogonalProjection",
 del _add
 
 _EXPORTS = {
+    **{name: "unlearnable.defenses.base" for name in ("Configurable", "Transform", "resolve_generator")},
     **{name: "unlearnable.defenses.chain" for name in ("Compose", "Identity", "TrainingDefense", "build_defense",
                                                           "defense_kinds", "training_defense")},
     **{name: "unlearnable.defenses.sharpen" for name in ("PADDING_MODES", "RandomSharpen", "StaticSharpen",
@@ -80,12 +84,13 @@ _EXPORTS = {
                                                         "jpeg_round_trip")},
     "Cutout": "unlearnable.defenses.cutout",
     **{name: "unlearnable.defenses.mixing" for name in ("CutMix", "MixUp", "Mixing")},
+    **{name: "unlearnable.defenses.adversarial" for name in ("AdversarialTraining", "PGD")},
     **{name: "unlearnable.defenses.hooks" for name in ("StepHook", "l2_adversarial_training",
                                                           "linf_adversarial_training")},
     "DeconvolutionAT": "unlearnable.defenses.dat",
     "UEraserMax": "unlearnable.defenses.ueraser",
-    **{name: "unlearnable.defenses.deconv" for name in ("Deconvolve", "estimate_kernels", "recover",
-                                                           "wiener_deconvolve")},
+    **{name: "unlearnable.defenses.deconv" for name in ("Deconvolve", "Deconvolver", "estimate_kernels", "recover",
+                                                           "replay", "wiener_deconvolve")},
     "OrthogonalProjection": "unlearnable.defenses.projection",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

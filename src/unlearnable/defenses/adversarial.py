@@ -13,16 +13,17 @@ The CUDA paper's L∞ baseline is ε = 4/255, 10 steps of α = 1.5·ε/10; its p
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearnable.defenses.base import resolve_generator
 from unlearnable.errors import UserInputError
+from unlearnable.params import POSITIVE, POSITIVE_INT, Constraint, Options, StrOptions, validate_params
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
 """Maps a float B×C×H×W batch in [0, 1] to the model's input (e.g. per-channel standardisation)."""
@@ -138,7 +139,8 @@ def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps
     return x_adv
 
 
-ATTACKS = {"linf": pgd_linf, "l2": pgd_l2}
+PGD = {"linf": pgd_linf, "l2": pgd_l2}
+"""The PGD attack of each norm, as `AdversarialTraining` names them."""
 
 
 @dataclass(frozen=True)
@@ -162,19 +164,13 @@ class AdversarialTraining:
     alpha: float | None = None
     random_start: bool = True
 
+    PARAMETER_CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "norm": StrOptions(PGD), "eps": POSITIVE, "steps": POSITIVE_INT, "alpha": Options(None, POSITIVE)}
+
     def __post_init__(self) -> None:
-        if self.norm not in ATTACKS:
-            raise UserInputError(f"adversarial norm={self.norm!r} is invalid: expected one of {', '.join(ATTACKS)}")
-        if not _positive_number(self.eps):
-            raise UserInputError(f"adversarial eps={self.eps!r} is invalid: expected a number > 0 (e.g. 4/255 for "
-                                 "linf, 0.5 for l2)")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise UserInputError(f"adversarial steps={self.steps!r} is invalid: expected an integer >= 1 (e.g. 10)")
+        validate_params(self, {"norm": self.norm, "eps": self.eps, "steps": self.steps, "alpha": self.alpha})
         if self.alpha is None:
             object.__setattr__(self, "alpha", STEP_SIZE_FACTOR[self.norm] * self.eps / self.steps)
-        elif not _positive_number(self.alpha):
-            raise UserInputError(f"adversarial alpha={self.alpha!r} is invalid: expected a number > 0, or None for "
-                                 f"{STEP_SIZE_FACTOR[self.norm]}·eps/steps")
         object.__setattr__(self, "random_start", bool(self.random_start))
 
     @classmethod
@@ -190,13 +186,11 @@ class AdversarialTraining:
                  normalize: Normalize | None = None) -> torch.Tensor:
         """The adversarial version of float B×C×H×W batch `x` in [0, 1] with labels `y` (detached)."""
         assert self.alpha is not None
-        return ATTACKS[self.norm](model, x, y, self.eps, self.steps, self.alpha, generator, normalize,
-                                  self.random_start)
+        if self.random_start:
+            generator = resolve_generator(generator, x.device, type(self).__name__)
+        return PGD[self.norm](model, x, y, self.eps, self.steps, self.alpha, generator, normalize, self.random_start)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved options (alpha filled in), JSON-ready."""
         return asdict(self)
 
-
-def _positive_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0

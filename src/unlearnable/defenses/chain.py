@@ -16,6 +16,7 @@ import torch
 
 from unlearnable.data.dataset import ImageDataset
 from unlearnable.defenses import DEFENSES, STAGES, Defense
+from unlearnable.defenses.base import Transform
 from unlearnable.defenses.hooks import StepHook
 from unlearnable.defenses.mixing import Mixing
 from unlearnable.errors import UserInputError
@@ -30,25 +31,30 @@ IMAGE_STAGES = ("before-crop", "after-crop")
 """Stages whose defenses are plain image transforms (`build_defense` takes only these)."""
 
 
-class Identity:
-    """The "none" defense: returns the batch unchanged (the same tensor)."""
+class Identity(Transform):
+    """The "none" defense: returns a batch unchanged (the same tensor)."""
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         return x
 
-    def __repr__(self) -> str:
-        return "Identity()"
 
+class Compose(Transform):
+    """Apply `defenses` left to right, handing the same generator to each.
 
-class Compose:
-    """Apply `defenses` left to right, handing the same generator to each."""
+    It draws nothing itself: each part draws its own parameters when it runs, on the shape the
+    previous part produced (RSK's "valid" padding shrinks the images that COIN then displaces).
+    """
 
     def __init__(self, defenses: Sequence[Defense]) -> None:
         self.defenses = tuple(defenses)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def make_params(self, x: torch.Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+        """{"generator": the generator as given}: each part resolves and checks it itself."""
+        return {"generator": generator}
+
+    def transform(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
         for defense in self.defenses:
-            x = defense(x, generator)
+            x = defense(x, params["generator"])
         return x
 
     def __repr__(self) -> str:

@@ -15,11 +15,11 @@ coordinate -1 reads row N - 2), and the output is truncated (floor) to uint8 ins
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from unlearnable.defenses.base import BOOLEAN, Transform
 from unlearnable.errors import UserInputError
+from unlearnable.params import NONNEGATIVE, Interval, Options
 
 SEVERITY_ALPHAS = {severity: round(0.4 * (severity + 1), 1) for severity in range(1, 8)}
 """Published severities 1..7 → α = 0.4·(s + 1): 0.8, 1.2, 1.6, 2.0, 2.4, 2.8, 3.2."""
@@ -83,8 +83,10 @@ def displace(x: torch.Tensor, displacements: torch.Tensor, published_wrap: bool 
     return top.lerp_(torch.lerp(v10, v11, wc), wr)
 
 
-class Coin:
+class Coin(Transform):
     """COIN (Li, Wang et al., AAAI 2025): random displacement + bilinear interpolation, uint8 output.
+
+    The trainer applies COIN after RandomCrop/flip (SPEC §6).
 
     Args:
         alpha: half-width α of the uniform displacement, in pixels (finite, >= 0; default 2.0).
@@ -93,39 +95,26 @@ class Coin:
             default False: true periodic wrap and rounding, round(255·v) / 255.
     """
 
-    """The trainer applies COIN after RandomCrop/flip (SPEC §6)."""
+    PARAMETER_CONSTRAINTS = {"alpha": Options(None, NONNEGATIVE), "severity": Options(None, Interval(int, 1, 7)),
+                             "published_quirks": BOOLEAN}
+    random = True
 
     def __init__(self, alpha: float | None = None, severity: int | None = None, published_quirks: bool = False) -> None:
         if alpha is not None and severity is not None:
-            raise UserInputError(f"alpha={alpha!r} and severity={severity!r} both given: give one "
+            raise UserInputError(f"Coin: alpha={alpha!r} and severity={severity!r} both given: give one "
                                  "(alpha = 0.4·(severity + 1))")
-        if severity is not None:
-            if isinstance(severity, bool) or severity not in SEVERITY_ALPHAS:
-                raise UserInputError(f"severity={severity!r} is invalid: expected an integer 1..7 (4 is alpha 2.0)")
-            alpha = SEVERITY_ALPHAS[severity]
-        try:
-            self.alpha = 2.0 if alpha is None else float(alpha)
-        except (TypeError, ValueError):
-            self.alpha = math.nan
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise UserInputError(f"alpha={alpha!r} is invalid: expected a finite number >= 0 (pixels; default 2.0)")
-        if not isinstance(published_quirks, bool):
-            raise UserInputError(f"published_quirks={published_quirks!r} is invalid: expected True or False")
+        self._validate(alpha=alpha, severity=severity, published_quirks=published_quirks)
+        self.alpha = SEVERITY_ALPHAS[severity] if severity is not None else 2.0 if alpha is None else float(alpha)
         self.published_quirks = published_quirks
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Corrupt float B×C×H×W `x` in [0, 1]; `generator` (on x's device) is required.
-
-        Returns:
-            B×C×H×W, dtype of `x`, values k / 255 for integers k in 0..255.
-        """
-        if generator is None:
-            raise ValueError("Coin needs an explicit torch.Generator on the batch's device")
+    def make_params(self, x: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """One displacement field per image: {"fields": (B, 2, H, W)}, see `sample_displacements`."""
+        assert generator is not None
         batch, _, height, width = x.shape
-        fields = sample_displacements(batch, height, width, self.alpha, generator=generator, dtype=x.dtype)
-        levels = displace(x, fields, self.published_quirks).clamp_(0, 1).mul_(255)
+        return {"fields": sample_displacements(batch, height, width, self.alpha, generator=generator, dtype=x.dtype)}
+
+    def transform(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """B×C×H×W, dtype of `x`, values k / 255 for integers k in 0..255."""
+        levels = displace(x, params["fields"], self.published_quirks).clamp_(0, 1).mul_(255)
         levels = levels.floor_() if self.published_quirks else levels.round_()
         return levels.div_(255)
-
-    def __repr__(self) -> str:
-        return f"Coin(alpha={self.alpha}, published_quirks={self.published_quirks})"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from unlearnable.errors import UserInputError
+from unlearnable.defenses.base import Transform
+from unlearnable.params import POSITIVE_INT
 
 
 def sample_hole_centres(batch_size: int, height: int, width: int, *,
@@ -31,31 +32,32 @@ def _span(centres: torch.Tensor, side: int, size: int) -> torch.Tensor:
     return (offsets >= 0) & (offsets < side)
 
 
-class Cutout:
+class Cutout(Transform):
     """Zero a square of side `size` (clipped at the border) at a random centre in every image.
+
+    The trainer applies Cutout after RandomCrop/flip, as the reference code does.
 
     Args:
         size: side of the hole in pixels, an integer >= 1 (default 16, as for CIFAR-10).
     """
 
-    """The trainer applies Cutout after RandomCrop/flip, as the reference code does."""
+    PARAMETER_CONSTRAINTS = {"size": POSITIVE_INT}
+    random = True
 
     def __init__(self, size: int = 16) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise UserInputError(f"size={size!r} is invalid: expected an integer >= 1 (hole side in pixels, default 16)")
+        self._validate(size=size)
         self.size = size
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Float B×C×H×W `x` → a new B×C×H×W tensor with one hole per image set to 0.
-
-        `generator` (on x's device) is required.
-        """
-        if generator is None:
-            raise ValueError("Cutout needs an explicit torch.Generator on the batch's device")
+    def make_params(self, x: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """The hole centres: {"rows": (B,), "cols": (B,)} int64, see `sample_hole_centres`."""
+        assert generator is not None
         batch, _, height, width = x.shape
         rows, cols = sample_hole_centres(batch, height, width, generator=generator)
-        hole = _span(rows, self.size, height).unsqueeze(2) & _span(cols, self.size, width).unsqueeze(1)  # (B, H, W)
-        return x.masked_fill(hole.unsqueeze(1), 0)
+        return {"rows": rows, "cols": cols}
 
-    def __repr__(self) -> str:
-        return f"Cutout(size={self.size})"
+    def transform(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A new tensor with one hole per image set to 0."""
+        height, width = x.shape[-2:]
+        hole = (_span(params["rows"], self.size, height).unsqueeze(2)
+                & _span(params["cols"], self.size, width).unsqueeze(1))  # (B, H, W)
+        return x.masked_fill(hole.unsqueeze(1), 0)

@@ -24,14 +24,13 @@ published code applies the last step's filters unclamped).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unlearnable.defenses.adversarial import Normalize, eval_mode, full_precision
-from unlearnable.errors import UserInputError
+from unlearnable.defenses.base import Configurable, resolve_generator
+from unlearnable.params import NONNEGATIVE_INT, POSITIVE, Interval
 
 FILTER_BOUND = 5.0
 """Filter weights and bias are clamped to [−FILTER_BOUND, FILTER_BOUND] before each ascent step."""
@@ -114,7 +113,7 @@ def ascend_filters(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, gro
     return weights.detach().clamp(-FILTER_BOUND, FILTER_BOUND), bias.detach().clamp(-FILTER_BOUND, FILTER_BOUND)
 
 
-class DeconvolutionAT:
+class DeconvolutionAT(Configurable):
     """The "dat" step hook (see the module docstring).
 
     Args:
@@ -124,15 +123,10 @@ class DeconvolutionAT:
         step_size: raw-gradient step (> 0; default 0.1).
     """
 
+    PARAMETER_CONSTRAINTS = {"filter_size": Interval(int, 1, odd=True), "steps": NONNEGATIVE_INT, "step_size": POSITIVE}
+
     def __init__(self, filter_size: int = 5, steps: int = 10, step_size: float = 0.1) -> None:
-        if isinstance(filter_size, bool) or not isinstance(filter_size, int) or filter_size < 1 or filter_size % 2 == 0:
-            raise UserInputError(f"filter_size={filter_size!r} is invalid: expected an odd integer >= 1 (the paper's "
-                                 "3, 5 or 7; default 5)")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise UserInputError(f"steps={steps!r} is invalid: expected an integer >= 0 (default 10)")
-        if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not math.isfinite(step_size) \
-                or step_size <= 0:
-            raise UserInputError(f"step_size={step_size!r} is invalid: expected a number > 0 (default 0.1)")
+        self._validate(filter_size=filter_size, steps=steps, step_size=step_size)
         self.filter_size, self.steps, self.step_size = filter_size, steps, float(step_size)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None,
@@ -141,8 +135,7 @@ class DeconvolutionAT:
 
         Classes are the labels, or the arg-max of float B×K `targets` after a mixing defense.
         """
-        if generator is None:
-            raise ValueError("DeconvolutionAT needs an explicit torch.Generator on the batch's device")
+        generator = resolve_generator(generator, x.device, type(self).__name__)
         x = x.detach()
         labels = targets if targets.dim() == 1 else targets.argmax(1)
         classes, group = torch.unique(labels, return_inverse=True)
@@ -151,5 +144,3 @@ class DeconvolutionAT:
         with torch.no_grad(), full_precision(x):  # float32 even inside a caller's bf16 autocast
             return rescale_per_image(deconvolve(x, weights[group], bias[group])).to(x.dtype)
 
-    def __repr__(self) -> str:
-        return f"DeconvolutionAT(filter_size={self.filter_size}, steps={self.steps}, step_size={self.step_size})"

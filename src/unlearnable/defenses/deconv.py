@@ -32,14 +32,16 @@ normalised to).
 from __future__ import annotations
 
 import functools
-
 import math
 from typing import Any
 
 import torch
 
+from unlearnable.analysis.metrics import psnr_per_image
 from unlearnable.data.dataset import ImageDataset
+from unlearnable.defenses.base import Configurable
 from unlearnable.errors import UserInputError
+from unlearnable.params import POSITIVE, Interval, Options, StrOptions, validate_params
 
 METHODS = ("border", "spectrum")
 """Kernel estimators, see the module docstring."""
@@ -421,9 +423,7 @@ def wiener_deconvolve(images: torch.Tensor, labels: torch.Tensor, kernels: torch
         uint8 N×C×H×W on the images' device: the deconvolution clamped at 0 and rescaled per image
         so its max is 255 (an all-zero result stays 0).
     """
-    if not regularization > 0 or not math.isfinite(regularization):
-        raise UserInputError(f"regularization={regularization!r} is invalid: expected a finite number > 0 "
-                             f"(default {REGULARIZATION})")
+    validate_params("wiener_deconvolve", {"regularization": regularization}, {"regularization": POSITIVE})
     if kernels.dim() != 3 or kernels.shape[-1] != kernels.shape[-2] or kernels.shape[-1] % 2 == 0:
         raise UserInputError(f"kernels must be (K, k, k) with odd k, got {tuple(kernels.shape)}")
     _check_inputs(images, labels, len(kernels), every_class=False)
@@ -445,29 +445,94 @@ def wiener_deconvolve(images: torch.Tensor, labels: torch.Tensor, kernels: torch
     return out
 
 
+class Deconvolver(Configurable):
+    """Blind deconvolution as a fitted estimator (scikit-learn style): `fit` estimates each class's
+    blur kernel from a poisoned training set, `transform` deconvolves a set with those kernels.
+
+    ``method="border"``: `fit` estimates from all images, finds the blurred ones (`blurred_mask`),
+    and estimates again from those alone (so partial poisoning does not dilute the kernels);
+    `transform` deconvolves only the images `blurred_mask` finds blurred under the fitted kernels
+    (and undoes their zero-padding border). ``method="spectrum"``: every image. Deterministic.
+
+    Args:
+        kernel_size: odd k, or None to search (see `estimate_kernels`).
+        regularization: Tikhonov λ > 0.
+        method: kernel estimator, "border" or "spectrum".
+
+    Attributes (set by `fit`, or `from_state_dict`):
+        kernels_: float32 (K, k, k) estimated kernels (conv2d orientation, each summing to 1).
+        kernel_size_: the fitted k (the searched size when `kernel_size` is None).
+        blurred_: bool (N,) the fitted images the kernels were estimated from (``border``: those
+            the first estimate found blurred; ``spectrum``: all), or None after `from_state_dict`.
+    """
+
+    PARAMETER_CONSTRAINTS = {"kernel_size": Options(None, Interval(int, 1, odd=True)), "regularization": POSITIVE,
+                             "method": StrOptions(METHODS)}
+
+    def __init__(self, kernel_size: int | None = None, regularization: float = REGULARIZATION,
+                 method: str = "border") -> None:
+        self._validate(kernel_size=kernel_size, regularization=regularization, method=method)
+        self.kernel_size = kernel_size
+        self.regularization = float(regularization)
+        self.method = method
+
+    def fit(self, dataset: ImageDataset) -> "Deconvolver":
+        """Estimate the class kernels of the poisoned `dataset` (every class present); returns self."""
+        images, labels, num_classes = dataset.images, dataset.labels, dataset.num_classes
+        kernels = estimate_kernels(images, labels, num_classes, self.kernel_size, method=self.method)
+        blurred = torch.ones(len(images), dtype=torch.bool, device=images.device)
+        if self.method == "border" and kernels.shape[-1] > 1:
+            blurred = blurred_mask(images, labels, kernels)
+            kernels = estimate_kernels(images, labels, num_classes, kernels.shape[-1], mask=blurred)
+        self.kernels_, self.kernel_size_, self.blurred_ = kernels, int(kernels.shape[-1]), blurred
+        return self
+
+    def transform(self, dataset: ImageDataset) -> ImageDataset:
+        """A new ImageDataset (same labels and classes) with the blurred images deconvolved.
+
+        ``meta`` keeps the input's and adds ``deconv`` = `state_dict` plus "deconvolved" (how many
+        images were deconvolved). Raises UserInputError before `fit`.
+        """
+        if not hasattr(self, "kernels_"):
+            raise UserInputError(f"this {type(self).__name__} is not fitted yet: call fit(training_set) first "
+                                 "(or build it with Deconvolver.from_state_dict)")
+        out, mask = deconvolve_blurred(dataset.images, dataset.labels, self.kernels_, self.regularization, self.method)
+        record = {**self.state_dict(), "deconvolved": int(mask.sum())}
+        return ImageDataset(out, dataset.labels.clone(), list(dataset.classes), {**dataset.meta, "deconv": record})
+
+    def fit_transform(self, dataset: ImageDataset) -> ImageDataset:
+        """`fit` on `dataset`, then `transform` it: the deconv defense."""
+        return self.fit(dataset).transform(dataset)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted state, JSON-ready: {"kernels": (K, k, k) nested list, "kernel_size", "regularization", "method"}.
+
+        The keys of the meta ``deconv`` record (which adds "deconvolved"); `from_state_dict` replays it exactly.
+        """
+        if not hasattr(self, "kernels_"):
+            raise UserInputError(f"this {type(self).__name__} is not fitted yet: call fit(training_set) first")
+        return {"kernels": self.kernels_.cpu().tolist(), "kernel_size": self.kernel_size_,
+                "regularization": self.regularization, "method": self.method}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "Deconvolver":
+        """A fitted Deconvolver from `state_dict`'s output or a meta ``deconv`` record (method "border" if absent)."""
+        kernels = torch.tensor(state["kernels"], dtype=torch.float32)
+        fitted = cls(int(kernels.shape[-1]), float(state["regularization"]), state.get("method", "border"))
+        fitted.kernels_, fitted.kernel_size_, fitted.blurred_ = kernels, int(kernels.shape[-1]), None
+        return fitted
+
+
 def recover(dataset: ImageDataset, kernel_size: int | None = None, regularization: float = REGULARIZATION,
             method: str = "border") -> ImageDataset:
-    """Estimate the class kernels of `dataset` and deconvolve its blurred images (deterministic).
-
-    ``border``: estimate from all images, keep the images `blurred_mask` finds blurred, estimate
-    again from those alone (so partial poisoning does not dilute the kernels), find them again, and
-    deconvolve only them. ``spectrum``: deconvolve every image.
+    """Estimate the class kernels of `dataset` and deconvolve its blurred images: `Deconvolver.fit_transform`.
 
     Returns:
         A new ImageDataset (same labels and classes); ``meta`` keeps the input's and adds
         ``deconv`` = {"kernels": estimated (K, k, k) list, "kernel_size", "regularization",
         "method", "deconvolved": how many images were deconvolved}.
     """
-    images, labels, num_classes = dataset.images, dataset.labels, dataset.num_classes
-    kernels = estimate_kernels(images, labels, num_classes, kernel_size, method=method)
-    if method == "border" and kernels.shape[-1] > 1:
-        kernels = estimate_kernels(images, labels, num_classes, kernels.shape[-1],
-                                   mask=blurred_mask(images, labels, kernels))
-    out, mask = deconvolve_blurred(images, labels, kernels, regularization, method)
-    meta: dict[str, Any] = {**dataset.meta, "deconv": {"kernels": kernels.cpu().tolist(), "kernel_size": kernels.shape[-1],
-                                                       "regularization": regularization, "method": method,
-                                                       "deconvolved": int(mask.sum())}}
-    return ImageDataset(out, dataset.labels.clone(), list(dataset.classes), meta)
+    return Deconvolver(kernel_size, regularization, method).fit_transform(dataset)
 
 
 def deconvolve_blurred(images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tensor,
@@ -488,11 +553,12 @@ def deconvolve_blurred(images: torch.Tensor, labels: torch.Tensor, kernels: torc
 
 
 def replay(dataset: ImageDataset, record: dict[str, Any]) -> ImageDataset:
-    """`recover`'s output again from its meta ``deconv`` `record` (kernels known: no estimation, fast)."""
-    kernels = torch.tensor(record["kernels"], dtype=torch.float32)
-    out, _ = deconvolve_blurred(dataset.images, dataset.labels, kernels, float(record["regularization"]),
-                                record.get("method", "border"))
-    return ImageDataset(out, dataset.labels.clone(), list(dataset.classes), {**dataset.meta, "deconv": record})
+    """`recover`'s output again from its meta ``deconv`` `record` (kernels known: no estimation, fast).
+
+    The output's meta ``deconv`` is `record` itself.
+    """
+    out = Deconvolver.from_state_dict(record).transform(dataset)
+    return ImageDataset(out.images, out.labels, out.classes, {**dataset.meta, "deconv": record})
 
 
 def diagnostics(poisoned: ImageDataset, recovered: ImageDataset, clean: ImageDataset | None) -> dict[str, Any]:
@@ -516,8 +582,8 @@ def diagnostics(poisoned: ImageDataset, recovered: ImageDataset, clean: ImageDat
                               "mean_kernel_error": None if errors is None else float(errors.mean())}
     if clean is not None and true is not None and bool(blurred.any()):
         labels = poisoned.labels.cpu()
-        scores = {"psnr_poisoned": psnr(poisoned.images, clean.images).cpu(),
-                  "psnr_recovered": psnr(recovered.images, clean.images).cpu()}
+        scores = {"psnr_poisoned": psnr_per_image(poisoned.images, clean.images).cpu(),
+                  "psnr_recovered": psnr_per_image(recovered.images, clean.images).cpu()}
         for name, values in scores.items():
             result[name] = [float(values[(labels == c) & blurred].mean()) if bool(((labels == c) & blurred).any()) else None
                             for c in range(poisoned.num_classes)]
@@ -525,8 +591,8 @@ def diagnostics(poisoned: ImageDataset, recovered: ImageDataset, clean: ImageDat
     return result
 
 
-class Deconvolve:
-    """The ``deconv`` preprocessing defense: `recover` applied once to the whole training set.
+class Deconvolve(Configurable):
+    """The ``deconv`` preprocessing defense: a `Deconvolver` fitted on the whole training set, then applied to it.
 
     Args:
         kernel_size: odd k, or None to search.
@@ -534,32 +600,20 @@ class Deconvolve:
         method: kernel estimator, "border" or "spectrum".
     """
 
+    PARAMETER_CONSTRAINTS = Deconvolver.PARAMETER_CONSTRAINTS
+
     def __init__(self, kernel_size: int | None = None, regularization: float = REGULARIZATION, method: str = "border") -> None:
-        if kernel_size is not None and (kernel_size < 1 or kernel_size % 2 == 0):
-            raise UserInputError(f"kernel_size={kernel_size!r} is invalid: expected an odd size such as 3, 5, 7, 9")
-        if not regularization > 0 or not math.isfinite(regularization):
-            raise UserInputError(f"regularization={regularization!r} is invalid: expected a finite number > 0")
-        if method not in METHODS:
-            raise UserInputError(f"unknown deconv method {method!r}; choose one of {', '.join(METHODS)}")
+        self._validate(kernel_size=kernel_size, regularization=regularization, method=method)
         self.kernel_size = kernel_size
         self.regularization = float(regularization)
         self.method = method
 
     def __call__(self, dataset: ImageDataset) -> ImageDataset:
-        return recover(dataset, self.kernel_size, self.regularization, self.method)
-
-    def __repr__(self) -> str:
-        return f"Deconvolve(kernel_size={self.kernel_size}, regularization={self.regularization}, method={self.method!r})"
+        return Deconvolver(self.kernel_size, self.regularization, self.method).fit_transform(dataset)
 
 
 DeconvolveSpectrum = functools.partial(Deconvolve, method="spectrum")
 """The "deconv-spectrum" defense: `Deconvolve` with kernels estimated from the class power spectra."""
-
-
-def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of uint8 N×C×H×W `images` against `reference` (peak 255): float64 (N,)."""
-    error = (images.double() - reference.double()).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)
-    return 10 * torch.log10(255.0 ** 2 / error)
 
 
 def kernel_errors(estimated: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -567,72 +621,3 @@ def kernel_errors(estimated: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     estimated = estimated / estimated.sum(dim=(1, 2), keepdim=True)
     true = true / true.sum(dim=(1, 2), keepdim=True)
     return (estimated - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1)
-
-
-def kernels_png(estimated: torch.Tensor, true: torch.Tensor | None) -> bytes:
-    """PNG of the estimated kernels (top row) and, when known, the true ones (bottom row), one column per class (≤ 20)."""
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from unlearnable.io import PNG_SOFTWARE
-    rows = [("estimated", estimated[:20])] + ([("true", (true / true.sum(dim=(1, 2), keepdim=True))[:20])] if true is not None else [])
-    columns = len(rows[0][1])
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns, 1.3 * len(rows)), squeeze=False)
-    vmax = float(max(kernels.max() for _, kernels in rows))
-    for r, (name, kernels) in enumerate(rows):
-        for c, kernel in enumerate(kernels):
-            axes[r, c].imshow(kernel.cpu().numpy(), cmap="viridis", vmin=0, vmax=vmax)
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-            axes[r, c].set_title(f"{name} {c}", fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": PNG_SOFTWARE})
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def recover_command(data: str, out: str, kernel_size: int | None = None, regularization: float = REGULARIZATION,
-                    method: str = "border", data_root: str | None = None, overwrite: bool = False) -> list[str]:
-    """`unlearnable recover`: deconvolve DATA's training split into the saved dataset `out`.
-
-    Writes `out` atomically (with the estimated kernels in meta.json under "deconv") and
-    ``out/kernels.png``. The key (DATA's meta "kernels" and "poisoned_indices") and the clean source
-    are used only to evaluate (`diagnostics`). Returns the lines to print.
-    """
-    from unlearnable.data import load_dataset, save_dataset
-    from unlearnable.io import atomic_directory, check_output
-    from unlearnable.data.lineage import load_source
-
-    check_output(out, overwrite, inputs=[data])
-    poisoned = load_dataset(data, "train", data_root)
-    recovered = recover(poisoned, kernel_size, regularization, method)
-    estimated = torch.tensor(recovered.meta["deconv"]["kernels"])
-    true = torch.tensor(poisoned.meta["kernels"], dtype=torch.float32) if "kernels" in poisoned.meta else None
-    with atomic_directory(out, overwrite, inputs=[data], kind="saved dataset") as tmp:
-        save_dataset(tmp, recovered)
-        (tmp / "kernels.png").write_bytes(kernels_png(estimated, true if true is not None and true.shape == estimated.shape else None))
-    lines = [f"deconvolved {recovered.meta['deconv']['deconvolved']} of {len(recovered)} images with "
-             f"{estimated.shape[-1]}×{estimated.shape[-1]} kernels ({method}) -> {out}"]
-    if true is None:
-        return lines
-    found = diagnostics(poisoned, recovered, load_source(poisoned, data_root))
-    lines.append(f"the key says {found['poisoned']} were poisoned; {found['hits']} of them were deconvolved, "
-                 f"and {found['false_alarms']} clean images")
-    for c in range(poisoned.num_classes):
-        parts = [f"class {c}:"]
-        if found["kernel_error"] is not None:
-            parts.append(f"kernel error {100 * found['kernel_error'][c]:.1f}%")
-        if "psnr_recovered" in found and found["psnr_recovered"][c] is not None:
-            parts.append(f"PSNR recovered {found['psnr_recovered'][c]:.2f} dB (poisoned {found['psnr_poisoned'][c]:.2f} dB)")
-        if len(parts) > 1:
-            lines.append(" ".join(parts))
-    if found["mean_kernel_error"] is not None:
-        lines.append(f"mean kernel error {100 * found['mean_kernel_error']:.1f}%")
-    if "mean_psnr_recovered" in found:
-        lines.append(f"mean PSNR of the poisoned images vs clean: {found['mean_psnr_poisoned']:.2f} dB poisoned, "
-                     f"{found['mean_psnr_recovered']:.2f} dB recovered")
-    return lines

@@ -18,7 +18,8 @@ import math
 
 import torch
 
-from unlearnable.errors import UserInputError
+from unlearnable.defenses.base import BOOLEAN, Transform
+from unlearnable.params import Interval
 
 IMAGENET_SCALE = 0.4
 """The ImageNet variant keeps int(0.4 · N · p / 100) frequencies per axis instead of int(N · p / 100)."""
@@ -75,7 +76,7 @@ def dct_low_pass(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return (t.T @ d_w).view(batch, channels, height, width).clamp_(0, 1)
 
 
-class FrequencyFilter:
+class FrequencyFilter(Transform):
     """FF: DCT low-pass keeping `keep_percent` % of the frequencies along each axis.
 
     Args:
@@ -84,24 +85,16 @@ class FrequencyFilter:
         imagenet_variant: keep int(0.4·H·p/100) × int(0.4·W·p/100) instead.
     """
 
+    PARAMETER_CONSTRAINTS = {"keep_percent": Interval(float, 0, 100, closed="right"), "imagenet_variant": BOOLEAN}
+
     def __init__(self, keep_percent: float = 30.0, imagenet_variant: bool = False) -> None:
-        try:
-            p = float(keep_percent)
-        except (TypeError, ValueError):
-            p = math.nan
-        if not 0 < p <= 100:
-            raise UserInputError(f"keep_percent={keep_percent!r} is invalid: expected a number in (0, 100] (default 30)")
-        if not isinstance(imagenet_variant, bool):
-            raise UserInputError(f"imagenet_variant={imagenet_variant!r} is invalid: expected True or False")
-        self.keep_percent = p
+        self._validate(keep_percent=keep_percent, imagenet_variant=imagenet_variant)
+        self.keep_percent = float(keep_percent)
         self.imagenet_variant = imagenet_variant
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Filter float B×C×H×W `x`; deterministic, `generator` is ignored."""
+    def transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Deterministic: the same low-pass for every image of an H×W batch."""
         height, width = x.shape[-2:]
         rows = kept_frequencies(height, self.keep_percent, self.imagenet_variant)
         cols = kept_frequencies(width, self.keep_percent, self.imagenet_variant)
         return dct_low_pass(x, rows, cols)
-
-    def __repr__(self) -> str:
-        return f"FrequencyFilter(keep_percent={self.keep_percent}, imagenet_variant={self.imagenet_variant})"

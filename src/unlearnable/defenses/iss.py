@@ -14,7 +14,8 @@ import warnings
 import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from unlearnable.errors import UserInputError
+from unlearnable.defenses.base import Transform
+from unlearnable.params import Interval
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 """ITU-R BT.601 luma weights of R, G, B (PIL's convert("L") uses them in 16-bit fixed point)."""
@@ -23,13 +24,6 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 def to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
     """Float `x` in [0, 1] → uint8 round(255·x) (clamped), same shape and device."""
     return x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _integer_option(name: str, value: object, low: int, high: int, default: int) -> int:
-    """`value` as an int in low..high, else a UserInputError naming `name`, the range and the default."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise UserInputError(f"{name}={value!r} is invalid: expected an integer {low}..{high} (default {default})")
-    return value
 
 
 def _check_channels(name: str, x: torch.Tensor) -> None:
@@ -58,32 +52,32 @@ def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.stack(decoded).to(images.device)
 
 
-class JpegCompression:
+class JpegCompression(Transform):
     """ISS JPEG: round to uint8 levels, JPEG encode/decode at `quality`, back to float k / 255.
 
     Args:
         quality: JPEG quality 1..100 (default 10, the ISS setting).
     """
 
-    def __init__(self, quality: int = 10) -> None:
-        self.quality = _integer_option("quality", quality, 1, 100, 10)
+    PARAMETER_CONSTRAINTS = {"quality": Interval(int, 1, 100)}
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Compress float B×C×H×W `x` in [0, 1], C = 1 or 3; deterministic, `generator` is ignored."""
+    def __init__(self, quality: int = 10) -> None:
+        self._validate(quality=quality)
+        self.quality = quality
+
+    def transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Compress float B×C×H×W `x` in [0, 1], C = 1 or 3; deterministic."""
         _check_channels("JpegCompression", x)
         return jpeg_round_trip(to_uint8_levels(x), self.quality).to(x.dtype).div_(255)
 
-    def __repr__(self) -> str:
-        return f"JpegCompression(quality={self.quality})"
 
-
-class Grayscale:
+class Grayscale(Transform):
     """ISS grayscale: luma Y = 0.299·R + 0.587·G + 0.114·B replicated to 3 channels (C = 1 passes through).
 
     Y is not quantised: it is within half a uint8 level of PIL's convert("L").
     """
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         """Float B×3×H×W `x` → B×3×H×W with three equal channels; a B×1×H×W `x` is returned as is."""
         _check_channels("Grayscale", x)
         if x.shape[1] == 1:
@@ -93,11 +87,8 @@ class Grayscale:
         luma.add_(green, alpha=LUMA_WEIGHTS[1]).add_(blue, alpha=LUMA_WEIGHTS[2])
         return luma.unsqueeze(1).repeat(1, 3, 1, 1)
 
-    def __repr__(self) -> str:
-        return "Grayscale()"
 
-
-class BitDepthReduction:
+class BitDepthReduction(Transform):
     """ISS bit-depth reduction, as PIL's ``ImageOps.posterize(bits)``: keep the top `bits` bits of each level.
 
     With v = round(255·x) and s = 2^(8 - bits), the output is s·⌊v / s⌋ / 255: level ℓ = ⌊v / s⌋
@@ -108,14 +99,14 @@ class BitDepthReduction:
         bits: bits kept per channel, 1..8 (default 2; 8 is the identity on uint8 levels).
     """
 
-    def __init__(self, bits: int = 2) -> None:
-        self.bits = _integer_option("bits", bits, 1, 8, 2)
+    PARAMETER_CONSTRAINTS = {"bits": Interval(int, 1, 8)}
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reduce float B×C×H×W `x` in [0, 1]; deterministic, `generator` is ignored."""
+    def __init__(self, bits: int = 2) -> None:
+        self._validate(bits=bits)
+        self.bits = bits
+
+    def transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Reduce float B×C×H×W `x` in [0, 1]; deterministic."""
         step = 2 ** (8 - self.bits)
         levels = x.mul(255).round_().clamp_(0, 255)
         return levels.div_(step).floor_().mul_(step).div_(255)
-
-    def __repr__(self) -> str:
-        return f"BitDepthReduction(bits={self.bits})"

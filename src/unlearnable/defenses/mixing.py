@@ -15,7 +15,8 @@ from typing import Protocol
 
 import torch
 
-from unlearnable.errors import UserInputError
+from unlearnable.defenses.base import Configurable, resolve_generator
+from unlearnable.params import POSITIVE
 
 
 class Mixing(Protocol):
@@ -60,14 +61,7 @@ def sample_beta(alpha: float, count: int, generator: torch.Generator) -> torch.T
     return x / (x + y)
 
 
-def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise UserInputError(f"mix_alpha={alpha!r} is invalid: expected a number > 0 (λ ~ Beta(α, α); 1 = uniform, "
-                             "the default)")
-    return float(alpha)
-
-
-class MixUp:
+class MixUp(Configurable):
     """MixUp (Zhang et al. 2018): x' = λ·x + (1 − λ)·x[π], targets likewise, λ ~ Beta(α, α) per batch.
 
     Args:
@@ -75,19 +69,23 @@ class MixUp:
             the usual MixUp recipes use α = 0.2–1. (Not "alpha": COIN's option has that name.)
     """
 
+    PARAMETER_CONSTRAINTS = {"mix_alpha": POSITIVE}
+
     def __init__(self, mix_alpha: float = 1.0) -> None:
-        self.mix_alpha = _check_alpha(mix_alpha)
+        self._validate(mix_alpha=mix_alpha)
+        self.mix_alpha = float(mix_alpha)
 
     def __call__(self, x: torch.Tensor, targets: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mix float B×C×H×W `x` in [0, 1] and float B×K `targets`; returns new tensors, same shapes."""
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix float B×C×H×W `x` in [0, 1] and float B×K `targets`; returns new tensors, same shapes.
+
+        `generator`: on x's device, or None for torch's global generator there.
+        """
+        generator = resolve_generator(generator, x.device, type(self).__name__)
         lam = sample_beta(self.mix_alpha, 1, generator).to(x.dtype)
         partner = torch.randperm(len(x), generator=generator, device=x.device)
         mixed = lam.view(1, 1, 1, 1) * x + (1 - lam.view(1, 1, 1, 1)) * x[partner]
         return mixed, lam * targets + (1 - lam) * targets[partner]
-
-    def __repr__(self) -> str:
-        return f"MixUp(mix_alpha={self.mix_alpha})"
 
 
 def cutmix_box(height: int, width: int, lam: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -109,7 +107,7 @@ def cutmix_box(height: int, width: int, lam: torch.Tensor, generator: torch.Gene
     return in_rows[:, None] & in_cols[None, :]
 
 
-class CutMix:
+class CutMix(Configurable):
     """CutMix (Yun et al. 2019): paste one box of the partner image x[π] into every image.
 
     λ ~ Beta(α, α) sets the box size (see `cutmix_box`; one box for the whole batch), and the
@@ -119,12 +117,19 @@ class CutMix:
         mix_alpha: α > 0; default 1 (Beta(1, 1) = U(0, 1), SPEC §6 and the reference code).
     """
 
+    PARAMETER_CONSTRAINTS = {"mix_alpha": POSITIVE}
+
     def __init__(self, mix_alpha: float = 1.0) -> None:
-        self.mix_alpha = _check_alpha(mix_alpha)
+        self._validate(mix_alpha=mix_alpha)
+        self.mix_alpha = float(mix_alpha)
 
     def __call__(self, x: torch.Tensor, targets: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mix float B×C×H×W `x` in [0, 1] and float B×K `targets`; returns new tensors, same shapes."""
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix float B×C×H×W `x` in [0, 1] and float B×K `targets`; returns new tensors, same shapes.
+
+        `generator`: on x's device, or None for torch's global generator there.
+        """
+        generator = resolve_generator(generator, x.device, type(self).__name__)
         height, width = x.shape[-2:]
         lam = sample_beta(self.mix_alpha, 1, generator)
         partner = torch.randperm(len(x), generator=generator, device=x.device)
@@ -132,6 +137,3 @@ class CutMix:
         mixed = torch.where(box, x[partner], x)
         kept = 1 - box.sum().to(targets.dtype) / (height * width)
         return mixed, kept * targets + (1 - kept) * targets[partner]
-
-    def __repr__(self) -> str:
-        return f"CutMix(mix_alpha={self.mix_alpha})"

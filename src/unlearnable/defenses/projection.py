@@ -44,7 +44,9 @@ from typing import Any
 import torch
 
 from unlearnable.data.dataset import ImageDataset, to_unit_float
+from unlearnable.defenses.base import Configurable
 from unlearnable.errors import UserInputError
+from unlearnable.params import POSITIVE, POSITIVE_INT, Interval, StrOptions, validate_params
 
 STORAGES = ("offset", "global", "per-image")
 """How projected float images become uint8, see the module docstring."""
@@ -185,20 +187,17 @@ def orthogonal_projection(dataset: ImageDataset, epochs: int = 20, lr: float = 0
     return out, q, projected
 
 
+OPTION_CONSTRAINTS = {"epochs": POSITIVE_INT, "lr": POSITIVE, "batch_size": POSITIVE_INT, "storage": StrOptions(STORAGES),
+                         "clip_quantile": Interval(float, 0, 0.5, closed="left")}
+"""The options of `orthogonal_projection` and `OrthogonalProjection` (published: 20 epochs, lr 0.1, batch 1024)."""
+
+
 def _check_options(epochs: int, lr: float, batch_size: int, storage: str, clip_quantile: float) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise UserInputError(f"epochs={epochs!r} is invalid for ortho-proj: expected a whole number ≥ 1 (published: 20)")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise UserInputError(f"lr={lr!r} is invalid for ortho-proj: expected a finite number > 0 (published: 0.1)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserInputError(f"batch_size={batch_size!r} is invalid for ortho-proj: expected a whole number ≥ 1 (published: 1024)")
-    if storage not in STORAGES:
-        raise UserInputError(f"unknown ortho-proj storage {storage!r}; choose one of {', '.join(STORAGES)}")
-    if not isinstance(clip_quantile, (int, float)) or not 0 <= clip_quantile < 0.5:
-        raise UserInputError(f"clip_quantile={clip_quantile!r} is invalid: expected a number in [0, 0.5) (default {CLIP_QUANTILE})")
+    validate_params("ortho-proj", {"epochs": epochs, "lr": lr, "batch_size": batch_size, "storage": storage,
+                                   "clip_quantile": clip_quantile}, OPTION_CONSTRAINTS)
 
 
-class OrthogonalProjection:
+class OrthogonalProjection(Configurable):
     """The ``ortho-proj`` preprocessing defense: `orthogonal_projection` applied once to the whole training set.
 
     Args:
@@ -209,9 +208,11 @@ class OrthogonalProjection:
         clip_quantile: share of values at each end the global map may clip.
     """
 
+    PARAMETER_CONSTRAINTS = OPTION_CONSTRAINTS
+
     def __init__(self, epochs: int = 20, lr: float = 0.1, batch_size: int = 1024, seed: int = 0,
                  storage: str = "offset", clip_quantile: float = CLIP_QUANTILE) -> None:
-        _check_options(epochs, lr, batch_size, storage, clip_quantile)
+        self._validate(epochs=epochs, lr=lr, batch_size=batch_size, storage=storage, clip_quantile=clip_quantile)
         self.epochs, self.lr, self.batch_size, self.seed = epochs, float(lr), batch_size, seed
         self.storage, self.clip_quantile = storage, float(clip_quantile)
 
@@ -219,6 +220,3 @@ class OrthogonalProjection:
         return orthogonal_projection(dataset, self.epochs, self.lr, self.batch_size, self.seed, self.storage,
                                      self.clip_quantile)[0]
 
-    def __repr__(self) -> str:
-        return (f"OrthogonalProjection(epochs={self.epochs}, lr={self.lr}, batch_size={self.batch_size}, seed={self.seed}, "
-                f"storage={self.storage!r}, clip_quantile={self.clip_quantile})")

@@ -8,15 +8,18 @@ on every channel of an image, no channel mixing) with PyTorch ``conv2d`` semanti
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn.functional as F
 
-from unlearnable.errors import UserInputError
+from unlearnable.defenses.base import Transform
+from unlearnable.params import NONNEGATIVE, Interval, StrOptions
 
 PADDING_MODES = ("valid", "replicate", "reflect", "zeros")
 """``valid`` shrinks H×W to (H-2)×(W-2); the others pad one pixel and keep H×W."""
+
+FINITE = Interval(float)
+"""Any finite number (the kernel centre weight)."""
 
 _NEIGHBOURS = (1, 3, 5, 7)
 """Flat (row-major 3×3) positions of n1 (top), n2 (left), n3 (right), n4 (bottom); the centre is 4."""
@@ -100,28 +103,7 @@ def sharpen(x: torch.Tensor, kernels: torch.Tensor, padding: str = "valid") -> t
     return out.view(batch, channels, height - 2, width).narrow(-1, 0, width - 2)
 
 
-def _finite(name: str, value: object, expected: str) -> float:
-    """`value` as a finite float, else a UserInputError naming `name`, `value` and `expected`."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise UserInputError(f"{name}={value!r} is invalid: expected {expected}")
-    return number
-
-
-def _check_padding(padding: str) -> str:
-    if padding not in PADDING_MODES:
-        raise UserInputError(f"padding={padding!r} is invalid: expected one of {', '.join(PADDING_MODES)}")
-    return padding
-
-
-_CENTER_EXPECTED = "a finite number (kernel centre weight, default 2.5)"
-_STD_EXPECTED = "a finite number >= 0 (default 0.1)"
-
-
-class RandomSharpen:
+class RandomSharpen(Transform):
     """RSK: sharpen each image with a freshly sampled cross kernel (see `sample_sharpen_kernels`).
 
     Args:
@@ -130,25 +112,23 @@ class RandomSharpen:
         padding: one of ``PADDING_MODES``; ``valid`` (default) maps 32×32 to 30×30.
     """
 
+    PARAMETER_CONSTRAINTS = {"center": FINITE, "std": NONNEGATIVE, "padding": StrOptions(PADDING_MODES)}
+    random = True
+
     def __init__(self, center: float = 2.5, std: float = 0.1, padding: str = "valid") -> None:
-        self.center = _finite("center", center, _CENTER_EXPECTED)
-        self.std = _finite("std", std, _STD_EXPECTED)
-        if self.std < 0:
-            raise UserInputError(f"std={std!r} is invalid: expected {_STD_EXPECTED}")
-        self.padding = _check_padding(padding)
+        self._validate(center=center, std=std, padding=padding)
+        self.center, self.std, self.padding = float(center), float(std), padding
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sharpen float B×C×H×W `x` in [0, 1]; `generator` (on x's device) is required."""
-        if generator is None:
-            raise ValueError("RandomSharpen needs an explicit torch.Generator on the batch's device")
-        kernels = sample_sharpen_kernels(x.shape[0], self.center, self.std, generator=generator, dtype=x.dtype)
-        return sharpen(x, kernels, self.padding)
+    def make_params(self, x: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """One kernel per image: {"kernels": (B, 3, 3)} in x's dtype, on the generator's device."""
+        assert generator is not None
+        return {"kernels": sample_sharpen_kernels(x.shape[0], self.center, self.std, generator=generator, dtype=x.dtype)}
 
-    def __repr__(self) -> str:
-        return f"RandomSharpen(center={self.center}, std={self.std}, padding={self.padding!r})"
+    def transform(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sharpen(x, params["kernels"], self.padding)
 
 
-class StaticSharpen:
+class StaticSharpen(Transform):
     """SSK: sharpen every image with the fixed kernel `static_sharpen_kernel(center)`.
 
     Args:
@@ -156,14 +136,13 @@ class StaticSharpen:
         padding: one of ``PADDING_MODES``; ``valid`` (default) maps 32×32 to 30×30.
     """
 
-    def __init__(self, center: float = 2.5, padding: str = "valid") -> None:
-        self.center = _finite("center", center, _CENTER_EXPECTED)
-        self.padding = _check_padding(padding)
+    PARAMETER_CONSTRAINTS = {"center": FINITE, "padding": StrOptions(PADDING_MODES)}
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sharpen float B×C×H×W `x` in [0, 1]; deterministic, `generator` is ignored."""
+    def __init__(self, center: float = 2.5, padding: str = "valid") -> None:
+        self._validate(center=center, padding=padding)
+        self.center, self.padding = float(center), padding
+
+    def transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Deterministic: the same kernel for every image."""
         kernel = static_sharpen_kernel(self.center, device=x.device, dtype=x.dtype)
         return sharpen(x, kernel, self.padding)
-
-    def __repr__(self) -> str:
-        return f"StaticSharpen(center={self.center}, padding={self.padding!r})"

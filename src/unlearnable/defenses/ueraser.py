@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnable.defenses.adversarial import Normalize, eval_mode, full_precision
-from unlearnable.errors import UserInputError
+from unlearnable.defenses.base import Configurable, resolve_generator
+from unlearnable.params import POSITIVE_INT
 
 APPLY_PROBABILITY = 0.5
 """Probability of each of plasma brightness, plasma contrast and channel shuffle."""
@@ -231,16 +232,17 @@ def draw_losses(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, normal
     return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
-class UEraserMax:
+class UEraserMax(Configurable):
     """The "ueraser" step hook: UEraser-Max (see the module docstring).
 
     Args:
         draws: K ≥ 1 augmented draws per image (default 5, the paper's).
     """
 
+    PARAMETER_CONSTRAINTS = {"draws": POSITIVE_INT}
+
     def __init__(self, draws: int = 5) -> None:
-        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-            raise UserInputError(f"draws={draws!r} is invalid: expected an integer >= 1 (default 5)")
+        self._validate(draws=draws)
         self.draws = draws
 
     def __call__(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None,
@@ -249,15 +251,11 @@ class UEraserMax:
 
         `targets` are int64 labels (B,) or float B×K probabilities (after a mixing defense).
         """
-        if generator is None:
-            raise ValueError("UEraserMax needs an explicit torch.Generator on the batch's device")
+        generator = resolve_generator(generator, x.device, type(self).__name__)
         batch = len(x)
         with full_precision(x):  # the augmentations in float32 even inside a caller's bf16 autocast
             candidates = ueraser_augment(x.detach().repeat(self.draws, 1, 1, 1), generator)
         losses = draw_losses(model, candidates, targets.repeat(self.draws, *[1] * (targets.dim() - 1)), normalize)
         worst = losses.view(self.draws, batch).argmax(0)
         return candidates.reshape(self.draws, batch, *x.shape[1:])[worst, torch.arange(batch, device=x.device)]
-
-    def __repr__(self) -> str:
-        return f"UEraserMax(draws={self.draws})"
 
