@@ -1,8 +1,10 @@
 """Deconvolution defense against class-wise blur poisons (CUDA, grayscale CUDA, VUDA, HUDA).
 
 The trainer knows the labels, so it can estimate each class's blur kernel s_c from the poisoned
-training set alone and invert it once, before training (a preprocessing defense, ``PREPROCESSING``
-in ``unlearnable.defenses``).
+training set alone and invert it once, before training (the preprocessing defenses "deconv" and
+"deconv-spectrum"). `Deconvolver` is the estimator (scikit-learn style): ``fit`` estimates the
+kernels, ``transform`` deconvolves a set with them, ``state_dict`` / ``from_state_dict`` keep and
+replay the fitted state (the meta ``deconv`` record of results.json).
 
 Two blind estimators, per class, with no clean data and no key:
 

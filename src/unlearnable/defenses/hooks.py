@@ -4,7 +4,8 @@ A step hook replaces each training batch by one computed with the current model,
 augmentation (and mixing) and the update: ``hook(model, x, targets, generator, normalize) -> x``,
 with `x` a float B×C×H×W batch in [0, 1], `targets` int64 labels (B,) or float B×K probabilities
 (after a mixing defense), `normalize` the model's input normalisation, and the result a detached
-float batch shaped like `x`. Random hooks draw only from `generator` (on the batch's device).
+float batch shaped like `x`. Random hooks draw only from `generator` (on the batch's device; None:
+torch's global generator there, see `unlearnable.defenses.base.resolve_generator`).
 The hooks here: "at-linf", "at-l2" (PGD, `AdversarialTraining`), "dat" (`DeconvolutionAT`) and
 "ueraser" (`UEraserMax`).
 

@@ -5,7 +5,8 @@ in [0, 1], `targets` float B×K class probabilities (one-hot rows for plain labe
 is mixed with a partner from one random permutation of the batch, and its targets with the
 partner's in the same proportion, so every row still sums to 1. The trainer applies it after
 crop/flip and trains with cross-entropy on the soft targets. Per batch one λ, one permutation
-(and for CutMix one box) are drawn from `generator`, which must live on the batch's device.
+(and for CutMix one box) are drawn from `generator`, which must live on the batch's device (None:
+torch's global generator there).
 """
 
 from __future__ import annotations
