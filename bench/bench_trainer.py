@@ -27,7 +27,9 @@ import torch
 from torch import nn
 
 from unlearnable.data import ImageDataset
-from unlearnable.training.trainer import TrainConfig, Trainer, resolve_config, resolve_recipe
+from unlearnable.training.config import TrainConfig, resolve_config
+from unlearnable.training.recipes import resolve_recipe
+from unlearnable.training.trainer import Trainer
 
 
 def stand_in_cnn(num_classes: int) -> nn.Module:

@@ -15,11 +15,13 @@ from unlearnable.app.cli import main
 from unlearnable.data import load_saved
 from unlearnable.defenses import training_defense
 from unlearnable.errors import UserInputError
-from unlearnable.app.experiments import Protocol
+from unlearnable.app.experiments import TrainingProtocol, check_protocol
+from unlearnable.defenses.adversarial import AdversarialTraining
+from unlearnable.defenses.chain import Identity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = Protocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8})
+TINY = TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8})
 
 
 def test_verdict_rules():
@@ -70,9 +72,25 @@ def test_fewer_images_than_a_batch_is_a_user_error():
 
 @pytest.mark.parametrize("budget", sorted(BUDGETS))
 def test_every_battery_entry_builds(budget):
-    for settings in BUDGETS[budget].defenses.values():
-        training_defense(settings["defense"], **settings["defense_options"])
-    assert BUDGETS[budget].defenses["deconv"]["defense"] == "deconv"  # the strongest defense is in every battery
+    """Every entry is a valid training run of the budget's protocol, and does something: only "none"
+    leaves the batches alone; the budget's own settings (AT steps, UEraser draws, ortho-proj epochs) arrive."""
+    plan = BUDGETS[budget]
+    check_protocol(plan.protocol, plan.defenses.values())  # what a training run would refuse, refused here
+    built = {name: training_defense(s["defense"], **s["defense_options"]) for name, s in plan.defenses.items()}
+    for name, defense in built.items():
+        parts = (defense.mix, defense.hook, defense.preprocess)
+        untouched = all(p is None for p in parts) and all(isinstance(t, Identity)
+                                                          for t in (defense.before_crop, defense.after_crop))
+        assert untouched == (name == "none"), name
+    at = built["at-linf"].hook
+    assert isinstance(at, AdversarialTraining) and at.norm == "linf" and at.eps == pytest.approx(4 / 255)
+    assert at.steps == {"quick": 2, "full": 10}[budget]
+    assert built["ortho-proj"].preprocess.epochs == {"quick": 200, "full": 20}[budget]
+    if budget == "quick":
+        assert built["ueraser-lite"].hook.draws == 1
+    else:
+        assert built["at-linf-8"].hook.eps == pytest.approx(8 / 255) and built["at-l2"].hook.norm == "l2"
+    assert plan.defenses["deconv"]["defense"] == "deconv"  # the strongest defense is in every battery
     assert budget in WORKING_SIZE
 
 
@@ -125,7 +143,7 @@ def test_audit_of_a_mixed_size_collection(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kwargs, needle", [
     ({"budget": "huge"}, "--budget 'huge' is unknown"), ({"seed": -1}, "seed"), ({"device": "tpu"}, "device"),
-    ({"image_size": 2}, "--image-size"), ({"protocol": Protocol(model="nope")}, "unknown model 'nope'"),
+    ({"image_size": 2}, "--image-size"), ({"protocol": TrainingProtocol(model="nope")}, "unknown model 'nope'"),
     ({"defense": "sharpen"}, "unknown defense"),
 ])
 def test_bad_arguments_fail_before_any_copy(tiny_folder, tmp_path, monkeypatch, kwargs, needle):

@@ -14,7 +14,9 @@ import torch
 from unlearnable.data import ImageDataset, save_dataset
 from unlearnable.distributed import World, shard_range
 from unlearnable.errors import UserInputError
-from unlearnable.training.trainer import TrainConfig, Trainer, resolve_config, resolve_recipe, shard_indices
+from unlearnable.training.config import TrainConfig, resolve_config
+from unlearnable.training.recipes import resolve_recipe
+from unlearnable.training.trainer import Trainer, shard_indices
 
 EPOCHS = 4
 GLOBAL_BATCH = 64
@@ -80,6 +82,7 @@ def test_shards_partition_the_data() -> None:
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.slow
 def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path: Path, data_dir: Path) -> None:
     """2 gloo processes: the run finishes, a run killed after its first checkpoint resumes to the same
     bytes (streaming its shards instead of copying them), and the final accuracy is within TOLERANCE of
@@ -139,7 +142,9 @@ import sys, torch
 from torch import nn
 from unlearnable import distributed
 from unlearnable.data import ImageDataset
-from unlearnable.training.trainer import TrainConfig, Trainer, resolve_config, resolve_recipe
+from unlearnable.training.config import TrainConfig, resolve_config
+from unlearnable.training.recipes import resolve_recipe
+from unlearnable.training.trainer import Trainer
 
 world = distributed.init()
 torch.manual_seed(0)
@@ -159,6 +164,7 @@ distributed.finish()
 """
 
 
+@pytest.mark.slow
 def test_a_ddp_step_is_the_global_batch_step(tmp_path: Path) -> None:
     """Without BatchNorm, 2 processes on 4 images each take exactly the step of 1 process on all 8."""
     driver = tmp_path / "step.py"

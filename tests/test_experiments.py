@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,10 @@ from conftest import SHARED_CIFAR
 from unlearnable.app.cli import main
 from unlearnable.data import load_saved
 from unlearnable.errors import UserInputError
-from unlearnable.app.experiments import CONDITIONS, Protocol, run_table1, summarize
+from unlearnable.app.experiments import TABLE1_CONDITIONS, TrainingProtocol, run_table1, summarize
 
-TINY = Protocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
-                at={"norm": "linf", "eps": 4 / 255, "steps": 1})
+TINY = TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
+                        at={"eps": 4 / 255, "steps": 1})
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,15 +32,16 @@ def exit_code(argv: list[str]) -> int:
         return int(e.code)
 
 
-def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, capsys):
+def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, caplog):
     out = tmp_path / "t1"
     runs = run_table1(str(tiny_folder), out, TINY, progress=False)
-    assert [r.name for r in runs] == list(CONDITIONS)
+    assert [r.name for r in runs] == list(TABLE1_CONDITIONS)
     for run in runs:
         results = json.loads((run / "results.json").read_text())
         assert results["status"] == "complete" and len(results["epochs"]) == 1
     at = json.loads((out / "runs" / "cuda+at" / "results.json").read_text())
-    assert at["config"]["adversarial"]["steps"] == 1
+    assert at["config"]["defense"] == "at-linf" and at["config"]["defense_options"]["steps"] == 1
+    assert "adversarial" not in at["config"]
     assert json.loads((out / "runs" / "cuda+rsk+ff" / "results.json").read_text())["config"]["defense"] == "rsk+ff"
     # The protected set carries the published key and points back at the clean set saved beside it.
     protected = load_saved(out / "data" / "cuda")
@@ -49,9 +51,11 @@ def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, capsys):
     assert torch.equal(protected.labels, clean.labels) and not torch.equal(protected.images, clean.images)
     assert len(summarize(runs)) == 6
     # A second call finds every run finished and trains nothing.
-    capsys.readouterr()
-    run_table1(str(tiny_folder), out, TINY, progress=False)
-    assert capsys.readouterr().out.count("skipped") == 4
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unlearnable.app.experiments"):
+        run_table1(str(tiny_folder), out, TINY, progress=False, command="unlearnable demo --data x")
+    assert [r.getMessage() for r in caplog.records].count("cuda+at: finished earlier, skipped") == 1
+    assert sum("skipped" in r.getMessage() for r in caplog.records) == 4
     # A finished run trained with other settings is never passed off as this protocol's.
     other = dataclasses.replace(TINY, overrides={**TINY.overrides, "epochs": 2})
     with pytest.raises(UserInputError, match="recipe.epochs 1 → 2"):
@@ -59,7 +63,7 @@ def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, capsys):
 
 
 def test_subset_keeps_the_published_poison_selection(tiny_folder, tmp_path):
-    protocol = Protocol(model="small", recipe="quick", train_per_class=3)
+    protocol = TrainingProtocol(model="small", recipe="quick", train_per_class=3)
     from unlearnable.app.experiments import prepare_data
     from unlearnable.attacks import cuda_key
     protected = load_saved(prepare_data(str(tiny_folder), tmp_path, protocol)["cuda"])
@@ -100,7 +104,7 @@ def test_demo_shows_the_effect(tmp_path):
     """The README's main job: CUDA ≥ 25 points below clean, RSK+FF wins back at least half (≈ 10 min)."""
     assert main(["demo", "--data", str(SHARED_CIFAR), "--out", str(tmp_path / "demo")]) == 0
     acc = {c: json.loads((tmp_path / "demo" / "runs" / c / "results.json").read_text())["final"]["test_acc_last"]
-           for c in CONDITIONS}
+           for c in TABLE1_CONDITIONS}
     assert acc["clean"] - acc["cuda"] >= 25
     assert acc["cuda+rsk+ff"] - acc["cuda"] >= (acc["clean"] - acc["cuda"]) / 2
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
@@ -123,8 +127,8 @@ def test_grid_trains_every_pair_and_tabulates(tiny_folder, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    ({"protocol": Protocol(model="nope")}, "unknown model 'nope'"), ({"seed": -1}, "seed"),
-    ({"device": "tpu"}, "device"), ({"protocol": Protocol(recipe="nope")}, "unknown recipe"),
+    ({"protocol": TrainingProtocol(model="nope")}, "unknown model 'nope'"), ({"seed": -1}, "seed"),
+    ({"device": "tpu"}, "device"), ({"protocol": TrainingProtocol(recipe="nope")}, "unknown recipe"),
     ({"conditions": ("clean", "blur")}, "unknown condition 'blur'"),
 ])
 def test_table1_checks_every_argument_before_writing(tiny_folder, tmp_path, kwargs, needle):

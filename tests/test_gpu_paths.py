@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-import unlearnable.training.trainer as train_module
 from conftest import crash_after_first_checkpoint
 from test_train import blobs, quick_config, tiny_net
 from unlearnable import distributed
@@ -20,7 +19,9 @@ from unlearnable.defenses.adversarial import AdversarialTraining, eval_mode
 from unlearnable.defenses.hooks import AutocastModel
 from unlearnable.distributed import World
 from unlearnable.errors import UserInputError
-from unlearnable.training.trainer import Trainer, resolve_config, resolve_recipe, train
+from unlearnable.training.config import resolve_config
+from unlearnable.training.recipes import resolve_recipe
+from unlearnable.training.trainer import Trainer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -33,7 +33,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_table1_protocol_on_the_store(store: Path, tmp_path: Path) -> None:
-    protocol = dataclasses.replace(IMAGENET100, model="small", at={"norm": "linf", "eps": 4 / 255, "steps": 1},
+    protocol = dataclasses.replace(IMAGENET100, model="small", at={"eps": 4 / 255, "steps": 1},
                                    overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8})
     runs = run_table1("imagenet100", tmp_path, protocol, data_root=str(store), device="cpu", progress=False)
     assert [run.name for run in runs] == ["clean", "cuda", "cuda+at", "cuda+rsk+ff"]
@@ -48,7 +48,8 @@ def test_table1_protocol_on_the_store(store: Path, tmp_path: Path) -> None:
     assert results["clean"]["train_data"]["num_images"] == len(clean)
     assert results["cuda"]["train_data"]["classes"] == results["cuda"]["test_data"]["classes"] == WNIDS
     assert results["cuda+rsk+ff"]["config"]["defense_options"] == {"imagenet_variant": True}
-    assert results["cuda+at"]["config"]["adversarial"]["steps"] == 1
+    assert results["cuda+at"]["config"]["defense"] == "at-linf"
+    assert results["cuda+at"]["config"]["defense_options"]["steps"] == 1
     assert results["clean"]["normalization"]["stats"] == "imagenet"
 
 

@@ -23,9 +23,12 @@ from unlearnable.data import ImageDataset
 from unlearnable.defenses import TrainingDefense
 from unlearnable.errors import UserInputError
 from unlearnable.training.loaders import DeviceLoader, StreamLoader, make_loader
-from unlearnable.training.trainer import (CIFAR10_CLASSES, RECIPES, Recipe, TrainConfig, Trainer, config_to_dict, lr_factor,
-                               normalization_stats, random_crop, random_flip, random_resized_crop, random_rotation,
-                               resized_crop_boxes, resolve_augment, resolve_config, resolve_recipe, train)
+from unlearnable.training.augment import (CIFAR10_CLASSES, normalization_stats, random_crop, random_flip,
+                                          random_resized_crop, random_rotation, resized_crop_boxes, resolve_augment)
+from unlearnable.training.config import TrainConfig, config_to_dict, resolve_config
+from unlearnable.training.recipes import RECIPES, Recipe, lr_factor, resolve_recipe
+from unlearnable.training.results import RunResults
+from unlearnable.training.trainer import Trainer, train
 
 COLOURS = torch.tensor([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40]], dtype=torch.float32)
 
@@ -296,6 +299,8 @@ def test_end_to_end_run_writes_results(tmp_path: Path, data) -> None:
     assert written["train_data"]["source"]["spec"] == "blobs-0" and written["train_data"]["attack"] is None
     assert written["train_data"]["num_images"] == 256 and written["test_data"]["num_images"] == 96
     assert written["config"] == config_to_dict(config)
+    assert written["command"] is None and list(written)[:2] == ["name", "command"]
+    assert RunResults.read(tmp_path / "run" / "results.json").to_dict() == written  # the one schema, round trip
     assert written["config"]["recipe"]["batch_size"] == 32 and written["config"]["amp"] is False
     assert [record["epoch"] for record in written["epochs"]] == [1, 2]
     for record in written["epochs"]:
@@ -386,16 +391,59 @@ def test_finished_run_needs_resume(tmp_path: Path, data) -> None:
         train(dataclasses.replace(config, seed=1), *data, model=tiny_net(), resume=True, progress=False)
 
 
+def test_results_record_the_command(tmp_path: Path, data) -> None:
+    command = "unlearnable train --train blobs --out run"
+    config = quick_config(tmp_path / "run", recipe=resolve_recipe("quick", epochs=1, batch_size=64))
+    results = train(config, *data, model=tiny_net(), progress=False, command=command)
+    read = RunResults.read(tmp_path / "run" / "results.json")
+    assert results["command"] == read.command == command and read.complete and read.last_test_acc > 0
+    assert read.world_size == 1 and read.pipeline == {"augment": "crop", "data_placement": "device"}
+    # a resumed run keeps the command that started it
+    again = train(config, *data, model=tiny_net(), resume=True, progress=False, command=command + " --resume")
+    assert again["command"] == command
+
+
+def test_results_json_of_the_previous_format_loads(tmp_path: Path) -> None:
+    """A results.json written before `command` existed, with the `adversarial` option in its config."""
+    from unlearnable.training.results import legacy_adversarial_chain
+
+    old = {"name": "cuda+at", "config": {"defense": "none", "defense_options": {}, "seed": 0,
+                                         "adversarial": {"norm": "linf", "eps": 4 / 255, "steps": 10,
+                                                         "alpha": 1.5 * (4 / 255) / 10, "random_start": True}},
+           "epochs": [{"epoch": 1, "test_acc": 40.0}], "final": {"test_acc_last": 40.0}, "status": "complete",
+           "note": "n", "world_size": 1, "something_newer": [1, 2]}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    read = RunResults.read(tmp_path / "results.json")
+    assert read.command is None and read.name == "cuda+at" and read.complete and read.last_test_acc == 40.0
+    assert read.to_dict()["something_newer"] == [1, 2] and read.config["adversarial"]["steps"] == 10
+    chain = legacy_adversarial_chain(read.config)
+    assert chain["defense"] == "at-linf" and chain["defense_options"] == {"eps": 4 / 255, "steps": 10}
+    assert "adversarial" not in chain
+    assert legacy_adversarial_chain({"defense": "rsk+ff", "adversarial": {"norm": "l2", "eps": 0.5, "steps": 5}})[
+        "defense"] == "rsk+ff+at-l2"
+    assert "adversarial" not in legacy_adversarial_chain({"defense": "none", "adversarial": None})
+    unusual = {"defense": "none", "adversarial": {"norm": "linf", "eps": 0.1, "steps": 2, "alpha": 0.5}}
+    assert legacy_adversarial_chain(unusual) == unusual  # a step size the chain cannot express
+    assert RunResults.from_dict({"epochs": "junk", "final": None}).epochs == []
+    (tmp_path / "results.json").write_text("[1]")
+    with pytest.raises(UserInputError, match="not a JSON object"):
+        RunResults.read(tmp_path / "results.json")
+    assert RunResults.read(tmp_path / "missing.json") is None
+
+
 def test_config_validation(tmp_path: Path) -> None:
     for changes, message in [({"device": "tpu"}, "device"), ({"defense": "blur"}, "unknown defense"),
-                             ({"adversarial": {"norm": "l1"}}, "norm"), ({"adversarial": {"epsilon": 1}}, "epsilon"),
+                             ({"defense": "at-linf", "defense_options": {"epsilon": 1}}, "epsilon"),
+                             ({"defense": "at-l2", "defense_options": {"steps": 0}}, "steps"),
                              ({"normalization": "imagenet21k"}, "normalization"), ({"amp": "yes"}, "amp"),
                              ({"augment": "rrc"}, "augment"), ({"data_placement": "gpu"}, "data_placement"),
                              ({"sync_batchnorm": True}, "CUDA")]:
         with pytest.raises(UserInputError, match=message):
             resolve_config(quick_config(tmp_path, **changes))
-    resolved = config_to_dict(quick_config(tmp_path, adversarial={"norm": "l2", "eps": 0.5, "steps": 5}))
-    assert resolved["adversarial"] == {"norm": "l2", "eps": 0.5, "steps": 5, "alpha": 0.25, "random_start": True}
+    with pytest.raises(TypeError, match="adversarial"):  # adversarial training is the chain's at-linf / at-l2
+        TrainConfig(out=str(tmp_path), adversarial={"norm": "linf"})  # type: ignore[call-arg]
+    resolved = config_to_dict(quick_config(tmp_path, defense="at-l2", defense_options={"eps": 0.5, "steps": 5}))
+    assert "adversarial" not in resolved and resolved["defense_options"] == {"eps": 0.5, "steps": 5}
     assert resolved["device"] == "cpu" and resolved["channels_last"] is True and resolved["amp"] is False and resolved["name"] == tmp_path.name
 
 

@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import unlearnable.training.trainer as train_module
 from conftest import crash_after_first_checkpoint
 from test_train import blobs, quick_config, tiny_net
 from unlearnable.data import ImageDataset
 from unlearnable.errors import UserInputError
-from unlearnable.training.trainer import (CHECKPOINT, RESULTS, TrainConfig, data_fingerprint, interrupted_message, resolve_config,
-                               resolve_recipe, train)
+from unlearnable.training.checkpoint import save_checkpoint
+from unlearnable.training.config import TrainConfig, resolve_config
+from unlearnable.training.recipes import resolve_recipe
+from unlearnable.training.results import CHECKPOINT, RESULTS, RunResults, data_fingerprint
+from unlearnable.training.run_dir import interrupted_message
+from unlearnable.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,16 +36,16 @@ def config(out: Path, **changes) -> TrainConfig:
 
 def interrupted(out: Path, data, monkeypatch: pytest.MonkeyPatch, **changes) -> None:
     """A run in `out` stopped by Ctrl-C after its first epoch (checkpoint.pt and results.json written)."""
-    real_write = train_module.write_json
+    real_write = RunResults.write
 
-    def write_then_stop(path: Path, value) -> None:
-        real_write(path, value)
+    def write_then_stop(results: RunResults, path: Path) -> None:
+        real_write(results, path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "write_json", write_then_stop)
+    monkeypatch.setattr(RunResults, "write", write_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train(config(out, **changes), *data, model=tiny_net(), progress=False)
-    monkeypatch.setattr(train_module, "write_json", real_write)
+    monkeypatch.setattr(RunResults, "write", real_write)
 
 
 def error(call) -> str:
@@ -139,7 +142,7 @@ def test_resume_on_another_device_type_is_refused(tmp_path: Path, data, monkeypa
     interrupted(out, data, monkeypatch)
     state = torch.load(out / CHECKPOINT, weights_only=True)
     state["run"]["config"]["device"] = "cuda:0"  # as if it had been started on a GPU
-    train_module.save_checkpoint(out / CHECKPOINT, state)
+    save_checkpoint(out / CHECKPOINT, state)
     message = error(lambda: train(config(out), *data, model=tiny_net(), resume=True, progress=False))
     assert "device type cuda → cpu" in message
 
@@ -150,7 +153,7 @@ def test_checks_fall_back_to_results_json_for_older_checkpoints(tmp_path: Path, 
     interrupted(out, data, monkeypatch)
     state = torch.load(out / CHECKPOINT, weights_only=True)
     del state["run"]
-    train_module.save_checkpoint(out / CHECKPOINT, state)
+    save_checkpoint(out / CHECKPOINT, state)
     assert "seed 0 → 1" in error(lambda: train(config(out, seed=1), *data, model=tiny_net(), resume=True,
                                                progress=False))
     assert train(config(out), *data, model=tiny_net(), resume=True, progress=False)["status"] == "complete"
@@ -255,6 +258,23 @@ def test_other_config_values_are_checked_uniformly(tmp_path: Path) -> None:
                               ({"recipe": 3}, "recipe must be a Recipe or one of paper, cuda-paper, quick (got 3)"),
                               ({"amp": "yes"}, "amp must be true, false or 'auto' (got 'yes')"),
                               ({"augment": "rrc"}, "augment must be one of auto, crop, resized-crop (got 'rrc')"),
-                              ({"defense_options": [1]}, "defense_options must be a dict"),
-                              ({"adversarial": "linf"}, "adversarial must be None or a dict")]:
+                              ({"defense_options": [1]}, "defense_options must be a dict")]:
         assert error(lambda: resolve_config(dataclasses.replace(config(tmp_path), **changes))).startswith(expected)
+
+
+def test_a_checkpoint_with_the_adversarial_option_resumes_as_the_chain(tmp_path: Path, data,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started with the former `adversarial` option continues as the same PGD hook in the chain."""
+    chain = {"defense": "at-linf", "defense_options": {"eps": 4 / 255, "steps": 1}}
+    out = tmp_path / "run"
+    interrupted(out, data, monkeypatch, **chain)
+    state = torch.load(out / CHECKPOINT, weights_only=True)
+    recorded = state["run"]["config"]
+    recorded.update(defense="none", defense_options={}, adversarial={"norm": "linf", "eps": 4 / 255, "steps": 1,
+                                                                     "alpha": 1.5 * (4 / 255), "random_start": True})
+    save_checkpoint(out / CHECKPOINT, state)
+    assert "defense_options.steps 1 → 2" in error(lambda: train(
+        config(out, defense="at-linf", defense_options={"eps": 4 / 255, "steps": 2}), *data, model=tiny_net(),
+        resume=True, progress=False))
+    results = train(config(out, **chain), *data, model=tiny_net(), resume=True, progress=False)
+    assert results["status"] == "complete" and results["config"]["defense"] == "at-linf"

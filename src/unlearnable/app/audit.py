@@ -42,10 +42,17 @@ from typing import Any
 
 import torch
 
+from unlearnable.app.experiments import (
+    TrainingProtocol,
+    check_protocol,
+    check_writable,
+    grid_table,
+    last_accuracy,
+    run_grid,
+)
 from unlearnable.data import ImageDataset, check_labels, load_dataset, load_saved, save_dataset, stratified_subset
 from unlearnable.data.imagefolder import check_image_size
 from unlearnable.errors import MissingSplitError, UserInputError
-from unlearnable.app.experiments import Protocol, check_protocol, check_writable, grid_table, last_accuracy, run_grid
 from unlearnable.io import atomic_directory, write_json
 
 MIN_EFFECT = 10.0
@@ -68,7 +75,7 @@ WORKING_SIZE: dict[str, int | None] = {"quick": 32, "full": None}
 class Budget:
     """A protocol (model, recipe, subset) and the battery of defenses it trains against."""
 
-    protocol: Protocol
+    protocol: TrainingProtocol
     defenses: dict[str, dict[str, Any]]
 
 
@@ -82,7 +89,7 @@ BUDGETS = {
     # UEraser-Max (5 draws) and DAT, which do not learn in 8 epochs even on clean data (11.1% and
     # 14.3% clean test accuracy).
     "quick": Budget(
-        Protocol(model="small", recipe="quick", overrides={"epochs": 8}, train_per_class=500, test_per_class=200),
+        TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 8}, train_per_class=500, test_per_class=200),
         {"none": _defense("none"), "rsk+ff": _defense("rsk+ff"), "at-linf": _defense("at-linf", steps=2),
          "coin": _defense("coin"), "jpeg": _defense("jpeg"), "gray": _defense("gray"), "bdr": _defense("bdr"),
          "cutout": _defense("cutout"), "mixup": _defense("mixup"), "cutmix": _defense("cutmix"),
@@ -93,7 +100,7 @@ BUDGETS = {
          # 200 epochs restore the published step count (50.50% clean, 54.60% on OPS).
          "ortho-proj": _defense("ortho-proj", epochs=200)}),
     "full": Budget(
-        Protocol(model="resnet18", recipe="paper"),
+        TrainingProtocol(model="resnet18", recipe="paper"),
         {"none": _defense("none"), "rsk+ff": _defense("rsk+ff"), "at-linf": _defense("at-linf"),
          "at-linf-8": _defense("at-linf", eps=8 / 255), "at-l2": _defense("at-l2"), "dat": _defense("dat"),
          "coin": _defense("coin"), "jpeg": _defense("jpeg"), "gray": _defense("gray"), "bdr": _defense("bdr"),
@@ -218,11 +225,12 @@ def check_audit_args(budget: str, seed: int, device: str | None, image_size: int
 
 def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | None = None, test: str | None = None,
               data_root: str | None = None, seed: int = 0, device: str | None = None,
-              progress: bool = True, image_size: int | None = None) -> tuple[str, list[str]]:
+              progress: bool = True, image_size: int | None = None, command: str | None = None) -> tuple[str, list[str]]:
     """Train the budget's battery on `data` and the clean reference; write OUT/audit.json.
 
     Args:
         image_size: the working side S (images stretched to S×S); None: the budget's WORKING_SIZE.
+        command: the command line that started the audit, recorded in every run's results.json.
 
     Returns:
         (verdict line, ending with the setting it was reached at; Markdown table lines of every run).
@@ -251,12 +259,13 @@ def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | No
     if size is not None and saved.shape[1:] != (size, size):
         raise UserInputError(f"{out} holds the data copies of an earlier audit at {saved.shape[1]}×{saved.shape[2]}, "
                              f"not {size}×{size}; choose another --out")
-    from unlearnable.training.trainer import resolve_recipe
+    from unlearnable.training.recipes import resolve_recipe
 
     protocol = fitted_protocol(plan.protocol, len(saved))
     recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
-    runs = run_grid({"clean": dirs["clean"]}, {"none": plan.defenses["none"]}, out, protocol, seed, device, progress)
-    runs |= run_grid({"protected": dirs["protected"]}, plan.defenses, out, protocol, seed, device, progress)
+    runs = run_grid({"clean": dirs["clean"]}, {"none": plan.defenses["none"]}, out, protocol, seed, device, progress,
+                    command)
+    runs |= run_grid({"protected": dirs["protected"]}, plan.defenses, out, protocol, seed, device, progress, command)
     results = {row: last_accuracy(path) for (column, row), path in runs.items() if column == "protected"}
     clean_acc = last_accuracy(runs["clean", "none"])
     chance = chance_accuracy(test_labels, saved.num_classes)
@@ -272,10 +281,10 @@ def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | No
     return f"{line} [{setup}]", grid_table(runs)
 
 
-def fitted_protocol(protocol: Protocol, train_images: int) -> Protocol:
+def fitted_protocol(protocol: TrainingProtocol, train_images: int) -> TrainingProtocol:
     """`protocol` with the training batch fitted to `train_images` (`fit_batch_size`) and, for a subset
     protocol (the quick budget), the epochs that `fit_epochs` gives."""
-    from unlearnable.training.trainer import resolve_recipe
+    from unlearnable.training.recipes import resolve_recipe
 
     recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
     overrides = dict(protocol.overrides)

@@ -2,7 +2,7 @@
 
     clean          train on the clean training set
     cuda           train on the CUDA-protected set, no defense
-    cuda+at        the same with PGD adversarial training (L∞ 4/255)
+    cuda+at        the same with PGD adversarial training (the defense chain "at-linf": L∞ 4/255)
     cuda+rsk+ff    the same with random sharpening + DCT low-pass filtering
 
 The protected set is made once (CUDA with the paper's parameters: k = 3, p_b = 0.3, seed 0 on the
@@ -13,39 +13,44 @@ skipped and interrupted ones resumed, so re-running the command continues where 
 
 from __future__ import annotations
 
-import json
+import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from unlearnable import distributed
+from unlearnable.app.poison import poison_to_directory
+from unlearnable.attacks.apply import poison_dataset
 from unlearnable.data import ImageDataset, is_saved_dataset, load_dataset, load_saved, save_dataset, stratified_subset
 from unlearnable.data.imagenet import store_path
 from unlearnable.data.saved import saved_source, with_saved_source
 from unlearnable.errors import UserInputError
 from unlearnable.io import atomic_directory, contains, shared_atomic_directory
-from unlearnable.app.poison import poison_to_directory
-from unlearnable.attacks.apply import poison_dataset
+from unlearnable.training.results import RESULTS, RunResults
+
+logger = logging.getLogger(__name__)
 
 CUDA_PAPER = {"kernel_size": 3, "blur_parameter": 0.3, "seed": 0}
 CUDA_PAPER_IMAGENET = {"kernel_size": 9, "blur_parameter": 0.06, "seed": 0}
 """CUDA's parameters for ImageNet-100 at 224×224 (SPEC §1)."""
-CONDITIONS = ("clean", "cuda", "cuda+at", "cuda+rsk+ff")
+TABLE1_CONDITIONS = ("clean", "cuda", "cuda+at", "cuda+rsk+ff")
+"""The names of the four Table-1 runs, in the order `run_table1` trains them (the report labels them)."""
 
 
 @dataclass
-class Protocol:
+class TrainingProtocol:
     """What to train: the model, the recipe (with overrides) and the data budget.
 
     Attributes:
         model: a name from unlearnable.models.
-        recipe: a name from unlearnable.training.trainer.RECIPES.
+        recipe: a name from unlearnable.training.RECIPES.
         overrides: recipe fields to change (e.g. {"epochs": 10}).
         train_per_class / test_per_class: stratified subset sizes (None = everything).
-        at: the adversarial-training condition's attack (SPEC §5).
+        at: options (eps, steps) of the cuda+at condition's "at-linf" defense (SPEC §5).
         rotate: RandomRotation(15°) in the pipeline (the CIFAR-100 recipe).
         cuda: the CUDA poison's parameters.
         rsk_ff: options of the rsk+ff condition's defense (e.g. FF's ImageNet variant).
@@ -56,7 +61,7 @@ class Protocol:
     overrides: dict[str, Any] = field(default_factory=dict)
     train_per_class: int | None = None
     test_per_class: int | None = None
-    at: dict[str, Any] = field(default_factory=lambda: {"norm": "linf", "eps": 4 / 255, "steps": 10})
+    at: dict[str, Any] = field(default_factory=lambda: {"eps": 4 / 255, "steps": 10})
     rotate: bool = False
     cuda: dict[str, Any] = field(default_factory=lambda: dict(CUDA_PAPER))
     rsk_ff: dict[str, Any] = field(default_factory=dict)
@@ -65,15 +70,15 @@ class Protocol:
 # ImageNet-100 (the paper's third row): torchvision's ResNet-18 at 224×224 with the paper's recipe,
 # CUDA with k = 9, p_b = 0.06, and FF's ImageNet variant (int(0.4·N·p/100) frequencies kept, SPEC §3).
 # The pipeline takes RandomResizedCrop + flip for images this size (TrainConfig.augment "auto").
-IMAGENET100 = Protocol(model="resnet18-imagenet", recipe="paper", cuda=dict(CUDA_PAPER_IMAGENET),
+IMAGENET100 = TrainingProtocol(model="resnet18-imagenet", recipe="paper", cuda=dict(CUDA_PAPER_IMAGENET),
                        rsk_ff={"imagenet_variant": True})
 
 
 # The CPU demo (run on CIFAR-10): the small CNN and the quick recipe on 1,000 training images per
 # class, 8 epochs; adversarial training with 2 PGD steps instead of 10 so that the four conditions fit
 # in 15 minutes on 2 cores.
-DEMO = Protocol(model="small", recipe="quick", overrides={"epochs": 8}, train_per_class=1000, test_per_class=300,
-                at={"norm": "linf", "eps": 4 / 255, "steps": 2})
+DEMO = TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 8}, train_per_class=1000,
+                        test_per_class=300, at={"eps": 4 / 255, "steps": 2})
 
 
 def summarize(runs: list[Path]) -> list[str]:
@@ -81,7 +86,7 @@ def summarize(runs: list[Path]) -> list[str]:
     acc: dict[str, float] = {}
     lines = [f"{'condition':<14}{'test acc':>9}{'best':>8}{'time':>8}"]
     for run in runs:
-        final = json.loads((run / "results.json").read_text())["final"]
+        final = read_results(run).final
         acc[run.name] = final["test_acc_last"]
         lines.append(f"{run.name:<14}{final['test_acc_last']:>8.2f}%{final['test_acc_best']:>7.2f}%"
                      f"{final['wall_seconds']:>7.0f}s")
@@ -93,14 +98,15 @@ def summarize(runs: list[Path]) -> list[str]:
     return lines
 
 
-def check_protocol(protocol: Protocol, settings: Iterable[dict[str, Any]], seed: int = 0,
+def check_protocol(protocol: TrainingProtocol, settings: Iterable[dict[str, Any]], seed: int = 0,
                    device: str | None = None) -> None:
-    """Check the model, recipe, seed, device and each run's settings (defense, adversarial) of a protocol.
+    """Check the model, recipe, seed, device and each run's settings (defense chain and options) of a protocol.
 
     Raises the UserInputError a training run would, but before any data is read or written.
     """
     from unlearnable.models import MODELS
-    from unlearnable.training.trainer import TrainConfig, resolve_config, resolve_recipe
+    from unlearnable.training.config import TrainConfig, resolve_config
+    from unlearnable.training.recipes import resolve_recipe
 
     MODELS.check(protocol.model)
     recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
@@ -123,7 +129,7 @@ def check_writable(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | 
         raise UserInputError(f"--out {out}: cannot write into {existing}; choose a directory you can write to")
 
 
-def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | None = None,
+def prepare_data(source: str, out: Path, protocol: TrainingProtocol, data_root: str | None = None,
                  poisons: dict[str, tuple[str, dict[str, Any]]] | None = None) -> dict[str, Path]:
     """Save the clean training set and each protected version of it (with the clean test split).
 
@@ -174,7 +180,7 @@ def prepare_data(source: str, out: Path, protocol: Protocol, data_root: str | No
     return dirs
 
 
-def prepare_copies(full: ImageDataset, test: ImageDataset, dirs: dict[str, Path], protocol: Protocol,
+def prepare_copies(full: ImageDataset, test: ImageDataset, dirs: dict[str, Path], protocol: TrainingProtocol,
                    poisons: dict[str, tuple[str, dict[str, Any]]]) -> None:
     """Save the clean training set (the protocol's subset of `full`) and each protected version in `dirs`."""
     train = full if protocol.train_per_class is None else stratified_subset(full, protocol.train_per_class)
@@ -206,35 +212,50 @@ def subset_protected(protected: ImageDataset, keep: list[int]) -> ImageDataset:
     return sub
 
 
-def condition_config(name: str, protocol: Protocol) -> dict[str, Any]:
-    """The defense and adversarial settings of one Table-1 condition."""
+def condition_config(name: str, protocol: TrainingProtocol) -> dict[str, Any]:
+    """The defense chain and its options of one Table-1 condition (TrainConfig fields)."""
     return {
-        "clean": {"defense": "none", "adversarial": None},
-        "cuda": {"defense": "none", "adversarial": None},
-        "cuda+at": {"defense": "none", "adversarial": dict(protocol.at)},
-        "cuda+rsk+ff": {"defense": "rsk+ff", "defense_options": dict(protocol.rsk_ff), "adversarial": None},
+        "clean": {"defense": "none"},
+        "cuda": {"defense": "none"},
+        "cuda+at": {"defense": "at-linf", "defense_options": dict(protocol.at)},
+        "cuda+rsk+ff": {"defense": "rsk+ff", "defense_options": dict(protocol.rsk_ff)},
     }[name]
 
 
+def read_results(run_dir: Path) -> RunResults:
+    """The results.json of the run in `run_dir`; UserInputError when it is missing or damaged."""
+    results = RunResults.read(run_dir / RESULTS)
+    if results is None:
+        raise UserInputError(f"{run_dir} has no {RESULTS}: the run has not finished an epoch")
+    return results
+
+
 def is_complete(run_dir: Path) -> bool:
+    """True when the run in `run_dir` has finished (its results.json says so)."""
     try:
-        return json.loads((run_dir / "results.json").read_text()).get("status") == "complete"
-    except (OSError, json.JSONDecodeError):
+        results = RunResults.read(run_dir / RESULTS)
+    except (OSError, UserInputError):
         return False
+    return results is not None and results.complete
 
 
-def train_once(run_dir: Path, data_dir: Path, protocol: Protocol, settings: dict[str, Any], seed: int = 0,
-               device: str | None = None, progress: bool = True, name: str | None = None) -> Path:
+def train_once(run_dir: Path, data_dir: Path, protocol: TrainingProtocol, settings: dict[str, Any], seed: int = 0,
+               device: str | None = None, progress: bool = True, name: str | None = None,
+               command: str | None = None) -> Path:
     """Train on the saved dataset `data_dir` (its test split for testing) unless `run_dir` is finished.
 
     Args:
-        settings: TrainConfig fields of the condition: defense, defense_options, adversarial.
+        settings: TrainConfig fields of the condition: defense, defense_options.
         name: the run's name in reports (default: the directory's name).
+        command: the command line that started the protocol, recorded in the run's results.json.
 
     Returns:
         run_dir; an interrupted run is resumed from its checkpoint.
     """
-    from unlearnable.training.trainer import TrainConfig, check_finished_run, resolve_recipe, train
+    from unlearnable.training.config import TrainConfig
+    from unlearnable.training.recipes import resolve_recipe
+    from unlearnable.training.run_dir import check_finished_run
+    from unlearnable.training.trainer import train
 
     name = name or run_dir.name
     config = TrainConfig(out=str(run_dir), model=protocol.model, recipe=resolve_recipe(protocol.recipe, **protocol.overrides),
@@ -243,39 +264,44 @@ def train_once(run_dir: Path, data_dir: Path, protocol: Protocol, settings: dict
     train_set, test_set = load_saved(data_dir), load_saved(data_dir, "test")
     if is_complete(run_dir):
         check_finished_run(config, train_set, test_set)
-        print(f"{name}: finished earlier, skipped")
+        logger.info("%s: finished earlier, skipped", name)
         return run_dir
-    train(config, train_set, test_set, resume=(run_dir / "checkpoint.pt").exists(), progress=progress)
+    train(config, train_set, test_set, resume=(run_dir / "checkpoint.pt").exists(), progress=progress,
+          command=command)
     return run_dir
 
 
-def run_table1(source: str, out: str | Path, protocol: Protocol, data_root: str | None = None,
-               seed: int = 0, device: str | None = None, conditions: tuple[str, ...] = CONDITIONS,
-               progress: bool = True) -> list[Path]:
+def run_table1(source: str, out: str | Path, protocol: TrainingProtocol, data_root: str | None = None,
+               seed: int = 0, device: str | None = None, conditions: tuple[str, ...] = TABLE1_CONDITIONS,
+               progress: bool = True, command: str | None = None) -> list[Path]:
     """Train every condition (skipping finished runs, resuming interrupted ones); returns the run dirs.
 
-    Every argument (conditions, model, recipe, seed, device, the output directory) is checked before the
+    `command` (the command line that started the protocol, or None) is recorded in every run's
+    results.json. Every argument (conditions, model, recipe, seed, device, the output directory) is checked before the
     data copies are written.
     """
-    unknown = [name for name in conditions if name not in CONDITIONS]
+    unknown = [name for name in conditions if name not in TABLE1_CONDITIONS]
     if unknown:
-        raise UserInputError(f"unknown condition {unknown[0]!r}; use some of {', '.join(CONDITIONS)}")
+        raise UserInputError(f"unknown condition {unknown[0]!r}; use some of {', '.join(TABLE1_CONDITIONS)}")
     check_protocol(protocol, [condition_config(name, protocol) for name in conditions], seed, device)
     out = Path(out)
     check_writable(out, [source, data_root])
     data = prepare_data(source, out, protocol, data_root)
     return [train_once(out / "runs" / name, data["clean"] if name == "clean" else data["cuda"], protocol,
-                       condition_config(name, protocol), seed, device, progress) for name in conditions]
+                       condition_config(name, protocol), seed, device, progress, command=command)
+            for name in conditions]
 
 
-def run_grid(data: dict[str, Path], defenses: dict[str, dict[str, Any]], out: str | Path, protocol: Protocol,
-             seed: int = 0, device: str | None = None, progress: bool = True) -> dict[tuple[str, str], Path]:
+def run_grid(data: dict[str, Path], defenses: dict[str, dict[str, Any]], out: str | Path, protocol: TrainingProtocol,
+             seed: int = 0, device: str | None = None, progress: bool = True,
+             command: str | None = None) -> dict[tuple[str, str], Path]:
     """Train every (dataset, defense) pair: the defense × poison table.
 
     Args:
         data: {column name: saved dataset dir}, e.g. from `prepare_data` (clean and each poison).
-        defenses: {row name: TrainConfig fields (defense, defense_options, adversarial)}.
+        defenses: {row name: TrainConfig fields (defense, defense_options)}.
         out: runs go to out/runs/<column>/<row> (finished ones are skipped).
+        command: the command line that started the grid, recorded in every run's results.json.
 
     Returns:
         {(column, row): run dir}.
@@ -285,13 +311,13 @@ def run_grid(data: dict[str, Path], defenses: dict[str, dict[str, Any]], out: st
         for row, settings in defenses.items():
             run_dir = Path(out) / "runs" / column / row
             runs[column, row] = train_once(run_dir, data_dir, protocol, settings, seed, device, progress,
-                                           name=f"{column}/{row}")
+                                           name=f"{column}/{row}", command=command)
     return runs
 
 
 def last_accuracy(run_dir: Path) -> float:
     """The last-epoch clean test accuracy (%) of a finished run."""
-    return json.loads((run_dir / "results.json").read_text())["final"]["test_acc_last"]
+    return read_results(run_dir).final["test_acc_last"]
 
 
 def grid_table(runs: dict[tuple[str, str], Path]) -> list[str]:

@@ -42,7 +42,7 @@ def resident_bytes_allowed(device: torch.device) -> int:
 
 
 def make_loader(dataset: ImageDataset, device: torch.device, batch_size: int, indices: torch.Tensor | None = None,
-                placement: str = "auto") -> "DeviceLoader | StreamLoader":
+                placement: str = "auto") -> DeviceLoader | StreamLoader:
     """A loader over `dataset[indices]` (all of it when None): "device", "stream", or "auto" (see above)."""
     count = len(dataset) if indices is None else len(indices)
     if placement == "auto":
