@@ -15,7 +15,8 @@ from unlearnable.app.report import condition_of, dataset_name, describe_adversar
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 AT = {"norm": "linf", "eps": 4 / 255, "steps": 10}
 
-# name, defense, adversarial, status, last, best, wall seconds, images/s
+# name, defense, adversarial, status, last, best, wall seconds, images/s; cuda+at as an older
+# results.json records it (the `adversarial` option, no `command`)
 RUNS = [
     ("clean", "none", None, "complete", 91.37, 91.82, 754.0, 3987.0),
     ("cuda", "none", None, "complete", 21.64, 35.07, 760.0, 3950.0),
@@ -30,11 +31,12 @@ def write_results(run_dir: Path, name: str, defense: str, adversarial: dict | No
     """A results.json as the trainer writes it; a running run has two epochs and no `final`."""
     epochs = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 30.0 * e, "test_loss": 1.5, "test_acc": 20.0 + e,
                "lr": 0.1, "seconds": 3.0, "images_per_s": 100.0} for e in (1, 2)]
+    config = {"model": "resnet18", "defense": defense, "recipe": {"name": "paper", "epochs": 3}, "seed": 0,
+              "train": train, "test": train}
+    if adversarial is not None:  # the former option, in a results.json written before the chain had it
+        config["adversarial"] = adversarial
     results = {
-        "name": name, "status": status,
-        "config": {"model": "resnet18", "defense": defense, "recipe": {"name": "paper", "epochs": 3}, "seed": 0,
-                   "adversarial": adversarial, "train": train, "test": train,
-                   "command": ["unlearnable", "train", "--name", name]},
+        "name": name, "status": status, "config": config,
         "versions": {"torch": "2.14.1"}, "device": "cpu (2 threads)", "deterministic": True, "seed": 0,
         "train_data": {"source": source, "attack": attack, "num_images": 24},
         "test_data": {"source": source, "num_images": 6},
@@ -43,6 +45,8 @@ def write_results(run_dir: Path, name: str, defense: str, adversarial: dict | No
     if status == "complete":
         results["final"] = {"test_acc_last": last, "test_acc_best": best, "best_epoch": 2, "wall_seconds": wall,
                             "images_per_s": speed}
+    if adversarial is None:
+        results["command"] = f"unlearnable train --name {name}"
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text(json.dumps(results))
 
@@ -110,7 +114,7 @@ def test_report_tables_figures_and_self_contained_html(runs, tmp_path):
         assert f"](figures/{name})" in markdown
     assert page.count("data:image/png;base64,") == 3
     assert "distinct spectral fingerprint per class" in markdown
-    assert "unlearnable train --name cuda+at" in markdown
+    assert "unlearnable train --name cuda+rsk+ff" in markdown and "--name cuda+at" not in markdown
 
 
 def test_missing_pieces_become_notes(runs, tiny_folder, tmp_path):
@@ -149,14 +153,35 @@ def test_no_saved_dataset_and_no_runs(tmp_path):
     ("huda", "none", None, "other"),
     (None, "rsk+ff", None, "other"),
 ])
-def test_condition_of(attack, defense, adversarial, expected):
-    assert condition_of(attack, defense, adversarial) == expected
+def test_condition_of_older_results(attack, defense, adversarial, expected):
+    assert condition_of(attack, defense, adversarial=adversarial) == expected
 
 
 def test_at_linf_in_the_chain_is_the_table1_at_condition():
-    assert condition_of("cuda", "at-linf", None, {"steps": 2}) == "cuda+at"
-    assert condition_of("cuda", "at-linf", None, {"eps": 8 / 255}) == "other"
-    assert condition_of(None, "at-linf", None, {}) == "other"
+    assert condition_of("cuda", "at-linf", {"steps": 2}) == "cuda+at"
+    assert condition_of("cuda", "at-linf", {"eps": 4 / 255, "steps": 10}) == "cuda+at"
+    assert condition_of("cuda", "at-linf", {"eps": 8 / 255}) == "other"
+    assert condition_of("cuda", "at-l2", {}) == "other"
+    assert condition_of("cuda", "rsk+ff+at-linf", {}) == "other"
+    assert condition_of(None, "at-linf", {}) == "other"
+
+
+def test_the_chain_form_reads_like_the_option(tmp_path):
+    """A cuda+at run recorded with the chain (today) and with the former option land in the same row."""
+    from unlearnable.app.report import load_run
+    from unlearnable.app.report.sections import measured_table
+
+    source = {"kind": "imagefolder", "path": "/x/tiny"}
+    write_results(tmp_path / "old", "old", "none", AT, "complete", 47.0, 48.0, 1.0, 1.0, "x", source, "cuda")
+    write_results(tmp_path / "new", "new", "at-linf", None, "complete", 47.0, 48.0, 1.0, 1.0, "x", source, "cuda")
+    new_results = json.loads((tmp_path / "new" / "results.json").read_text())
+    new_results["config"]["defense_options"] = {"eps": 4 / 255, "steps": 10}
+    (tmp_path / "new" / "results.json").write_text(json.dumps(new_results))
+    old, new = load_run(tmp_path / "old"), load_run(tmp_path / "new")
+    assert old.condition == new.condition == "cuda+at"
+    assert old.results.command is None and new.results.command == "unlearnable train --name new"
+    rows = measured_table([old, new]).rows
+    assert rows[0][5] == rows[1][5] == "L∞ 4/255, 10 steps"
 
 
 def test_dataset_names_and_adversarial_text():
