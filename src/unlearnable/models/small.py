@@ -28,15 +28,14 @@ and varies by ±50 % between runs; with a core busy, 2-thread OpenMP loses most 
         1 thread, batch 512, channels_last   924 img/s (897 in another run); NCHW 443 img/s
         2 threads, batch 256, channels_last  318–470 img/s while another job ran
 
-The architecture was chosen with a standalone training script, not this project's trainer, so its
-accuracies are for comparing candidates, not what the quick recipe reproduces: 8 epochs on 10,000
-CIFAR-10 training images (stratified_subset 1,000 per class, seed 0, of cifar10-jpeg), tested on
-2,000 (200 per class), with a reflect-padded crop, weight decay on the conv and linear weights only
-and a 25 % warm-up (otherwise as above): this net 67.9 % at 849 img/s (one interleaved 1-thread
-batch-256 run); widths 48/96/192 68.2 % / 639 img/s; with 6 epochs instead of 8, a 2×2 stride-2
-patch stem with 48/96/192 63.3 % (768 img/s) and a full-resolution 2×2 stem with 24/48/96 64.9 %
-(485 img/s). The quick recipe itself measured 62.8 % on 500 + 100 images per class (see its note
-in `unlearnable.training.recipes`).
+The architecture was chosen with a training setup that differs from the trainer's in three ways: a
+reflect-padded crop, weight decay on the conv and linear weights only, and a 25 % warm-up. Its
+accuracies compare the candidates; they are not what the quick recipe reproduces. 8 epochs on 10,000
+CIFAR-10 training images (stratified_subset 1,000 per class, seed 0, of cifar10-jpeg), tested on 2,000
+(200 per class): this net 67.9 % at 849 img/s (one interleaved 1-thread batch-256 run); widths
+48/96/192 68.2 % / 639 img/s; with 6 epochs instead of 8, a 2×2 stride-2 patch stem with 48/96/192
+63.3 % (768 img/s) and a full-resolution 2×2 stem with 24/48/96 64.9 % (485 img/s). The quick recipe
+itself measured 62.8 % on 500 + 100 images per class (see its note in `unlearnable.training.recipes`).
 """
 
 from __future__ import annotations
