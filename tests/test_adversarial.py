@@ -126,12 +126,12 @@ def test_trainer_trains_on_the_attacked_augmented_batch(tmp_path: Path, trained)
     _, x, y = trained
     images = ImageDataset((x * 255).round().to(torch.uint8), y, ["a", "b", "c"])
     config = resolve_config(TrainConfig(out=str(tmp_path), recipe=resolve_recipe("quick", epochs=1, batch_size=16),
-                                        device="cpu", adversarial={"eps": 4 / 255, "steps": 2}))
+                                        device="cpu", defense="at-linf", defense_options={"eps": 4 / 255, "steps": 2}))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     trainer = Trainer(config, images, images, model, ([0.5] * 3, [0.25] * 3))
     attacked, updated = [], []
-    real_attack, real_update = trainer.attack, trainer.update
+    real_attack, real_update = trainer.hook, trainer.update
 
     def spy_attack(model, x, y, generator, model_input):
         attacked.append(x)
@@ -143,7 +143,7 @@ def test_trainer_trains_on_the_attacked_augmented_batch(tmp_path: Path, trained)
         updated.append(inputs)
         return real_update(inputs, labels)
 
-    trainer.attack, trainer.update = spy_attack, spy_update
+    trainer.hook, trainer.update = spy_attack, spy_update
     batch, labels = next(trainer.train_loader.shuffled(trainer.generator))
     trainer.train_step(batch, labels)
     clean, adversarial = attacked

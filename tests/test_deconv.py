@@ -240,8 +240,16 @@ def test_cli_recover_writes_dataset_kernels_and_figure(poisoned, tmp_path, capsy
     meta = json.loads((out / "meta.json").read_text())
     assert np.asarray(meta["deconv"]["kernels"]).shape == (CLASSES, 3, 3)
     assert (out / "kernels.png").stat().st_size > 0
-    assert main(["recover", str(src), "--out", str(out), "--kernel-size", "3"]) == 2  # exists, no --overwrite
-    assert main(["recover", str(src), "--out", str(tmp_path / "x"), "--kernel-size", "4"]) == 2
+    assert _exit_code(["recover", str(src), "--out", str(out), "--kernel-size", "3"]) == 2  # exists, no --overwrite
+    assert _exit_code(["recover", str(src), "--out", str(tmp_path / "x"), "--kernel-size", "4"]) == 2
+
+
+def _exit_code(argv: list[str]) -> int:
+    """`main`'s exit code, whether it returns it or argparse exits with it (a usage error)."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
 
 
 def test_report_shows_kernels_and_detection_for_a_deconv_run(poisoned, tmp_path):

@@ -147,11 +147,11 @@ def test_unknown_names_list_every_kind_and_build_defense_refuses_training_only_n
             build_defense(f"rsk+{name}")
 
 
-def test_adversarial_option_and_a_hook_in_the_chain_conflict(tmp_path: Path) -> None:
-    config = TrainConfig(out=str(tmp_path), device="cpu", defense="rsk+dat", adversarial={"norm": "linf"})
-    with pytest.raises(UserInputError, match="adversarial"):
-        resolve_config(config)
-    resolve_config(dataclasses.replace(config, defense="rsk+cutmix"))  # mixing + PGD is fine
+def test_adversarial_training_is_a_hook_in_the_chain(tmp_path: Path) -> None:
+    chain = training_defense("rsk+cutmix+at-linf", eps=8 / 255)  # mixing + PGD is fine
+    assert isinstance(chain.mix, CutMix) and isinstance(chain.hook, AdversarialTraining) and chain.hook.eps == 8 / 255
+    with pytest.raises(UserInputError, match="keep at most one"):
+        training_defense("rsk+dat+at-linf")
 
 
 # --- the trainer's order ----------------------------------------------------------------------
