@@ -318,3 +318,19 @@ def test_adversarial_alias_trains_exactly_as_the_chain(tiny_folder, tmp_path, mo
     capsys.readouterr()
     err = run_error(capsys, *common, "--defense", "rsk+dat", "--adversarial", "l2", "--out", str(tmp_path / "x"))
     assert "drop --adversarial" in err and not (tmp_path / "x").exists()
+
+
+def test_train_defaults_follow_the_device(monkeypatch):
+    """resnet18 / paper when the run trains on CUDA (no note), small / quick on the CPU; given values stay."""
+    from types import SimpleNamespace
+
+    from unlearnable.app.cli.train import resolve_defaults
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_defaults(SimpleNamespace(model=None, recipe=None, device=None)) == ("resnet18", "paper", None)
+    assert resolve_defaults(SimpleNamespace(model="small", recipe=None, device="cuda:0")) == ("small", "paper", None)
+    model, recipe, note = resolve_defaults(SimpleNamespace(model=None, recipe=None, device="cpu"))
+    assert (model, recipe) == ("small", "quick") and "--model resnet18 --recipe paper" in note
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model, recipe, note = resolve_defaults(SimpleNamespace(model="resnet18", recipe=None, device=None))
+    assert (model, recipe) == ("resnet18", "quick") and "--recipe quick" in note and "--model" not in note
+    assert resolve_defaults(SimpleNamespace(model="vgg16-bn", recipe="paper", device=None)) == ("vgg16-bn", "paper", None)

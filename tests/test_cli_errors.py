@@ -16,15 +16,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 
-from unlearnable.app.cli import main
 from conftest import write_image_folder
+from unlearnable.app.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,11 @@ CASES = {
     "train: --device foo": (["train", "--train", "saved", "--device", "foo", "--out", "r"], "--device", None),
     "train: --filter-size 4": (["train", "--train", "saved", "--filter-size", "4", "--out", "r"], "--filter-size", None),
     "train: missing data": (["train", "--train", "nowhere", "--out", "r"], "nowhere", None),
+    "train: --adversarial with a hook in --defense": (["train", "--train", "saved", "--defense", "rsk+dat",
+                                                       "--adversarial", "linf", "--out", "r"], "drop --adversarial",
+                                                      None),
+    "train: --at-steps and --steps disagree": (["train", "--train", "saved", "--adversarial", "linf", "--at-steps", "3",
+                                                "--steps", "4", "--out", "r"], "--steps only", None),
     "train: over a finished run": (RUN_AGAIN, "holds a finished run", None),
     "train: --resume, damaged checkpoint": (RUN_AGAIN + ["--resume"], "checkpoint.pt", truncated_checkpoint),
     "train: --resume, damaged results.json": (RUN_AGAIN + ["--resume"], "results.json", results_not_json),

@@ -19,7 +19,7 @@ from typing import Any
 
 from unlearnable import params as P
 from unlearnable.app.cli.common import names
-from unlearnable.defenses import DEFENSES
+from unlearnable.defenses import DEFENSES, STAGES
 from unlearnable.errors import UserInputError
 from unlearnable.models import MODELS
 from unlearnable.training import RECIPES
@@ -43,9 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--test", metavar="DATA", help="test data (default: the test split of --train)")
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--defense", default="none",
-                   help=f"defense chain: 'none' or a '+'-chain of {names(DEFENSES)}, e.g. rsk+ff, cutmix, "
-                        "rsk+ff+at-linf (adversarial training), dat, ueraser (default none; `unlearnable list` says "
-                        "what each does)")
+                   help="defense chain: 'none' (default) or a '+'-chain, e.g. rsk+ff, cutmix, rsk+ff+at-linf "
+                        "(adversarial training); by stage: "
+                        + "; ".join(f"{description}: {names(DEFENSES, stage=stage)}" for stage, description in
+                                    STAGES.items())
+                        + " (`unlearnable list` says what each does)")
     p.add_argument("--model", help=f"{names(MODELS)} (default: {GPU_DEFAULTS['model']} on CUDA, "
                                    f"{CPU_DEFAULTS['model']} on the CPU)")
     p.add_argument("--recipe", help=f"{names(RECIPES)} (default: {GPU_DEFAULTS['recipe']} on CUDA, "
