@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import numpy as np
+import pytest
 from PIL import Image
 
-from unlearnable.app.audit import (BUDGETS, MAX_EPOCHS, MIN_EFFECT, WORKING_SIZE, Budget, cannot_judge, fit_batch_size,
-                               fit_epochs, fitted_protocol, judge_margin, run_audit, verdict)
+from unlearnable.app.audit import (
+    BUDGETS,
+    MAX_EPOCHS,
+    MIN_EFFECT,
+    WORKING_SIZE,
+    Budget,
+    cannot_judge,
+    fit_batch_size,
+    fit_epochs,
+    fitted_protocol,
+    judge_margin,
+    run_audit,
+    verdict,
+)
 from unlearnable.app.cli import main
+from unlearnable.app.experiments import TrainingProtocol, check_protocol
 from unlearnable.data import load_saved
 from unlearnable.defenses import training_defense
-from unlearnable.errors import UserInputError
-from unlearnable.app.experiments import TrainingProtocol, check_protocol
 from unlearnable.defenses.adversarial import AdversarialTraining
 from unlearnable.defenses.chain import Identity
+from unlearnable.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

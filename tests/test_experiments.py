@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +12,9 @@ import torch
 
 from conftest import SHARED_CIFAR
 from unlearnable.app.cli import main
+from unlearnable.app.experiments import TABLE1_CONDITIONS, TrainingProtocol, run_table1, summarize
 from unlearnable.data import load_saved
 from unlearnable.errors import UserInputError
-from unlearnable.app.experiments import TABLE1_CONDITIONS, TrainingProtocol, run_table1, summarize
 
 TINY = TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
                         at={"eps": 4 / 255, "steps": 1})

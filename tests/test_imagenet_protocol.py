@@ -16,11 +16,11 @@ import torch
 
 from test_imagenet import WNIDS, free_port, write_imagenet
 from unlearnable.app.cli import main
-from unlearnable.data import is_saved_dataset, load_saved
-from unlearnable.data.imagenet import build_store
 from unlearnable.app.experiments import IMAGENET100, run_table1
 from unlearnable.app.poison import release_pages
 from unlearnable.app.show import class_label
+from unlearnable.data import is_saved_dataset, load_saved
+from unlearnable.data.imagenet import build_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,15 +17,23 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from conftest import crash_after_first_checkpoint
 import unlearnable.training.trainer as train_module
+from conftest import crash_after_first_checkpoint
 from unlearnable.data import ImageDataset
 from unlearnable.defenses import TrainingDefense
 from unlearnable.errors import UserInputError
-from unlearnable.training.loaders import DeviceLoader, StreamLoader, make_loader
-from unlearnable.training.augment import (CIFAR10_CLASSES, normalization_stats, random_crop, random_flip,
-                                          random_resized_crop, random_rotation, resized_crop_boxes, resolve_augment)
+from unlearnable.training.augment import (
+    CIFAR10_CLASSES,
+    normalization_stats,
+    random_crop,
+    random_flip,
+    random_resized_crop,
+    random_rotation,
+    resized_crop_boxes,
+    resolve_augment,
+)
 from unlearnable.training.config import TrainConfig, config_to_dict, resolve_config
+from unlearnable.training.loaders import DeviceLoader, StreamLoader, make_loader
 from unlearnable.training.recipes import RECIPES, Recipe, lr_factor, resolve_recipe
 from unlearnable.training.results import RunResults
 from unlearnable.training.trainer import Trainer, train

@@ -214,12 +214,13 @@ def subset_protected(protected: ImageDataset, keep: list[int]) -> ImageDataset:
 
 def condition_config(name: str, protocol: TrainingProtocol) -> dict[str, Any]:
     """The defense chain and its options of one Table-1 condition (TrainConfig fields)."""
-    return {
+    conditions: dict[str, dict[str, Any]] = {
         "clean": {"defense": "none"},
         "cuda": {"defense": "none"},
         "cuda+at": {"defense": "at-linf", "defense_options": dict(protocol.at)},
         "cuda+rsk+ff": {"defense": "rsk+ff", "defense_options": dict(protocol.rsk_ff)},
-    }[name]
+    }
+    return conditions[name]
 
 
 def read_results(run_dir: Path) -> RunResults:

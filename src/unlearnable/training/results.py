@@ -194,7 +194,7 @@ def legacy_adversarial_chain(config: dict[str, Any]) -> dict[str, Any]:
         return config
     from unlearnable.defenses.adversarial import AdversarialTraining
 
-    options = rest.get("defense_options") if isinstance(rest.get("defense_options"), dict) else {}
+    options: dict[str, Any] = rest["defense_options"] if isinstance(rest.get("defense_options"), dict) else {}
     try:
         default = AdversarialTraining.from_options({key: adversarial[key] for key in ("norm", "eps", "steps")
                                                     if key in adversarial}).to_dict()

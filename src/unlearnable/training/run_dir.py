@@ -161,7 +161,8 @@ def run_state(out: str | Path) -> dict[str, Any]:
     except (UserInputError, OSError):
         results = RunResults()
     epoch = len(results.epochs) if results.epochs else None
-    config, command = results.config, results.command
+    config: dict[str, Any] = results.config
+    command = results.command
     if CHECKPOINT in files:
         try:
             state = peek_checkpoint(out / CHECKPOINT)
@@ -171,7 +172,7 @@ def run_state(out: str | Path) -> dict[str, Any]:
             command = command or (state["command"] if isinstance(state.get("command"), str) else None)
         except Exception:  # noqa: BLE001 - a damaged checkpoint: say what results.json says
             pass
-    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    recipe: dict[str, Any] = config["recipe"] if isinstance(config.get("recipe"), dict) else {}
     epochs = recipe.get("epochs")
     complete = results.complete or (epoch is not None and epoch == epochs)
     return {"files": files, "epoch": epoch, "epochs": epochs, "complete": complete, "command": command}
