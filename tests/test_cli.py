@@ -257,8 +257,7 @@ def test_train_defaults_on_the_cpu_and_the_cost_line(tiny_folder, tmp_path, monk
     assert len(notes) == 1 and "--model small --recipe quick" in notes[0] and "--model resnet18 --recipe paper" in notes[0]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["config"]["model"] == "small" and results["config"]["recipe"]["name"] == "quick"
-    if "command" in results:
-        assert results["command"] == "unlearnable " + " ".join(argv)
+    assert results["command"] == "unlearnable " + " ".join(argv)  # for the report
     run_ok(*argv, "--resume")
     assert len(speeds) == 1 and "cost:" not in capsys.readouterr().out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
 from unlearnable import params as P
 from unlearnable.params import Interval
@@ -26,12 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> None:
-    try:
-        recover_command = importlib.import_module("unlearnable.app.recover").recover_command
-    except ModuleNotFoundError as e:  # an older layout: beside the deconv defense
-        if e.name != "unlearnable.app.recover":
-            raise
-        recover_command = importlib.import_module("unlearnable.defenses.deconv").recover_command
+    from unlearnable.app.recover import recover_command
     lines = recover_command(args.data, args.out, args.kernel_size, args.regularization, args.method,
                             args.data_root, args.overwrite)
     print("\n".join(lines))

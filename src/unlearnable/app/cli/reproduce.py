@@ -33,15 +33,14 @@ def run(args: argparse.Namespace) -> None:
     import dataclasses
 
     from unlearnable import distributed
-    from unlearnable.app import experiments
+    from unlearnable.app.experiments import IMAGENET100, TrainingProtocol, run_table1
     from unlearnable.app.report import write_report
-    imagenet = experiments.IMAGENET100
-    base = imagenet if args.dataset == "imagenet100" else type(imagenet)()  # the protocol's defaults: CIFAR
+    base = IMAGENET100 if args.dataset == "imagenet100" else TrainingProtocol()
     protocol = dataclasses.replace(base, model=args.model or base.model, recipe=args.recipe,
                                    overrides={"epochs": args.epochs} if args.epochs is not None else {},
                                    rotate=args.dataset == "cifar100" or args.rotate)
     source = args.source or args.dataset
-    runs = experiments.run_table1(source, args.out, protocol, args.data_root, args.seed, args.device)
+    runs = run_table1(source, args.out, protocol, args.data_root, args.seed, args.device)
     if distributed.init().main:
         md, html = write_report(runs, Path(args.out) / "report", title=f"Table 1 on {source}")
         print(f"report: {md} and {html}")

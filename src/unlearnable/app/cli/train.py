@@ -10,7 +10,6 @@ from a speed measured on this machine (`unlearnable.training.cost`).
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import shlex
 import sys
@@ -221,18 +220,10 @@ def cost_line(images: int, epochs: int, speed: float | None, model: str, device:
     return line + f"; ~{duration(seconds)} at ~{speed:,.0f} images/s measured here ({where})"
 
 
-def run_state(out: str) -> dict[str, Any]:
-    """Where the run in `out` stands (the trainer's `run_state`)."""
-    try:
-        from unlearnable.training.run_dir import run_state as state
-    except ImportError:
-        from unlearnable.training.trainer import run_state as state  # type: ignore[attr-defined,no-redef]
-    return state(out)
-
-
 def report_cost(args: argparse.Namespace, model: str, recipe: Any, options: dict, train_set: Any, device: Any,
                 processes: int) -> None:
     """Print what the run will cost, unless it will not train (a finished run, or one that is refused)."""
+    from unlearnable.training.run_dir import run_state
     state = run_state(args.out)
     if state["files"] and (not args.resume or state["complete"]):
         return  # returned as it is, or refused by the trainer
@@ -282,10 +273,8 @@ def run(args: argparse.Namespace) -> None:
         if defaults:
             print(f"unlearnable train: {defaults}", file=sys.stderr)
         report_cost(args, model, recipe, options, train_set, device, world.size)
-    keywords: dict[str, Any] = {}
-    if "command" in inspect.signature(train).parameters:  # the trainer records the command line in results.json
-        keywords["command"] = "unlearnable " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
-    results = train(config, train_set, test_set, resume=args.resume, **keywords)
+    command = "unlearnable " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])  # for the report
+    results = train(config, train_set, test_set, resume=args.resume, command=command)
     final = results["final"]
     if world.main:
         print(f"{config.name}: test accuracy {final['test_acc_last']:.2f}% (best {final['test_acc_best']:.2f}% "
@@ -293,5 +282,5 @@ def run(args: argparse.Namespace) -> None:
 
 
 def interrupted_note(args: argparse.Namespace, command_line: str) -> str:
-    from unlearnable.training.trainer import interrupted_message
+    from unlearnable.training.run_dir import interrupted_message
     return interrupted_message(args.out, command_line)
