@@ -14,9 +14,10 @@ from unlearnable.data import ImageDataset
 from conftest import SHARED_CIFAR
 from unlearnable.data import load_dataset, save_dataset, stratified_subset
 from unlearnable.analysis.detect import (COMPRESSION_LIMIT, MIN_SPECTRAL_PER_CLASS, SPECTRAL_THRESHOLD, EdgeEvidence,
-                                class_spectra, decide, detect, detect_command, edge_features, kernel_basis,
+                                class_spectra, decide, detect, edge_features, kernel_basis,
                                 log_spectra, log_variance_bias, looks_convolved, spectral_evidence)
 from unlearnable.errors import UserInputError
+from unlearnable.app.detect import detect_command
 from unlearnable.attacks.apply import poison_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")

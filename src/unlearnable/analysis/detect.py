@@ -56,21 +56,18 @@ an additive poison a convolution is the cheaper mistake (the data is poisoned ei
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unlearnable.analysis.spectra import log_power_spectrum
 from unlearnable.attacks.apply import poison_dataset
-from unlearnable.data import ImageDataset, check_labels, load_dataset, stratified_subset
-from unlearnable.errors import MissingSplitError, UserInputError
-from unlearnable.io import PNG_SOFTWARE, atomic_write_bytes, write_json
+from unlearnable.data import ImageDataset, check_labels, stratified_subset
+from unlearnable.errors import UserInputError
 
 EDGES = ("top", "bottom", "left", "right")
 KERNEL_LAG = 3
@@ -138,8 +135,7 @@ def log_spectra(images: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[1:]
     window = torch.outer(torch.hann_window(h, periodic=False, device=x.device),
                          torch.hann_window(w, periodic=False, device=x.device))
-    power = torch.fft.rfft2(x * window).abs().square()
-    log_power = torch.log(power + LOG_EPS).flatten(1)[:, 1:]
+    log_power = log_power_spectrum(x * window, LOG_EPS, onesided=True).flatten(1)[:, 1:]
     return log_power - log_power.mean(1, keepdim=True)
 
 
@@ -629,79 +625,3 @@ def full_plane(half: torch.Tensor, h: int, w: int) -> torch.Tensor:
     rows = torch.where(mirrored, (-ky) % h, ky)
     cols = torch.where(mirrored, (w - kx) % w, kx)
     return torch.fft.fftshift(plane[:, rows, cols], dim=(-2, -1))
-
-
-def spectra_figure(detection: Detection, path: str | os.PathLike, h: int, w: int, max_classes: int = 20) -> None:
-    """PNG: per class, the class-wise log-spectrum shift against the reference and its kernel-basis fit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = detection.spectral
-    shown = s.classes[:max_classes]
-    maps = [full_plane(x[:len(shown)], h, w) for x in (s.ratio, s.fitted)]
-    limit = float(torch.nan_to_num(maps[0].abs(), nan=0.0).quantile(0.99)) or 1.0
-    fig, axes = plt.subplots(2, len(shown), figsize=(1.25 * len(shown) + 1.4, 3.2), squeeze=False,
-                             layout="constrained")
-    for j, c in enumerate(shown):
-        for r, label in enumerate(("measured", "kernel fit")):
-            ax = axes[r][j]
-            image = ax.imshow(maps[r][j].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(detection.classes[c][:12], fontsize=7)
-            if j == 0:
-                ax.set_ylabel(label, fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="log power ratio (nats)")
-    fig.suptitle(f"class-wise log-spectrum shift vs the reference (centre = DC); {detection.verdict()}", fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": PNG_SOFTWARE})
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def detect_command(spec: str, reference: str | None = None, data_root: str | None = None,
-                   out: str | os.PathLike | None = None, seed: int = 0, max_images: int = MAX_IMAGES,
-                   device: str | None = None, image_size: int | None = None) -> Detection:
-    """Load DATA's train split and the reference, detect, optionally write OUT/detect.json and OUT/detect_spectra.png.
-
-    The reference is DATA's test split by default; a given `reference` contributes its test split when it
-    has one (a named dataset, a saved dataset, an ImageFolder with test/), else all its images.
-    `image_size` S reads DATA and the reference at S×S (bilinear stretch, `load_dataset`): needed for a
-    collection of mixed image sizes. Check a protected set at the size it was protected at: shrinking
-    it also shrinks the blur the statistics look for. Every argument is checked before any data is read.
-    """
-    from unlearnable.data.imagefolder import check_image_size
-    from unlearnable.training.trainer import resolve_device
-
-    check_max_images(max_images)
-    check_image_size(image_size)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserInputError(f"--seed {seed!r} is invalid; give an integer >= 0")
-    resolve_device(device)
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise UserInputError(f"--out {out} is a file; give a directory (it is created if missing)")
-    data = load_dataset(spec, "train", data_root, image_size=image_size)
-    if reference is None:
-        try:
-            ref = load_dataset(spec, "test", data_root, image_size=image_size)
-        except MissingSplitError:
-            raise UserInputError(f"{spec} has no test split to serve as the clean reference; pass --reference SPEC "
-                                 "(clean images of the same classes and size)") from None
-        names = (f"{spec} train split", f"{spec} test split")
-    else:
-        try:
-            ref = load_dataset(reference, "test", data_root, image_size=image_size)
-            names = (f"{spec} train split", f"{reference} test split")
-        except MissingSplitError:
-            ref = load_dataset(reference, "train", data_root, image_size=image_size)
-            names = (f"{spec} train split", reference)
-    detection = detect(data, ref, seed, max_images, device, names)
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "detect.json", detection.to_json())
-        spectra_figure(detection, out / "detect_spectra.png", *data.shape[1:])
-    return detection

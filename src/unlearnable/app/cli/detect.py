@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> None:
-    from unlearnable.analysis.detect import detect_command
+    from unlearnable.app.detect import detect_command
     from unlearnable.io import check_file_output, is_own_json
     if args.out:  # both files may replace only an earlier detect's
         inputs = [args.data, args.reference or args.data]

@@ -54,7 +54,7 @@ def mean_log_power(images: torch.Tensor, chunk: int = 64) -> np.ndarray:
     return (total / (len(images) * images.shape[1])).numpy()
 
 
-def class_spectra(protected: ImageDataset, clean: ImageDataset | None, seed: int = 0,
+def spectra_by_class(protected: ImageDataset, clean: ImageDataset | None, seed: int = 0,
                   chunk: int = 128) -> dict[str, dict[str, np.ndarray]]:
     """Per class (up to MAX_CLASSES; up to SPECTRA_PER_CLASS of its poisoned images): the mean log-power
     spectra of the clean, poisoned and defended images and the poisoned − clean difference."""

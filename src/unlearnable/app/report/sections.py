@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from unlearnable.app.recover import diagnostics, kernels_png, replay
-from unlearnable.app.report.figures import MAX_CLASSES, SPECTRA_PER_CLASS, class_spectra, curves_png, spectra_png
+from unlearnable.app.report.figures import MAX_CLASSES, SPECTRA_PER_CLASS, spectra_by_class, curves_png, spectra_png
 from unlearnable.app.report.render import (
     DASH,
     Block,
@@ -167,7 +167,7 @@ def spectra_section(saved: Path, out: Path) -> list[Block]:
     try:
         protected = load_saved(saved)
         clean = load_source(protected, None)
-        spectra = class_spectra(protected, clean)
+        spectra = spectra_by_class(protected, clean)
         png = spectra_png(spectra, str(protected.meta.get("attack", "poisoned")))
     except READ_ERRORS as e:
         return blocks + [Paragraph(f"No spectra: {e}", note=True)]
