@@ -21,9 +21,14 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 """ITU-R BT.601 luma weights of R, G, B (PIL's convert("L") uses them in 16-bit fixed point)."""
 
 
+def levels(x: torch.Tensor) -> torch.Tensor:
+    """Float `x` in [0, 1] → its 8-bit levels round(255·x), clamped to 0..255, still float (a new tensor)."""
+    return x.mul(255).round_().clamp_(0, 255)
+
+
 def to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
     """Float `x` in [0, 1] → uint8 round(255·x) (clamped), same shape and device."""
-    return x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    return levels(x).to(torch.uint8)
 
 
 def _check_channels(name: str, x: torch.Tensor) -> None:
@@ -108,5 +113,4 @@ class BitDepthReduction(Transform):
     def transform(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         """Reduce float B×C×H×W `x` in [0, 1]; deterministic."""
         step = 2 ** (8 - self.bits)
-        levels = x.mul(255).round_().clamp_(0, 255)
-        return levels.div_(step).floor_().mul_(step).div_(255)
+        return levels(x).div_(step).floor_().mul_(step).div_(255)

@@ -38,6 +38,7 @@ from torch import nn
 
 from unlearnable.defenses.adversarial import Normalize, eval_mode, full_precision
 from unlearnable.defenses.base import Configurable, resolve_generator
+from unlearnable.defenses.iss import levels
 from unlearnable.params import POSITIVE_INT
 
 APPLY_PROBABILITY = 0.5
@@ -113,23 +114,22 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
     Returns float B×C×H×W with values k/255.
     """
     batch, channels, height, width = x.shape
-    levels = x.mul(255).round_().clamp_(0, 255).long().view(batch * channels, height * width)
-    ones = torch.ones(levels.shape, device=x.device)
-    hist = torch.zeros(batch * channels, 256, device=x.device).scatter_add_(1, levels, ones)
-    top_count = hist.gather(1, levels.max(1, keepdim=True).values)
+    values = levels(x).long().view(batch * channels, height * width)
+    ones = torch.ones(values.shape, device=x.device)
+    hist = torch.zeros(batch * channels, 256, device=x.device).scatter_add_(1, values, ones)
+    top_count = hist.gather(1, values.max(1, keepdim=True).values)
     step = (height * width - top_count).div(255).floor()  # torchvision: all but the top level's pixels / 255
     lut = (hist.cumsum(1) + step.div(2).floor()).div(step.clamp(min=1)).floor()
     lut = F.pad(lut, (1, 0))[:, :-1].clamp(0, 255)
-    equalized = lut.gather(1, levels).div(255)
+    equalized = lut.gather(1, values).div(255)
     flat = x.reshape(batch * channels, height * width)
     return torch.where(step > 0, equalized.to(x.dtype), flat).view_as(x)
 
 
 def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     """Keep the top `bits` (B,) bits of each 8-bit level (values k/255)."""
-    levels = x.mul(255).round_().clamp_(0, 255).to(torch.int32)
     mask = (255 << (8 - bits.to(torch.int32))) & 255
-    return (levels & mask.view(-1, 1, 1, 1)).to(x.dtype).div_(255)
+    return (levels(x).to(torch.int32) & mask.view(-1, 1, 1, 1)).to(x.dtype).div_(255)
 
 
 def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
