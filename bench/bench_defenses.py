@@ -122,8 +122,8 @@ def main() -> None:
     for n_threads in threads:
         torch.set_num_threads(n_threads)
         for chunk in chunks:
-            t_batched = fastest(lambda: batched_pass(images, defense, chunk, device), args.repeats, device)
-            t_floor = fastest(lambda: floor_pass(images, chunk, device), args.repeats, device)
+            t_batched = fastest(lambda chunk=chunk: batched_pass(images, defense, chunk, device), args.repeats, device)
+            t_floor = fastest(lambda chunk=chunk: floor_pass(images, chunk, device), args.repeats, device)
             print(f"{n_threads:>7} {chunk:>6} {t_batched:>10.3f} {t_floor:>8.3f}", flush=True)
             best_batched = min(best_batched, (t_batched, n_threads, chunk))
             best_floor = min(best_floor, (t_floor, n_threads, chunk))

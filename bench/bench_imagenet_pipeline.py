@@ -16,6 +16,7 @@ numbers (--images 256 --batch 32 --steps 4): it shows that the path works, not G
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ def write_store(directory: Path, count: int, size: int = 224) -> None:
         images[start:stop] = fine.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     images.flush()
     np.save(directory / "labels.npy", np.arange(count, dtype=np.int64) % 100)
-    (directory / "meta.json").write_text('{"classes": [%s]}' % ", ".join(f'"c{c}"' for c in range(100)))
+    (directory / "meta.json").write_text(json.dumps({"classes": [f"c{c}" for c in range(100)]}))
 
 
 def measure(store: Path, placement: str, defense: str, args: argparse.Namespace) -> tuple[float, float]:

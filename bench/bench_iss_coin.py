@@ -111,7 +111,8 @@ def main() -> None:
     summary = []
     for name, run_naive in naive.items():
         defense = build_defense(name)
-        t_batched = fastest(lambda: batched_pass(images, defense, args.chunk, device), args.repeats, device)
+        t_batched = fastest(lambda defense=defense: batched_pass(images, defense, args.chunk, device), args.repeats,
+                            device)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one tiny image at a time gains nothing from more
         t_naive, reference = timed(run_naive)

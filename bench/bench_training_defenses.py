@@ -26,8 +26,13 @@ from torchvision.transforms import v2
 
 from unlearnable.defenses.dat import deconvolve, init_filters
 from unlearnable.defenses.mixing import CutMix, MixUp, sample_beta
-from unlearnable.defenses.ueraser import APPLY_PROBABILITY, BRIGHTNESS_INTENSITY, PLASMA_ROUGHNESS, plasma, \
-    ueraser_augment
+from unlearnable.defenses.ueraser import (
+    APPLY_PROBABILITY,
+    BRIGHTNESS_INTENSITY,
+    PLASMA_ROUGHNESS,
+    plasma,
+    ueraser_augment,
+)
 
 CLASSES = 10
 FILTER_SIZE = 5

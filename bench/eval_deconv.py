@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from unlearnable.data import load_dataset
 from unlearnable.analysis.metrics import psnr_per_image
-from unlearnable.defenses.deconv import diagnostics, recover
 from unlearnable.attacks.apply import poison_dataset
+from unlearnable.data import load_dataset
+from unlearnable.defenses.deconv import diagnostics, recover
 
 SHARED_CIFAR = "../shared/data/cifar10-jpeg.tar.gz"
 

@@ -32,11 +32,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unlearnable.analysis.detect import (
+    COMPRESSION_LIMIT,
+    SPECTRAL_THRESHOLD,
+    class_spectra,
+    looks_convolved,
+    spectral_evidence,
+    train_edge_detector,
+)
 from unlearnable.attacks import ATTACKS
-from unlearnable.data import ImageDataset, load_dataset, stratified_subset
-from unlearnable.analysis.detect import (COMPRESSION_LIMIT, SPECTRAL_THRESHOLD, class_spectra, looks_convolved,
-                                spectral_evidence, train_edge_detector)
 from unlearnable.attacks.apply import poison_dataset
+from unlearnable.data import ImageDataset, load_dataset, stratified_subset
 
 CIFAR = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz")
 DATASETS = {"CIFAR-10 (JPEG copy)": CIFAR, "Fashion-MNIST": "fashion-mnist"}

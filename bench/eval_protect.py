@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unlearnable.data.imagefolder import load_imagefolder
 from unlearnable.analysis.metrics import image_psnr as psnr
 from unlearnable.analysis.metrics import image_ssim as ssim
 from unlearnable.app.owner import STRENGTHS, class_kernels, protect_folder, scan
+from unlearnable.data.imagefolder import load_imagefolder
 from unlearnable.data.photos import read_photo
 from unlearnable.training.trainer import TrainConfig, resolve_recipe, train
 

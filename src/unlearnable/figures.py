@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from unlearnable.io import PNG_SOFTWARE, atomic_write_bytes  # noqa: E402
 
 
-def png_bytes(fig: "plt.Figure", dpi: int = 100) -> bytes:
+def png_bytes(fig: plt.Figure, dpi: int = 100) -> bytes:
     """`fig` as PNG bytes (with the project's Software tag), and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": PNG_SOFTWARE})

@@ -111,7 +111,7 @@ class StrOptions:
 class Options:
     """Any of several constraints, e.g. ``Options(None, POSITIVE_INT)`` for an optional count."""
 
-    def __init__(self, *choices: Interval | StrOptions | None) -> None:
+    def __init__(self, *choices: Interval | StrOptions | Booleans | None) -> None:
         self.choices = choices
 
     def describe(self) -> str:
@@ -126,7 +126,28 @@ class Options:
         return value
 
 
-Constraint = Interval | StrOptions | Options
+class Booleans:
+    """The constraint "True or False" (exactly a bool: 1 and "yes" are refused)."""
+
+    def describe(self) -> str:
+        return "True or False"
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    def check(self, name: str, value: Any) -> Any:
+        if not self.contains(value):
+            raise UserInputError(f"{name} must be {self.describe()} (got {value!r})")
+        return value
+
+    def __repr__(self) -> str:
+        return "Booleans()"
+
+
+BOOLEAN = Booleans()
+
+
+Constraint = Interval | StrOptions | Options | Booleans
 
 
 def validate_params(owner: object | str, values: Mapping[str, Any], constraints: Mapping[str, Constraint] | None = None

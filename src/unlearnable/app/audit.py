@@ -169,6 +169,7 @@ def audit_data(data: str, clean: str | None, test: str | None, data_root: str | 
     from unlearnable.data.lineage import load_source
 
     protected = load_dataset(data, "train", data_root, image_size=image_size)
+    clean_train: ImageDataset | None
     if clean is not None:
         clean_train = load_dataset(clean, "train", data_root, image_size=image_size)
     else:  # a dataset saved by `unlearnable poison` records its clean source

@@ -65,10 +65,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,9 +77,9 @@ import torch.nn.functional as F
 from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from unlearnable.data.photos import Photo, UnsupportedPhoto, decode_photo, encode_photo, output_suffix
 from unlearnable.errors import UserInputError
 from unlearnable.io import atomic_write_bytes, contains
-from unlearnable.data.photos import Photo, UnsupportedPhoto, decode_photo, encode_photo, output_suffix
 
 TOOL = "unlearnable protect"
 KEY_VERSION = 1
@@ -314,7 +315,7 @@ def read_key(path: str | os.PathLike) -> dict[str, Any]:
 
 def published_files(folder: Path) -> set[str]:
     """Relative POSIX paths of the non-hidden files under `folder` (links not followed)."""
-    found = set()
+    found: set[str] = set()
     for root, dirs, names in os.walk(folder):
         dirs[:] = [d for d in dirs if not is_hidden(d)]
         found.update((Path(root) / n).relative_to(folder).as_posix() for n in names if not is_hidden(n))

@@ -15,8 +15,9 @@ __all__ = ["diagnostics", "kernels_png", "recover_command", "replay"]
 
 def kernels_png(estimated: torch.Tensor, true: torch.Tensor | None) -> bytes:
     """PNG of the estimated kernels (top row) and, when known, the true ones (bottom row), one column per class (≤ 20)."""
-    from unlearnable.figures import png_bytes  # selects the Agg backend before pyplot is imported
     import matplotlib.pyplot as plt
+
+    from unlearnable.figures import png_bytes  # selects the Agg backend before pyplot is imported
 
     rows = [("estimated", estimated[:20])] + ([("true", (true / true.sum(dim=(1, 2), keepdim=True))[:20])] if true is not None else [])
     columns = len(rows[0][1])

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
+from unlearnable.analysis.metrics import psnr
 from unlearnable.data import ImageDataset, load_saved, to_unit_float
+from unlearnable.data.lineage import load_source
 from unlearnable.defenses import build_defense
 from unlearnable.errors import UserInputError
 from unlearnable.figures import sample_grid
 from unlearnable.io import check_file_output
-from unlearnable.data.lineage import load_source
-from unlearnable.analysis.metrics import psnr
 
 
 def pick_samples(ds: ImageDataset, per_class: int, max_classes: int) -> dict[int, list[int]]:

@@ -22,9 +22,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm

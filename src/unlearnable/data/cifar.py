@@ -31,7 +31,7 @@ try:  # numpy >= 2
     from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]
 except ImportError:  # numpy 1.x
     from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    from numpy.core.numeric import _frombuffer  # type: ignore[attr-defined,no-redef]
+    from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

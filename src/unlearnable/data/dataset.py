@@ -39,7 +39,7 @@ class ImageDataset:
 
     @classmethod
     def from_numpy_nhwc(cls, images: np.ndarray, labels: np.ndarray, classes: list[str],
-                        meta: dict[str, Any] | None = None) -> "ImageDataset":
+                        meta: dict[str, Any] | None = None) -> ImageDataset:
         """Wrap an N×H×W×C (or N×H×W) uint8 array without copying it."""
         if images.ndim == 3:
             images = images[..., None]
@@ -63,7 +63,7 @@ class ImageDataset:
         """The images as a contiguous uint8 N×H×W×C numpy array (the on-disk layout)."""
         return np.ascontiguousarray(self.images.permute(0, 2, 3, 1).numpy())
 
-    def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> "ImageDataset":
+    def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> ImageDataset:
         """The images at `indices`, in that order (copies)."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
         return ImageDataset(self.images[idx].contiguous(), self.labels[idx].clone(), list(self.classes), dict(self.meta))

@@ -174,7 +174,7 @@ class AdversarialTraining:
         object.__setattr__(self, "random_start", bool(self.random_start))
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "AdversarialTraining":
+    def from_options(cls, options: dict[str, Any]) -> AdversarialTraining:
         """Build from a dict such as ``{"norm": "l2", "eps": 0.5}``; unknown keys raise UserInputError."""
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:

@@ -32,28 +32,7 @@ import torch
 from unlearnable.errors import UserInputError
 from unlearnable.params import Constraint, validate_params
 
-__all__ = ["BOOLEAN", "Booleans", "Configurable", "Transform", "resolve_generator"]
-
-
-class Booleans:
-    """The constraint "True or False" (exactly a bool: 1 and "yes" are refused)."""
-
-    def describe(self) -> str:
-        return "True or False"
-
-    def contains(self, value: Any) -> bool:
-        return isinstance(value, bool)
-
-    def check(self, name: str, value: Any) -> Any:
-        if not self.contains(value):
-            raise UserInputError(f"{name} must be {self.describe()} (got {value!r})")
-        return value
-
-    def __repr__(self) -> str:
-        return "Booleans()"
-
-
-BOOLEAN = Booleans()
+__all__ = ["Configurable", "Transform", "resolve_generator"]
 
 
 class Configurable:
@@ -65,7 +44,7 @@ class Configurable:
     `severity`, which only sets `alpha`) is left out of `get_params` and the repr.
     """
 
-    PARAMETER_CONSTRAINTS: ClassVar[Mapping[str, Constraint | Booleans]] = {}
+    PARAMETER_CONSTRAINTS: ClassVar[Mapping[str, Constraint]] = {}
 
     def _validate(self, **values: Any) -> None:
         """One UserInputError line, "Class: name must be … (got …)", for the first value that breaks its constraint."""

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from unlearnable.defenses.base import BOOLEAN, Transform
+from unlearnable.defenses.base import Transform
 from unlearnable.errors import UserInputError
-from unlearnable.params import NONNEGATIVE, Interval, Options
+from unlearnable.params import BOOLEAN, NONNEGATIVE, Interval, Options
 
 SEVERITY_ALPHAS = {severity: round(0.4 * (severity + 1), 1) for severity in range(1, 8)}
 """Published severities 1..7 → α = 0.4·(s + 1): 0.8, 1.2, 1.6, 2.0, 2.4, 2.8, 3.2."""

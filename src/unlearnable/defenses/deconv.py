@@ -431,7 +431,7 @@ def wiener_deconvolve(images: torch.Tensor, labels: torch.Tensor, kernels: torch
     _check_inputs(images, labels, len(kernels), every_class=False)
     kernels = kernels.to(images.device, torch.float32)
     kernels = kernels / kernels.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-    attenuation = border_attenuation(kernels, tuple(images.shape[-2:])) if zero_padded else None
+    attenuation = border_attenuation(kernels, (images.shape[-2], images.shape[-1])) if zero_padded else None
     out = torch.empty_like(images)
     for start in range(0, len(images), CHUNK):
         stop = start + CHUNK
@@ -470,6 +470,9 @@ class Deconvolver(Configurable):
 
     PARAMETER_CONSTRAINTS = {"kernel_size": Options(None, Interval(int, 1, odd=True)), "regularization": POSITIVE,
                              "method": StrOptions(METHODS)}
+    kernels_: torch.Tensor
+    kernel_size_: int
+    blurred_: torch.Tensor | None
 
     def __init__(self, kernel_size: int | None = None, regularization: float = REGULARIZATION,
                  method: str = "border") -> None:
@@ -478,7 +481,7 @@ class Deconvolver(Configurable):
         self.regularization = float(regularization)
         self.method = method
 
-    def fit(self, dataset: ImageDataset) -> "Deconvolver":
+    def fit(self, dataset: ImageDataset) -> Deconvolver:
         """Estimate the class kernels of the poisoned `dataset` (every class present); returns self."""
         images, labels, num_classes = dataset.images, dataset.labels, dataset.num_classes
         kernels = estimate_kernels(images, labels, num_classes, self.kernel_size, method=self.method)
@@ -517,7 +520,7 @@ class Deconvolver(Configurable):
                 "regularization": self.regularization, "method": self.method}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "Deconvolver":
+    def from_state_dict(cls, state: dict[str, Any]) -> Deconvolver:
         """A fitted Deconvolver from `state_dict`'s output or a meta ``deconv`` record (method "border" if absent)."""
         kernels = torch.tensor(state["kernels"], dtype=torch.float32)
         fitted = cls(int(kernels.shape[-1]), float(state["regularization"]), state.get("method", "border"))

@@ -18,8 +18,8 @@ import math
 
 import torch
 
-from unlearnable.defenses.base import BOOLEAN, Transform
-from unlearnable.params import Interval
+from unlearnable.defenses.base import Transform
+from unlearnable.params import BOOLEAN, Interval
 
 IMAGENET_SCALE = 0.4
 """The ImageNet variant keeps int(0.4 · N · p / 100) frequencies per axis instead of int(N · p / 100)."""

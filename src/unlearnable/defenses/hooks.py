@@ -75,11 +75,11 @@ class AutocastModel:
     def training(self) -> bool:
         return self.model.training
 
-    def train(self, mode: bool = True) -> "AutocastModel":
+    def train(self, mode: bool = True) -> AutocastModel:
         self.model.train(mode)
         return self
 
-    def eval(self) -> "AutocastModel":
+    def eval(self) -> AutocastModel:
         return self.train(False)
 
     def __getattr__(self, name: str) -> Any:

@@ -46,7 +46,7 @@ import torch
 from unlearnable.data.dataset import ImageDataset, to_unit_float
 from unlearnable.defenses.base import Configurable
 from unlearnable.errors import UserInputError
-from unlearnable.params import POSITIVE, POSITIVE_INT, Interval, StrOptions, validate_params
+from unlearnable.params import POSITIVE, POSITIVE_INT, Constraint, Interval, StrOptions, validate_params
 
 STORAGES = ("offset", "global", "per-image")
 """How projected float images become uint8, see the module docstring."""
@@ -140,9 +140,9 @@ def quantize(projected: torch.Tensor, storage: str = "offset", clip_quantile: fl
         scaled = projected * 255.0 + offset
         mapping = {"scale": 255.0, "offset": offset}
     elif storage == "per-image":
-        low = projected.amin(dim=1, keepdim=True)
-        span = projected.amax(dim=1, keepdim=True) - low
-        scaled = torch.where(span > 0, (projected - low) * (255.0 / span.clamp_min(1e-12)),
+        lows = projected.amin(dim=1, keepdim=True)
+        spans = projected.amax(dim=1, keepdim=True) - lows
+        scaled = torch.where(spans > 0, (projected - lows) * (255.0 / spans.clamp_min(1e-12)),
                              torch.full_like(projected, 127.5))
         mapping = {}
     else:
@@ -187,7 +187,7 @@ def orthogonal_projection(dataset: ImageDataset, epochs: int = 20, lr: float = 0
     return out, q, projected
 
 
-OPTION_CONSTRAINTS = {"epochs": POSITIVE_INT, "lr": POSITIVE, "batch_size": POSITIVE_INT, "storage": StrOptions(STORAGES),
+OPTION_CONSTRAINTS: dict[str, Constraint] = {"epochs": POSITIVE_INT, "lr": POSITIVE, "batch_size": POSITIVE_INT, "storage": StrOptions(STORAGES),
                          "clip_quantile": Interval(float, 0, 0.5, closed="left")}
 """The options of `orthogonal_projection` and `OrthogonalProjection` (published: 20 epochs, lr 0.1, batch 1024)."""
 

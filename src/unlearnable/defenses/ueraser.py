@@ -61,7 +61,7 @@ def _uniform(count: int, low: float, high: float, generator: torch.Generator) ->
     return torch.rand(count, generator=generator, device=generator.device).mul_(high - low).add_(low)
 
 
-def plasma(shape: tuple[int, int, int, int], roughness: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def plasma(shape: tuple[int, ...], roughness: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Fractal "plasma" maps by spectral synthesis (see the module docstring), one per (image, channel).
 
     Args:

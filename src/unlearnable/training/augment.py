@@ -177,8 +177,8 @@ def normalization_stats(choice: str, train_set: ImageDataset) -> tuple[str, list
         elif channels == 3 and min(height, width) >= IMAGENET_MIN_SIZE:
             choice = "imagenet"
     if choice in NORMALIZATION_STATS:
-        mean, std = NORMALIZATION_STATS[choice]
-        return choice, list(mean), list(std)
+        published_mean, published_std = NORMALIZATION_STATS[choice]
+        return choice, list(published_mean), list(published_std)
     channels = train_set.shape[0]
     total, squares, count = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
     step = max(1, STATS_CHUNK_PIXELS // train_set.images[0].numel())
@@ -200,7 +200,9 @@ class Normalize:
         self.std = None if std is None else torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.mean is None else (x - self.mean) / self.std
+        if self.mean is None or self.std is None:
+            return x
+        return (x - self.mean) / self.std
 
 
 def resolve_augment(choice: str, image_size: tuple[int, int]) -> str:

@@ -33,7 +33,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -120,11 +120,11 @@ class Trainer:
             raise UserInputError(f"batch size {self.recipe.batch_size} does not split over {world.size} processes; "
                                  f"use a multiple of {world.size}")
         self.model = model
-        self.forward: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
+        self.forward = cast(nn.Module, torch.compile(model)) if config.compile else model
         self.train_forward = self.forward  # the training step's forward: through DDP with several processes
         if world.distributed:
             ddp = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            self.train_forward = torch.compile(ddp) if config.compile else ddp
+            self.train_forward = cast(nn.Module, torch.compile(ddp)) if config.compile else ddp
         self.defense: TrainingDefense = training_defense(config.defense, **config.defense_options)
         self.preprocessed: dict[str, Any] | None = None
         if self.defense.preprocess is not None:  # deterministic, so a resumed run sees the same images
@@ -145,7 +145,8 @@ class Trainer:
         # The hook sees the model through bf16 autocast (with AMP) and does its own image arithmetic in
         # float32, so the batch it returns is not rounded to bf16.
         self.hook_model = AutocastModel(self.forward, self.device.type, enabled=bool(config.amp))
-        self.normalize = Normalize(*(normalization or (None, None)), device=self.device)
+        mean, std = normalization if normalization is not None else (None, None)
+        self.normalize = Normalize(mean, std, device=self.device)
         self.generator = torch.Generator(self.device).manual_seed(config.seed + (world.rank << 32))
         self.optimizer = torch.optim.SGD(model.parameters(), lr=self.recipe.lr, momentum=self.recipe.momentum,
                                          nesterov=self.recipe.nesterov, weight_decay=self.recipe.weight_decay)
@@ -206,7 +207,7 @@ class Trainer:
         if self.defense.mix is not None:
             x, targets = self.defense.mix(x, F.one_hot(labels, self.num_classes).to(x.dtype), self.generator)
         if self.hook is not None:
-            x = self.hook(self.hook_model, x, targets, self.generator, self.model_input)  # type: ignore[arg-type]
+            x = self.hook(self.hook_model, x, targets, self.generator, self.model_input)
         return self.update(self.model_input(x), targets)
 
     def train_epoch(self, bar: tqdm) -> dict[str, float]:
@@ -229,9 +230,9 @@ class Trainer:
             bar.update()
             if step % 10 == 0 or step == len(self.train_loader):  # reading a value syncs the GPU: not every step
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}")
-        loss_total, correct_total, seen = self.sum_over_ranks(loss_sum, correct, seen)
-        return {"train_loss": loss_total / seen, "train_acc": 100 * correct_total / seen, "lr": lr,
-                "train_seconds": time.perf_counter() - start, "images": int(seen)}
+        loss_total, correct_total, seen_total = self.sum_over_ranks(loss_sum, correct, seen)
+        return {"train_loss": loss_total / seen_total, "train_acc": 100 * correct_total / seen_total, "lr": lr,
+                "train_seconds": time.perf_counter() - start, "images": int(seen_total)}
 
     def sum_over_ranks(self, *values: torch.Tensor | float) -> list[float]:
         """The sums of `values` over every process (the values themselves for one process)."""
@@ -391,7 +392,8 @@ def build_model(config: TrainConfig, train_set: ImageDataset, model: nn.Module |
     net = model if model is not None else _create_model(config.model, train_set)
     if config.sync_batchnorm:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    return net.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
+    memory_format = torch.channels_last if config.channels_last else torch.preserve_format
+    return net.to(device, memory_format=memory_format)  # type: ignore[call-overload]  # missing from torch's stubs
 
 
 def restore(trainer: Trainer, state: dict[str, Any] | None, out: Path) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from unlearnable.app.recover import diagnostics, kernels_png, replay
-from unlearnable.app.report.figures import MAX_CLASSES, SPECTRA_PER_CLASS, spectra_by_class, curves_png, spectra_png
+from unlearnable.app.report.figures import MAX_CLASSES, SPECTRA_PER_CLASS, curves_png, spectra_by_class, spectra_png
 from unlearnable.app.report.render import (
     DASH,
     Block,
@@ -86,9 +86,10 @@ def measured_table(runs: list[Run]) -> Table:
 
 def published_table(runs: list[Run], published: dict[str, float]) -> Table:
     """The four Table-1 conditions: measured (last epoch) beside published, and the difference."""
-    rows, flagged = [], set()
+    rows: list[list[str]] = []
+    flagged: set[int] = set()
     for key, label in CONDITION_LABELS.items():
-        matching = [run for run in runs if run.condition == key] or [None]
+        matching: list[Run | None] = [run for run in runs if run.condition == key] or [None]
         for run in matching:
             if run is None:
                 rows.append([label, DASH, "not run", f"{published[key]:.2f}", DASH])
