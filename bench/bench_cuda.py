@@ -29,13 +29,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def per_image_loop(images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tensor, device: torch.device) -> torch.Tensor:
+def per_image_loop(
+    images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tensor, device: torch.device
+) -> torch.Tensor:
     """The published generator's shape: one conv2d call per image on x/255, max-normalise, truncate."""
     out = torch.empty_like(images)
     weights = [k.expand(3, 1, *k.shape).contiguous().to(device) for k in kernels]
     pad = kernels.shape[-1] // 2
     for i in range(len(images)):
-        x = images[i:i + 1].to(device).float() / 255
+        x = images[i : i + 1].to(device).float() / 255
         y = F.conv2d(x, weights[int(labels[i])], padding=pad, groups=3)
         y = y / y.max()
         out[i] = (y * 255).to(torch.uint8)[0].cpu()
@@ -50,8 +52,8 @@ def floor_pass(images: torch.Tensor, device: torch.device, chunk: int, via_int32
     """
     out = torch.empty_like(images)
     for s in range(0, len(images), chunk):
-        x = images[s:s + chunk].to(device).float()
-        out[s:s + chunk] = (x.to(torch.int32) if via_int32 else x).to(torch.uint8).cpu()
+        x = images[s : s + chunk].to(device).float()
+        out[s : s + chunk] = (x.to(torch.int32) if via_int32 else x).to(torch.uint8).cpu()
     return out
 
 
@@ -62,7 +64,7 @@ def per_class_conv2d(images: torch.Tensor, labels: torch.Tensor, kernels: torch.
         idx = torch.nonzero(labels == c).flatten()
         w = k.expand(3, 1, *k.shape).contiguous()
         for s in range(0, len(idx), chunk):
-            part = idx[s:s + chunk]
+            part = idx[s : s + chunk]
             y = F.conv2d(images[part].float() / 255, w, padding=k.shape[-1] // 2, groups=3)
             out[part] = y.div_(y.amax(dim=(1, 2, 3), keepdim=True)).mul_(255).to(torch.uint8)
     return out
@@ -83,7 +85,12 @@ def timed(fn, device: torch.device, repeat: int = 1) -> tuple[float, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50_000, help="number of images (default 50000, CIFAR-10's train split)")
-    ap.add_argument("--loop-n", type=int, default=None, help="time the per-image loop on this many images and scale up (default: all)")
+    ap.add_argument(
+        "--loop-n",
+        type=int,
+        default=None,
+        help="time the per-image loop on this many images and scale up (default: all)",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs for the batched paths")
     ap.add_argument("--sweep", action="store_true", help="also time chunk sizes and the per-class conv2d alternative")
@@ -92,7 +99,9 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.n, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (args.n,), generator=g)
-    print(f"CUDA generation, {args.n} images 3×32×32, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"CUDA generation, {args.n} images 3×32×32, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
     t_ours, poison = timed(lambda: cuda_poison(images, labels, 10, device=device, progress=False), device, args.repeat)
     kernels = torch.tensor(poison.key["kernels"])
@@ -118,8 +127,10 @@ def main() -> None:
             print(f"  chunk {c:5d} images: {t:.3f} s")
         t, _ = timed(lambda: per_class_conv2d(images, labels, kernels, 512), device, args.repeat)
         print(f"  per-class depthwise conv2d (chunk 512): {t:.3f} s")
-    print(f"RESULT cuda-generation: {t_loop / t_ours:.1f}x faster than the per-image loop, "
-          f"{t_ours / t_floor:.2f}x the floor, {t_ours / t_plain:.2f}x the plain floor (targets: >= 30x, <= 3x)")
+    print(
+        f"RESULT cuda-generation: {t_loop / t_ours:.1f}x faster than the per-image loop, "
+        f"{t_ours / t_floor:.2f}x the floor, {t_ours / t_plain:.2f}x the plain floor (targets: >= 30x, <= 3x)"
+    )
 
 
 if __name__ == "__main__":

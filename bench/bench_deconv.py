@@ -37,7 +37,7 @@ def per_image(images: np.ndarray, labels: np.ndarray, kernels: np.ndarray, regul
         psf[:k, :k] = kernels[label][::-1, ::-1]
         transfer = np.fft.rfft2(np.roll(psf, (-(k // 2), -(k // 2)), axis=(0, 1)))
         x = np.fft.irfft2(np.fft.rfft2(padded) * transfer.conj() / (np.abs(transfer) ** 2 + regularization), s=shape)
-        x = np.maximum(x[:, k:k + h, k:k + w], 0)
+        x = np.maximum(x[:, k : k + h, k : k + w], 0)
         peak = x.max() or 1.0
         out[i] = np.round(x * (255.0 / peak)).astype(np.uint8)
     return out
@@ -57,8 +57,11 @@ def main() -> None:
     naive = per_image(images.numpy(), labels.numpy(), kernels.double().numpy(), REGULARIZATION)
     gap = int((batched.int() - torch.from_numpy(naive).int()).abs().max())
     fast = fastest(lambda: wiener_deconvolve(images, labels, kernels), args.repeats, torch.device("cpu"))
-    slow = fastest(lambda: per_image(images.numpy(), labels.numpy(), kernels.double().numpy(), REGULARIZATION), args.repeats,
-                   torch.device("cpu"))
+    slow = fastest(
+        lambda: per_image(images.numpy(), labels.numpy(), kernels.double().numpy(), REGULARIZATION),
+        args.repeats,
+        torch.device("cpu"),
+    )
     print(f"{'step':<8} {'batched s':>10} {'per-image s':>12} {'ratio':>7} {'max gap':>8}")
     print(f"{'wiener':<8} {fast:10.3f} {slow:12.3f} {slow / fast:6.1f}× {gap:8d}")
 

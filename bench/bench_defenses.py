@@ -36,16 +36,17 @@ def store_uint8(x: torch.Tensor, out: torch.Tensor) -> None:
     out.copy_(x.mul_(255).round_().to(torch.int16))
 
 
-def batched_pass(images: torch.Tensor, defense: Defense, chunk_size: int, device: torch.device,
-                 seed: int = 0) -> torch.Tensor:
+def batched_pass(
+    images: torch.Tensor, defense: Defense, chunk_size: int, device: torch.device, seed: int = 0
+) -> torch.Tensor:
     """Apply `defense` to uint8 N×C×H×W `images` chunk by chunk; uint8 output on `device`."""
     generator = torch.Generator(device).manual_seed(seed)
     out: torch.Tensor | None = None
     for start in range(0, len(images), chunk_size):
-        y = defense(to_unit_float(images[start:start + chunk_size], device), generator)
+        y = defense(to_unit_float(images[start : start + chunk_size], device), generator)
         if out is None:
             out = torch.empty((len(images), *y.shape[1:]), dtype=torch.uint8, device=device)
-        store_uint8(y, out[start:start + len(y)])
+        store_uint8(y, out[start : start + len(y)])
     assert out is not None
     return out
 
@@ -54,7 +55,7 @@ def floor_pass(images: torch.Tensor, chunk_size: int, device: torch.device) -> t
     """The same chunked uint8 → float → uint8 round trip with no defense: the cost floor."""
     out = torch.empty(images.shape, dtype=torch.uint8, device=device)
     for start in range(0, len(images), chunk_size):
-        store_uint8(to_unit_float(images[start:start + chunk_size], device), out[start:start + chunk_size])
+        store_uint8(to_unit_float(images[start : start + chunk_size], device), out[start : start + chunk_size])
     return out
 
 
@@ -106,15 +107,17 @@ def main() -> None:
 
     device = torch.device(args.device)
     chunks = [int(c) for c in args.chunks.split(",")]
-    threads = ([int(t) for t in args.threads.split(",")] if args.threads
-               else list(range(1, min(2, os.cpu_count() or 1) + 1)))
+    threads = (
+        [int(t) for t in args.threads.split(",")] if args.threads else list(range(1, min(2, os.cpu_count() or 1) + 1))
+    )
     images = torch.randint(0, 256, (args.n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     defense = build_defense("rsk+ff")
     print(f"RSK+FF benchmark: N={args.n} uint8 3×32×32 images on {device}; defense {defense!r}")
 
     check = images[:256]
-    gap = np.abs(batched_pass(check, defense, 256, device).cpu().numpy().astype(int)
-                 - naive_pass(check.numpy()).astype(int)).max()
+    gap = np.abs(
+        batched_pass(check, defense, 256, device).cpu().numpy().astype(int) - naive_pass(check.numpy()).astype(int)
+    ).max()
     print(f"check: batched vs naive on 256 images with the same kernels, max |Δ| = {gap} (uint8 levels)")
 
     best_batched = best_floor = (float("inf"), 0, 0)
@@ -136,15 +139,19 @@ def main() -> None:
     t_naive = (time.perf_counter() - start) * args.n / naive_n
 
     t_batched, t_floor = best_batched[0], best_floor[0]
-    print(f"batched : {t_batched:8.3f} s  ({best_batched[1]} threads, chunk {best_batched[2]}; "
-          f"{t_batched / args.n * 1e6:.2f} µs/image)")
+    print(
+        f"batched : {t_batched:8.3f} s  ({best_batched[1]} threads, chunk {best_batched[2]}; "
+        f"{t_batched / args.n * 1e6:.2f} µs/image)"
+    )
     print(f"naive   : {t_naive:8.3f} s  (EXTRAPOLATED from {naive_n} images, 1 thread)")
     print(f"floor   : {t_floor:8.3f} s  ({best_floor[1]} threads, chunk {best_floor[2]})")
     print(f"naive/batched = {t_naive / t_batched:.1f}×  (target ≥ 30×)")
     print(f"batched/floor = {t_batched / t_floor:.2f}×  (target ≤ 3×)")
-    print(f"SUMMARY: RSK+FF on {args.n} CIFAR-sized images ({device}): batched {t_batched:.2f} s, "
-          f"{t_naive / t_batched:.0f}× faster than a per-image torch+scipy loop (extrapolated {t_naive:.1f} s) "
-          f"and {t_batched / t_floor:.1f}× a bare uint8→float→uint8 pass ({t_floor:.2f} s).")
+    print(
+        f"SUMMARY: RSK+FF on {args.n} CIFAR-sized images ({device}): batched {t_batched:.2f} s, "
+        f"{t_naive / t_batched:.0f}× faster than a per-image torch+scipy loop (extrapolated {t_naive:.1f} s) "
+        f"and {t_batched / t_floor:.1f}× a bare uint8→float→uint8 pass ({t_floor:.2f} s)."
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,23 @@ def synthetic(n: int, seed: int) -> ImageDataset:
 
 def run(processes: int, threads: int, data: Path, out: Path, args: argparse.Namespace) -> float:
     """Images/s of the last epoch of one run."""
-    train = ["train", "--train", str(data), "--out", str(out), "--model", args.model, "--recipe", "quick",
-             "--epochs", str(args.epochs), "--batch-size", str(args.batch), "--device", args.device]
+    train = [
+        "train",
+        "--train",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        args.model,
+        "--recipe",
+        "quick",
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch),
+        "--device",
+        args.device,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     command = (launcher if processes > 1 else [sys.executable]) + ["-m", "unlearnable", *train]
@@ -59,14 +74,18 @@ def main() -> None:
         data.mkdir()
         save_dataset(data, synthetic(args.images, 0), synthetic(1024, 1))
         cores = os.cpu_count() or 1
-        rows = [("1 process, 1 thread", run(1, 1, data, Path(tmp) / "a", args)),
-                (f"1 process, {cores} threads", run(1, cores, data, Path(tmp) / "b", args)),
-                ("2 processes, 1 thread each", run(2, 1, data, Path(tmp) / "c", args))]
+        rows = [
+            ("1 process, 1 thread", run(1, 1, data, Path(tmp) / "a", args)),
+            (f"1 process, {cores} threads", run(1, cores, data, Path(tmp) / "b", args)),
+            ("2 processes, 1 thread each", run(2, 1, data, Path(tmp) / "c", args)),
+        ]
     print(f"{args.model}, global batch {args.batch}, {args.images} images, last of {args.epochs} epochs, {args.device}")
     for name, speed in rows:
         print(f"  {name:<28}{speed:>9.0f} img/s")
-    print(f"  2 processes / 1 process (1 thread each): {rows[2][1] / rows[0][1]:.2f}×; "
-          f"2 processes / 1 process on {cores} threads: {rows[2][1] / rows[1][1]:.2f}×")
+    print(
+        f"  2 processes / 1 process (1 thread each): {rows[2][1] / rows[0][1]:.2f}×; "
+        f"2 processes / 1 process on {cores} threads: {rows[2][1] / rows[1][1]:.2f}×"
+    )
 
 
 if __name__ == "__main__":

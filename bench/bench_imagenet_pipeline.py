@@ -32,7 +32,9 @@ from unlearnable.training.trainer import NORMALIZATION_STATS, TrainConfig, Train
 def write_store(directory: Path, count: int, size: int = 224) -> None:
     """A saved dataset of `count` smooth random size×size RGB images, labels 0..99 in turn."""
     rng = np.random.default_rng(0)
-    images = np.lib.format.open_memmap(directory / "images.npy", mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+    images = np.lib.format.open_memmap(
+        directory / "images.npy", mode="w+", dtype=np.uint8, shape=(count, size, size, 3)
+    )
     for start in range(0, count, 256):
         stop = min(start + 256, count)
         coarse = torch.from_numpy(rng.integers(0, 256, (stop - start, 3, size // 16, size // 16), dtype=np.uint8))
@@ -48,9 +50,17 @@ def measure(store: Path, placement: str, defense: str, args: argparse.Namespace)
     data = load_saved(store)
     options = {"imagenet_variant": True} if "ff" in defense else {}
     recipe = resolve_recipe("paper", batch_size=args.batch)
-    config = resolve_config(TrainConfig(out=str(store.parent / "run"), model="resnet18-imagenet", recipe=recipe,
-                                        device=args.device, data_placement=placement, defense=defense,
-                                        defense_options=options))
+    config = resolve_config(
+        TrainConfig(
+            out=str(store.parent / "run"),
+            model="resnet18-imagenet",
+            recipe=recipe,
+            device=args.device,
+            data_placement=placement,
+            defense=defense,
+            defense_options=options,
+        )
+    )
     torch.manual_seed(0)
     model = create_model("resnet18-imagenet", 100).to(config.device, memory_format=torch.channels_last)
     trainer = Trainer(config, data, data, model, [list(v) for v in NORMALIZATION_STATS["imagenet"]])
@@ -84,12 +94,18 @@ def main() -> None:
         store = Path(tmp) / "store"
         store.mkdir()
         write_store(store, args.images)
-        name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+        name = (
+            torch.cuda.get_device_name()
+            if args.device.startswith("cuda")
+            else f"cpu ({torch.get_num_threads()} threads)"
+        )
         print(f"ResNet-18 (torchvision), 224², batch {args.batch}, {args.steps} steps, {name}")
         for placement in ("stream", "device"):
             for defense in ("none", "rsk+ff"):
                 speed, share = measure(store, placement, defense, args)
-                print(f"  {placement:<7} {defense:<7} {speed:9.1f} img/s   waiting for data {100 * share:5.1f}% of the step")
+                print(
+                    f"  {placement:<7} {defense:<7} {speed:9.1f} img/s   waiting for data {100 * share:5.1f}% of the step"
+                )
 
 
 if __name__ == "__main__":

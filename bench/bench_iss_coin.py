@@ -36,7 +36,7 @@ from unlearnable.defenses import build_defense
 
 def published_coin(image: np.ndarray, rng: np.random.RandomState, alpha: float = 2.0) -> np.ndarray:
     """The published COIN_trans on one H×W×3 uint8 image, followed by its np.uint8."""
-    image = np.array(image, dtype=np.float32) / 255.
+    image = np.array(image, dtype=np.float32) / 255.0
     shape = image.shape
     dx = rng.uniform(-alpha, alpha, size=shape[:2]).astype(np.float32)[..., np.newaxis]
     dy = rng.uniform(-alpha, alpha, size=shape[:2]).astype(np.float32)[..., np.newaxis]
@@ -67,8 +67,10 @@ def devries_cutout(image: torch.Tensor, rng: np.random.RandomState, length: int 
     h, w = image.shape[1:]
     mask = np.ones((h, w), np.float32)
     y, x = rng.randint(h), rng.randint(w)
-    mask[np.clip(y - length // 2, 0, h):np.clip(y + length // 2, 0, h),
-         np.clip(x - length // 2, 0, w):np.clip(x + length // 2, 0, w)] = 0
+    mask[
+        np.clip(y - length // 2, 0, h) : np.clip(y + length // 2, 0, h),
+        np.clip(x - length // 2, 0, w) : np.clip(x + length // 2, 0, w),
+    ] = 0
     return image * torch.from_numpy(mask).expand_as(image)
 
 
@@ -96,8 +98,10 @@ def main() -> None:
     device = torch.device(args.device)
     images = torch.randint(0, 256, (args.n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
-    print(f"COIN / ISS / Cutout benchmark: N={args.n} uint8 3×32×32 images, batched on {device} in chunks of "
-          f"{args.chunk}, {args.threads} torch thread(s); naive = one image at a time, 1 thread")
+    print(
+        f"COIN / ISS / Cutout benchmark: N={args.n} uint8 3×32×32 images, batched on {device} in chunks of "
+        f"{args.chunk}, {args.threads} torch thread(s); naive = one image at a time, 1 thread"
+    )
 
     rng = np.random.RandomState(0)
     naive: dict[str, Callable[[], np.ndarray]] = {
@@ -111,8 +115,9 @@ def main() -> None:
     summary = []
     for name, run_naive in naive.items():
         defense = build_defense(name)
-        t_batched = fastest(lambda defense=defense: batched_pass(images, defense, args.chunk, device), args.repeats,
-                            device)
+        t_batched = fastest(
+            lambda defense=defense: batched_pass(images, defense, args.chunk, device), args.repeats, device
+        )
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one tiny image at a time gains nothing from more
         t_naive, reference = timed(run_naive)
@@ -121,15 +126,20 @@ def main() -> None:
         if name in ("jpeg", "gray", "bdr"):
             ours = batched_pass(images, defense, args.chunk, device).cpu().permute(0, 2, 3, 1).numpy()
             check = f"max |batched - naive| = {np.abs(ours.astype(int) - reference.astype(int)).max()} levels"
-        print(f"{name:>8} {t_batched:>10.3f} {t_batched / args.n * 1e6:>9.1f} {t_naive:>8.3f} "
-              f"{t_naive / t_batched:>13.1f}×  {check}", flush=True)
+        print(
+            f"{name:>8} {t_batched:>10.3f} {t_batched / args.n * 1e6:>9.1f} {t_naive:>8.3f} "
+            f"{t_naive / t_batched:>13.1f}×  {check}",
+            flush=True,
+        )
         summary.append(f"{name} {t_naive / t_batched:.0f}×")
 
     with ThreadPoolExecutor(args.threads) as pool:
         t_pool, _ = timed(lambda: list(pool.map(pil_jpeg, hwc, chunksize=256)))
     t_jpeg = fastest(lambda: batched_pass(images, build_defense("jpeg"), args.chunk, device), args.repeats, device)
-    print(f"jpeg candidates on CPU: PIL in a {args.threads}-worker thread pool {t_pool:.3f} s, "
-          f"torchvision encode_jpeg/decode_jpeg on lists {t_jpeg:.3f} s (chosen) → {t_pool / t_jpeg:.1f}×")
+    print(
+        f"jpeg candidates on CPU: PIL in a {args.threads}-worker thread pool {t_pool:.3f} s, "
+        f"torchvision encode_jpeg/decode_jpeg on lists {t_jpeg:.3f} s (chosen) → {t_pool / t_jpeg:.1f}×"
+    )
     print(f"SUMMARY: N={args.n}, naive/batched: {', '.join(summary)}")
 
 

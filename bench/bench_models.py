@@ -23,8 +23,15 @@ from unlearnable.models import MODELS, create_model
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
-def training_throughput(name: str, batch_size: int, steps: int, warmup: int, memory_format: torch.memory_format,
-                        repeats: int = 3, seed: int = 0) -> float:
+def training_throughput(
+    name: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    memory_format: torch.memory_format,
+    repeats: int = 3,
+    seed: int = 0,
+) -> float:
     """Best-of-`repeats` images/s of `steps` training steps of model `name` on random 32×32×3 data."""
     torch.manual_seed(seed)
     model = create_model(name, num_classes=10).to(memory_format=memory_format).train()
@@ -61,8 +68,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     params = {name: sum(p.numel() for p in create_model(name, 10).parameters()) for name in args.models}
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, fp32, "
-          f"forward+backward+SGD on 32×32×3, best of 3")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, fp32, "
+        f"forward+backward+SGD on 32×32×3, best of 3"
+    )
     print(f"{'model':<18} {'params':>12} " + " ".join(f"{fmt + ' img/s':>20}" for fmt in args.formats))
     for name in args.models:
         steps = args.steps if name == "small" else args.steps_heavy

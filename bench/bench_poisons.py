@@ -62,7 +62,9 @@ def naive_ops(images: np.ndarray, labels: np.ndarray, key: dict, classes: int) -
     for k in range(classes):
         point, colour = naive_ops_search_class(x[labels == k], taken)
         taken.add((point, colour))
-        same &= [point // w, point % w] == key["pixels"][k] and corner_colours(images.shape[1])[colour].tolist() == key["colours"][k]
+        same &= [point // w, point % w] == key["pixels"][k] and corner_colours(images.shape[1])[colour].tolist() == key[
+            "colours"
+        ][k]
     search = (time.perf_counter() - start) * num_classes / classes
     start = time.perf_counter()
     out = images.copy()
@@ -73,8 +75,9 @@ def naive_ops(images: np.ndarray, labels: np.ndarray, key: dict, classes: int) -
     return search + time.perf_counter() - start, out, same
 
 
-def naive_additive(images: np.ndarray, labels: np.ndarray, noise_of: Callable[[int, int], np.ndarray],
-                   rounding: str) -> np.ndarray:
+def naive_additive(
+    images: np.ndarray, labels: np.ndarray, noise_of: Callable[[int, int], np.ndarray], rounding: str
+) -> np.ndarray:
     """Per image: δ = noise_of(i, label), x + 255·δ, round or truncate, clip."""
     out = np.empty_like(images)
     for i in range(len(images)):
@@ -83,8 +86,9 @@ def naive_additive(images: np.ndarray, labels: np.ndarray, noise_of: Callable[[i
     return out
 
 
-def naive_lsp(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, eps: float = 6 / 255,
-              patch: int = 8) -> np.ndarray:
+def naive_lsp(
+    images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, eps: float = 6 / 255, patch: int = 8
+) -> np.ndarray:
     """LSP one image at a time: draw z, map it, paint the patches (np.kron), scale, add, truncate."""
     c, h, w = images.shape[1:]
     centres, maps = lsp_clusters(num_classes, c * (h // patch) * (w // patch), seed)
@@ -110,14 +114,16 @@ def naive_ar(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int
         weight = coefficients[y].unsqueeze(1)
         for r in range(h + CROP - 2):
             for q in range(w + CROP - 2):
-                x[:, r + 2, q + 2] = F.conv2d(x[:, r:r + 3, q:q + 3], weight, groups=c).flatten()
+                x[:, r + 2, q + 2] = F.conv2d(x[:, r : r + 3, q : q + 3], weight, groups=c).flatten()
         delta = x[:, CROP:, CROP:].double().numpy()
         return delta * norm / np.linalg.norm(delta)
 
     return naive_additive(images, labels, noise, "round")
 
 
-def naive_noise(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, eps: float = 8 / 255) -> np.ndarray:
+def naive_noise(
+    images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, eps: float = 8 / 255
+) -> np.ndarray:
     patterns = classwise_noise(num_classes, images.shape[1:], eps, seed)
     return naive_additive(images, labels, lambda _, y: patterns[y], "round")
 
@@ -131,23 +137,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50_000, help="number of images (default 50000, CIFAR-10's train split)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--data", help="time on this dataset's train split (e.g. ../shared/data/cifar10-jpeg.tar.gz) instead of random images")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply the naive subsets (default: ops 1 class, lsp/noise 5000, ar 25 images)")
+    ap.add_argument(
+        "--data",
+        help="time on this dataset's train split (e.g. ../shared/data/cifar10-jpeg.tar.gz) instead of random images",
+    )
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the naive subsets (default: ops 1 class, lsp/noise 5000, ar 25 images)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     device = torch.device(args.device)
     if args.data:
         from unlearnable.data import load_dataset
+
         train = load_dataset(args.data, "train")
-        images, labels, source = train.images[:args.n], train.labels[:args.n], args.data
+        images, labels, source = train.images[: args.n], train.labels[: args.n], args.data
     else:
         g = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (args.n, 3, 32, 32), dtype=torch.uint8, generator=g)
         labels = torch.randint(0, 10, (args.n,), generator=g)
         source = "random"
     n, classes = len(images), int(labels.max()) + 1
-    print(f"poison generation, {n} images {tuple(images.shape[1:])} ({source}), {classes} classes, device {device}, "
-          f"torch {torch.__version__}, 1 thread")
+    print(
+        f"poison generation, {n} images {tuple(images.shape[1:])} ({source}), {classes} classes, device {device}, "
+        f"torch {torch.__version__}, 1 thread"
+    )
     x, y = images.numpy(), labels.numpy()
     subset = {name: max(1, int(size * args.scale)) for name, size in (("lsp", 5000), ("ar", 25), ("noise", 5000))}
     for name in ("ops", "lsp", "ar", "noise"):
@@ -168,8 +185,11 @@ def main() -> None:
             ref = {"lsp": naive_lsp, "ar": naive_ar, "noise": naive_noise}[name](x[:m], y[:m], classes, 0)
             t_naive = (time.perf_counter() - start) * n / m
             note = f"timed on {m} images, scaled; {agreement(ref, ours[:m])}"
-        print(f"{name:5s}: project {t_ours:7.2f} s ({n / t_ours:9,.0f} images/s)   naive {t_naive:8.1f} s   "
-              f"ratio {t_naive / t_ours:6.1f}x   ({note})", flush=True)
+        print(
+            f"{name:5s}: project {t_ours:7.2f} s ({n / t_ours:9,.0f} images/s)   naive {t_naive:8.1f} s   "
+            f"ratio {t_naive / t_ours:6.1f}x   ({note})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import numpy as np
 
 def make_photos(root: Path, count: int) -> None:
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for i in range(count):
         cls = root / f"class{i % 4}"
@@ -44,6 +45,7 @@ def naive(src: Path, dst: Path, strength: str) -> None:
     from PIL import Image
 
     from unlearnable.app.owner import STRENGTHS, class_kernels
+
     params = STRENGTHS[strength]
     classes = sorted(p.name for p in src.iterdir())
     kernels = class_kernels(len(classes), params, 0)
@@ -76,6 +78,7 @@ def child(mode: str, src: Path, dst: Path, strength: str, workers: int) -> None:
         naive(src, dst, strength)
     else:
         from unlearnable.app.owner import protect_folder
+
         protect_folder(src, dst, strength=strength, workers=workers, progress=False)
     seconds = time.perf_counter() - t
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -99,14 +102,32 @@ def main() -> None:
         make_photos(src, args.count)
     results = {}
     for mode in ("protect_folder", "naive"):
-        out = subprocess.run([sys.executable, __file__, "--count", str(args.count), "--work", str(args.work),
-                              "--strength", args.strength, "--workers", str(args.workers),
-                              "--child", mode, str(args.work / f"out-{mode}")],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--count",
+                str(args.count),
+                "--work",
+                str(args.work),
+                "--strength",
+                args.strength,
+                "--workers",
+                str(args.workers),
+                "--child",
+                mode,
+                str(args.work / f"out-{mode}"),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         results[mode] = json.loads(out.strip().splitlines()[-1])
         r = results[mode]
-        print(f"{mode:>15}: {args.count / r['seconds']:.2f} photos/s (12 MP, {args.count} photos, "
-              f"{r['seconds']:.1f} s), peak RSS {r['peak_rss_mib']:.0f} MiB")
+        print(
+            f"{mode:>15}: {args.count / r['seconds']:.2f} photos/s (12 MP, {args.count} photos, "
+            f"{r['seconds']:.1f} s), peak RSS {r['peak_rss_mib']:.0f} MiB"
+        )
     ratio = results["naive"]["seconds"] / results["protect_folder"]["seconds"]
     print(f"protect_folder is {ratio:.2f}× the naive loop's throughput (same run, same photos)")
 

@@ -35,8 +35,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SIZES = [((500, 375), 0.40), ((375, 500), 0.15), ((500, 333), 0.20), ((500, 500), 0.10), ((400, 300), 0.10),
-         ((1024, 768), 0.05)]
+SIZES = [
+    ((500, 375), 0.40),
+    ((375, 500), 0.15),
+    ((500, 333), 0.20),
+    ((500, 500), 0.10),
+    ((400, 300), 0.10),
+    ((1024, 768), 0.05),
+]
 
 
 def write_tree(root: Path, n: int, classes: int, seed: int = 0) -> list[Path]:
@@ -68,10 +74,18 @@ def child(args: argparse.Namespace) -> None:
     root, out = Path(args.root), Path(args.out)
     if args.child == "store":
         from unlearnable.data.imagenet import build_store
+
         base = rss_mib()
         start = time.perf_counter()
-        build_store(root, out, subset="all", image_size=args.size, chunk_size=args.chunk_size, workers=args.workers,
-                    progress=False)
+        build_store(
+            root,
+            out,
+            subset="all",
+            image_size=args.size,
+            chunk_size=args.chunk_size,
+            workers=args.workers,
+            progress=False,
+        )
         seconds = time.perf_counter() - start
     else:
         base = rss_mib()
@@ -80,7 +94,9 @@ def child(args: argparse.Namespace) -> None:
         images = []
         for path in files:
             with Image.open(path) as image:
-                images.append(np.asarray(image.convert("RGB").resize((args.size, args.size), Image.Resampling.BILINEAR)))
+                images.append(
+                    np.asarray(image.convert("RGB").resize((args.size, args.size), Image.Resampling.BILINEAR))
+                )
         stacked = np.stack(images)
         seconds = time.perf_counter() - start
         np.save(out, stacked)
@@ -89,8 +105,20 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(side: str, root: Path, out: Path, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--child", side, "--root", str(root), "--out", str(out),
-               "--size", str(args.size), "--chunk-size", str(args.chunk_size)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        side,
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--size",
+        str(args.size),
+        "--chunk-size",
+        str(args.chunk_size),
+    ]
     if args.workers:
         command += ["--workers", str(args.workers)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -122,10 +150,14 @@ def compare_draft(files: list[Path], size: int, repeats: int) -> None:
     for shape, times in sorted(by_size.items(), key=lambda item: -len(item[1])):
         full, draft = (sum(t) for t in zip(*times))
         total_full, total_draft = total_full + full, total_draft + draft
-        print(f"  {shape[0]:>4}×{shape[1]:<4} {len(times) / len(files):6.0%} {full / len(times) * 1e3:6.2f} "
-              f"{draft / len(times) * 1e3:6.2f} {full / draft:5.2f}×")
-    print(f"  {'all':>9} {1:6.0%} {total_full / len(files) * 1e3:6.2f} {total_draft / len(files) * 1e3:6.2f} "
-          f"{total_full / total_draft:5.2f}×")
+        print(
+            f"  {shape[0]:>4}×{shape[1]:<4} {len(times) / len(files):6.0%} {full / len(times) * 1e3:6.2f} "
+            f"{draft / len(times) * 1e3:6.2f} {full / draft:5.2f}×"
+        )
+    print(
+        f"  {'all':>9} {1:6.0%} {total_full / len(files) * 1e3:6.2f} {total_draft / len(files) * 1e3:6.2f} "
+        f"{total_full / total_draft:5.2f}×"
+    )
 
 
 def main() -> None:
@@ -153,24 +185,34 @@ def main() -> None:
         else:
             files = write_tree(root, args.n, min(args.classes, args.n))
         megabytes = sum(f.stat().st_size for f in files) / 2**20
-        print(f"tree: {len(files)} JPEGs ({len(list((root / 'train').rglob('*.JPEG')))} train), {megabytes:.0f} MB, "
-              f"written in {time.perf_counter() - start:.0f} s; {os.cpu_count()} CPUs, load average "
-              f"{os.getloadavg()[0]:.1f}")
+        print(
+            f"tree: {len(files)} JPEGs ({len(list((root / 'train').rglob('*.JPEG')))} train), {megabytes:.0f} MB, "
+            f"written in {time.perf_counter() - start:.0f} s; {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f}"
+        )
         naive = run_child("naive", root, Path(tmp) / "naive.npy", args)
         store = run_child("store", root, Path(tmp) / "store", args)
-        built = np.concatenate([np.load(Path(tmp) / "store" / "images.npy", mmap_mode="r"),
-                                np.load(Path(tmp) / "store" / "test" / "images.npy", mmap_mode="r")])
+        built = np.concatenate(
+            [
+                np.load(Path(tmp) / "store" / "images.npy", mmap_mode="r"),
+                np.load(Path(tmp) / "store" / "test" / "images.npy", mmap_mode="r"),
+            ]
+        )
         stacked = np.load(Path(tmp) / "naive.npy", mmap_mode="r")
         same = np.array_equal(built, stacked)  # both in sorted path order: train by wnid then name, then val
         size_mib = built.nbytes / 2**20
         chunk_mib = args.chunk_size * args.size * args.size * 3 / 2**20
         print(f"{'side':<7} {'s':>7} {'img/s':>8} {'peak RSS MiB':>13} {'after imports':>14}")
         for name, side in (("naive", naive), ("store", store)):
-            print(f"{name:<7} {side['seconds']:7.2f} {len(files) / side['seconds']:8.0f} {side['peak_mib']:13.0f} "
-                  f"{side['base_mib']:14.0f}")
-        print(f"store/naive speed: {naive['seconds'] / store['seconds']:.2f}×; outputs equal: {same}; "
-              f"decoded arrays {size_mib:.0f} MiB; 2 chunks of {args.chunk_size} = {2 * chunk_mib:.0f} MiB; "
-              f"load average {os.getloadavg()[0]:.1f}")
+            print(
+                f"{name:<7} {side['seconds']:7.2f} {len(files) / side['seconds']:8.0f} {side['peak_mib']:13.0f} "
+                f"{side['base_mib']:14.0f}"
+            )
+        print(
+            f"store/naive speed: {naive['seconds'] / store['seconds']:.2f}×; outputs equal: {same}; "
+            f"decoded arrays {size_mib:.0f} MiB; 2 chunks of {args.chunk_size} = {2 * chunk_mib:.0f} MiB; "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
         compare_draft(files, args.size, args.repeats)
 
 

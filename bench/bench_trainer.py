@@ -36,12 +36,27 @@ def stand_in_cnn(num_classes: int) -> nn.Module:
     """An airbench-like CNN (conv-BN-GELU blocks with max-pooling, 64/256/256 wide, ~2M parameters)."""
 
     def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU(),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU(), nn.MaxPool2d(2)]
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.GELU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.GELU(),
+            nn.MaxPool2d(2),
+        ]
 
-    return nn.Sequential(nn.Conv2d(3, 24, 2, padding=0, bias=False), nn.BatchNorm2d(24), nn.GELU(),
-                         *block(24, 64), *block(64, 256), *block(256, 256),
-                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(256, num_classes, bias=False))
+    return nn.Sequential(
+        nn.Conv2d(3, 24, 2, padding=0, bias=False),
+        nn.BatchNorm2d(24),
+        nn.GELU(),
+        *block(24, 64),
+        *block(64, 256),
+        *block(256, 256),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(256, num_classes, bias=False),
+    )
 
 
 def build_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
@@ -56,8 +71,9 @@ def build_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
     return model, f"{label}, {sum(p.numel() for p in model.parameters()):,} parameters"
 
 
-def interleaved_medians(steps: dict[str, Callable[[], object]], repeats: int,
-                        sync: Callable[[], None]) -> dict[str, float]:
+def interleaved_medians(
+    steps: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None]
+) -> dict[str, float]:
     """Median wall time (ms) of each callable over `repeats` rounds, after one warm-up round.
 
     The callables take turns within every round, so a slow spell of a shared machine hits all of them.
@@ -75,8 +91,11 @@ def interleaved_medians(steps: dict[str, Callable[[], object]], repeats: int,
 
 def measure(defense: str, args: argparse.Namespace, data: ImageDataset, out: str) -> dict[str, float]:
     """Full step, model-only step and pipeline-only times (ms) for one defense."""
-    config = resolve_config(TrainConfig(out=out, recipe=resolve_recipe("quick", batch_size=args.batch),
-                                        defense=defense, device=args.device, seed=0))
+    config = resolve_config(
+        TrainConfig(
+            out=out, recipe=resolve_recipe("quick", batch_size=args.batch), defense=defense, device=args.device, seed=0
+        )
+    )
     torch.manual_seed(0)
     model, _ = build_model(args.model, data.num_classes)
     trainer = Trainer(config, data, data, model.to(config.device), ([0.5] * 3, [0.25] * 3))
@@ -96,10 +115,15 @@ def measure(defense: str, args: argparse.Namespace, data: ImageDataset, out: str
 
     inputs = trainer.model_input(trainer.augment(next_batch()[0]))
     labels = next_batch()[1]
-    return interleaved_medians({"full": lambda: trainer.train_step(*next_batch()),
-                                "model": lambda: trainer.update(inputs, labels),
-                                "pipeline": lambda: trainer.model_input(trainer.augment(next_batch()[0]))},
-                               args.steps, sync)
+    return interleaved_medians(
+        {
+            "full": lambda: trainer.train_step(*next_batch()),
+            "model": lambda: trainer.update(inputs, labels),
+            "pipeline": lambda: trainer.model_input(trainer.augment(next_batch()[0])),
+        },
+        args.steps,
+        sync,
+    )
 
 
 def main() -> None:
@@ -114,17 +138,24 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     n = args.batch * 4
-    data = ImageDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator),
-                        torch.randint(0, 10, (n,), generator=generator), [str(c) for c in range(10)])
+    data = ImageDataset(
+        torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 10, (n,), generator=generator),
+        [str(c) for c in range(10)],
+    )
     print(f"model: {build_model(args.model, 10)[1]}")
-    print(f"device {args.device}, {torch.get_num_threads()} threads, batch {args.batch}×3×32×32, "
-          f"median of {args.steps} steps")
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads, batch {args.batch}×3×32×32, "
+        f"median of {args.steps} steps"
+    )
     print(f"{'defense':8} {'full step':>10} {'model only':>11} {'pipeline':>9} {'overhead':>9} {'pipeline/full':>14}")
     with tempfile.TemporaryDirectory() as out:
         for defense in ("none", "rsk+ff"):
             t = measure(defense, args, data, out)
-            print(f"{defense:8} {t['full']:8.1f}ms {t['model']:9.1f}ms {t['pipeline']:7.1f}ms "
-                  f"{100 * (1 - t['model'] / t['full']):8.1f}% {100 * t['pipeline'] / t['full']:13.1f}%")
+            print(
+                f"{defense:8} {t['full']:8.1f}ms {t['model']:9.1f}ms {t['pipeline']:7.1f}ms "
+                f"{100 * (1 - t['model'] / t['full']):8.1f}% {100 * t['pipeline'] / t['full']:13.1f}%"
+            )
 
 
 if __name__ == "__main__":

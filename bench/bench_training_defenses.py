@@ -38,8 +38,9 @@ CLASSES = 10
 FILTER_SIZE = 5
 
 
-def naive_mixup(x: torch.Tensor, targets: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def naive_mixup(
+    x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MixUp one pair at a time, with MixUp's draws (λ, then the permutation)."""
     lam = float(sample_beta(1.0, 1, generator))
     partner = torch.randperm(len(x), generator=generator).tolist()
@@ -50,8 +51,9 @@ def naive_mixup(x: torch.Tensor, targets: torch.Tensor,
     return mixed, mixed_targets
 
 
-def naive_cutmix(x: torch.Tensor, targets: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def naive_cutmix(
+    x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CutMix one pair at a time with the reference code's box slices, with CutMix's draws."""
     height, width = x.shape[-2:]
     lam = sample_beta(1.0, 1, generator)
@@ -76,7 +78,7 @@ def naive_ueraser(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     trivial = v2.TrivialAugmentWide()
     out = torch.empty_like(x)
     for i in range(len(x)):
-        image = x[i:i + 1]
+        image = x[i : i + 1]
         if float(torch.rand((), generator=generator)) < APPLY_PROBABILITY:
             intensity = float(torch.empty(()).uniform_(*BRIGHTNESS_INTENSITY, generator=generator))
             bright = plasma(image.shape, torch.empty(1).uniform_(*PLASMA_ROUGHNESS, generator=generator), generator)
@@ -149,11 +151,16 @@ def main() -> None:
         ("mixup", lambda: mixup(x, targets, seeded()), lambda: naive_mixup(x, targets, seeded())),
         ("cutmix", lambda: cutmix(x, targets, seeded()), lambda: naive_cutmix(x, targets, seeded())),
         ("ueraser", lambda: ueraser_augment(x, seeded()), lambda: naive_ueraser(x, seeded())),
-        ("dat", lambda: deconvolve(x, weights[labels], bias[labels]),
-         lambda: naive_deconvolve(x, labels.tolist(), modules)),
+        (
+            "dat",
+            lambda: deconvolve(x, weights[labels], bias[labels]),
+            lambda: naive_deconvolve(x, labels.tolist(), modules),
+        ),
     ]
-    print(f"Training-defense benchmark: N={args.n} float 3×32×32 images, {CLASSES} classes, 1 torch thread, "
-          f"best of {args.repeats}")
+    print(
+        f"Training-defense benchmark: N={args.n} float 3×32×32 images, {CLASSES} classes, 1 torch thread, "
+        f"best of {args.repeats}"
+    )
 
     with torch.no_grad():
         for name, batched, naive in cases:

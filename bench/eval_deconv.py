@@ -23,9 +23,14 @@ from unlearnable.defenses.deconv import diagnostics, recover
 SHARED_CIFAR = "../shared/data/cifar10-jpeg.tar.gz"
 
 SETTINGS = {
-    "cuda k3 pb0.3": ("cuda", {}), "cuda gray": ("cuda", {"grayscale": True}), "vuda": ("vuda", {}),
-    "huda": ("huda", {}), "cuda k5": ("cuda", {"kernel_size": 5}), "cuda k9": ("cuda", {"kernel_size": 9}),
-    "cuda pb0.5": ("cuda", {"blur_parameter": 0.5}), "cuda mix0.5": ("cuda", {"mix": 0.5}),
+    "cuda k3 pb0.3": ("cuda", {}),
+    "cuda gray": ("cuda", {"grayscale": True}),
+    "vuda": ("vuda", {}),
+    "huda": ("huda", {}),
+    "cuda k5": ("cuda", {"kernel_size": 5}),
+    "cuda k9": ("cuda", {"kernel_size": 9}),
+    "cuda pb0.5": ("cuda", {"blur_parameter": 0.5}),
+    "cuda mix0.5": ("cuda", {"mix": 0.5}),
     "cuda-reflect": ("cuda-reflect", {}),
 }
 
@@ -46,9 +51,13 @@ def main() -> None:
     torch.set_num_threads(1)
     clean = load_dataset(args.data, "train")
     per_class = args.limit // clean.num_classes
-    clean = clean.subset(torch.cat([torch.nonzero(clean.labels == c).flatten()[:per_class] for c in range(clean.num_classes)]))
-    print(f"{'setting':14} {'k':>2} {'kernel err':>10} {'deconvolved/poisoned':>21} {'false':>5} "
-          f"{'PSNR pois/rec':>14} {'gain-matched':>14} {'seconds':>7}")
+    clean = clean.subset(
+        torch.cat([torch.nonzero(clean.labels == c).flatten()[:per_class] for c in range(clean.num_classes)])
+    )
+    print(
+        f"{'setting':14} {'k':>2} {'kernel err':>10} {'deconvolved/poisoned':>21} {'false':>5} "
+        f"{'PSNR pois/rec':>14} {'gain-matched':>14} {'seconds':>7}"
+    )
     for name in args.settings.split(","):
         attack, params = SETTINGS[name]
         poisoned = poison_dataset(clean, attack, device="cpu", **params)
@@ -58,13 +67,18 @@ def main() -> None:
         found = diagnostics(poisoned, recovered, clean)
         blurred = torch.zeros(len(clean), dtype=torch.bool)
         blurred[poisoned.meta["poisoned_indices"]] = True
-        matched = [float(psnr_per_image(gain_matched(images[blurred], clean.images[blurred]), clean.images[blurred]).mean())
-                   for images in (poisoned.images, recovered.images)]
+        matched = [
+            float(psnr_per_image(gain_matched(images[blurred], clean.images[blurred]), clean.images[blurred]).mean())
+            for images in (poisoned.images, recovered.images)
+        ]
         error = "–" if found["mean_kernel_error"] is None else f"{100 * found['mean_kernel_error']:.1f}%"
-        print(f"{name:14} {recovered.meta['deconv']['kernel_size']:2d} {error:>10} "
-              f"{found['hits']:>10}/{found['poisoned']:<10} {found['false_alarms']:5d} "
-              f"{found['mean_psnr_poisoned']:6.2f}/{found['mean_psnr_recovered']:<7.2f} "
-              f"{matched[0]:6.2f}/{matched[1]:<7.2f} {seconds:7.0f}", flush=True)
+        print(
+            f"{name:14} {recovered.meta['deconv']['kernel_size']:2d} {error:>10} "
+            f"{found['hits']:>10}/{found['poisoned']:<10} {found['false_alarms']:5d} "
+            f"{found['mean_psnr_poisoned']:6.2f}/{found['mean_psnr_recovered']:<7.2f} "
+            f"{matched[0]:6.2f}/{matched[1]:<7.2f} {seconds:7.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,14 @@ from unlearnable.data import ImageDataset, load_dataset, stratified_subset
 
 CIFAR = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz")
 DATASETS = {"CIFAR-10 (JPEG copy)": CIFAR, "Fashion-MNIST": "fashion-mnist"}
-CONVOLUTIONS = {"cuda": ("cuda", {}), "vuda": ("vuda", {}), "huda": ("huda", {}), "gray-cuda": ("cuda", {"grayscale": True}),
-                "cuda-k5-pb0.1": ("cuda", {"kernel_size": 5, "blur_parameter": 0.1}), "cuda-mix0.5": ("cuda", {"mix": 0.5})}
+CONVOLUTIONS = {
+    "cuda": ("cuda", {}),
+    "vuda": ("vuda", {}),
+    "huda": ("huda", {}),
+    "gray-cuda": ("cuda", {"grayscale": True}),
+    "cuda-k5-pb0.1": ("cuda", {"kernel_size": 5, "blur_parameter": 0.1}),
+    "cuda-mix0.5": ("cuda", {"mix": 0.5}),
+}
 ADDITIVE = ("ops", "lsp", "ar", "noise")
 EDGE_DRAWS = 5
 
@@ -86,26 +92,40 @@ def evaluate(spec: str, draws: int, subset: int) -> list[dict]:
             if draw < EDGE_DRAWS:  # flagged among the images the attack changed (all of them for clean)
                 changed = torch.tensor(ds.meta.get("poisoned_indices", range(len(ds))), dtype=torch.int64)
                 edge.append(float(detector.flag(ds.images[changed]).double().mean()))
-        rows.append({"condition": name, "flagged": sum(verdicts), "draws": draws, "score": np.array(scores),
-                     "compression": np.array(compressions), "edge": float(np.mean(edge))})
+        rows.append(
+            {
+                "condition": name,
+                "flagged": sum(verdicts),
+                "draws": draws,
+                "score": np.array(scores),
+                "compression": np.array(compressions),
+                "edge": float(np.mean(edge)),
+            }
+        )
     return rows
 
 
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
-    print("| condition | datasets flagged | score median [min, max] | compression median [min, max] | changed images flagged (edge) |")
+    print(
+        "| condition | datasets flagged | score median [min, max] | compression median [min, max] | changed images flagged (edge) |"
+    )
     print("|---|---:|---|---|---:|")
     for r in rows:
         s, p = r["score"], r["compression"]
-        print(f"| {r['condition']} | {r['flagged']}/{r['draws']} | {np.median(s):.2f} [{s.min():.2f}, {s.max():.2f}] | "
-              f"{np.median(p):+.2f} [{p.min():+.2f}, {p.max():+.2f}] | {r['edge']:.1%} |")
+        print(
+            f"| {r['condition']} | {r['flagged']}/{r['draws']} | {np.median(s):.2f} [{s.min():.2f}, {s.max():.2f}] | "
+            f"{np.median(p):+.2f} [{p.min():+.2f}, {p.max():+.2f}] | {r['edge']:.1%} |"
+        )
     clean = next(r for r in rows if r["condition"] == "clean")
     convolved = [r for r in rows if r["condition"] in CONVOLUTIONS]
     correct = clean["draws"] - clean["flagged"] + sum(r["flagged"] for r in convolved)
     total = clean["draws"] + sum(r["draws"] for r in convolved)
     balanced = np.mean([(1 - clean["edge"] + r["edge"]) / 2 for r in convolved])
-    print(f"dataset-level accuracy, clean vs {', '.join(CONVOLUTIONS)}: {correct}/{total} = {correct / total:.1%}; "
-          f"per-image edge accuracy (balanced, clean vs each convolution, averaged): {balanced:.1%}")
+    print(
+        f"dataset-level accuracy, clean vs {', '.join(CONVOLUTIONS)}: {correct}/{total} = {correct / total:.1%}; "
+        f"per-image edge accuracy (balanced, clean vs each convolution, averaged): {balanced:.1%}"
+    )
 
 
 def calibrate(spec: str, draws: int, subset: int) -> None:
@@ -121,9 +141,11 @@ def calibrate(spec: str, draws: int, subset: int) -> None:
         s = spectral_evidence(class_spectra(sub.images, sub.labels, k), ref, h, w)
         scores.append(s.score)
     scores = np.array(scores)
-    print(f"{spec}: {draws} clean subsets of {subset} vs the rest of the test split: "
-          f"score mean {scores.mean():.3f}, 99% {np.quantile(scores, 0.99):.3f}, max {scores.max():.3f} "
-          f"(threshold {SPECTRAL_THRESHOLD})")
+    print(
+        f"{spec}: {draws} clean subsets of {subset} vs the rest of the test split: "
+        f"score mean {scores.mean():.3f}, 99% {np.quantile(scores, 0.99):.3f}, max {scores.max():.3f} "
+        f"(threshold {SPECTRAL_THRESHOLD})"
+    )
 
 
 def main() -> None:
@@ -139,13 +161,18 @@ def main() -> None:
             calibrate(spec, args.draws * 5, args.subset)
     else:
         missing = conditions()[1]
-        print(f"additive poisons evaluated: {', '.join(n for n in ADDITIVE if n not in missing) or 'none'}; "
-              f"missing from ATTACKS: {', '.join(missing) or 'none'}")
+        print(
+            f"additive poisons evaluated: {', '.join(n for n in ADDITIVE if n not in missing) or 'none'}; "
+            f"missing from ATTACKS: {', '.join(missing) or 'none'}"
+        )
         for title, spec in DATASETS.items():
             print(f"{title}:")
             rows = evaluate(spec, args.draws, args.subset)
-            print_table(f"{title}: {args.draws} class-balanced subsets of {args.subset} training images per condition, "
-                        f"reference = the test split; threshold {SPECTRAL_THRESHOLD}, compression limit {COMPRESSION_LIMIT}", rows)
+            print_table(
+                f"{title}: {args.draws} class-balanced subsets of {args.subset} training images per condition, "
+                f"reference = the test split; threshold {SPECTRAL_THRESHOLD}, compression limit {COMPRESSION_LIMIT}",
+                rows,
+            )
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 

@@ -71,8 +71,9 @@ def scheme_b_visibility(src: Path, limit: int, strength: str = "mid") -> dict:
         scale = min(a.shape[:2]) / 32
         k = kernels[c].shape[0]
         size = int(round(k * scale)) | 1
-        big = F.interpolate(torch.from_numpy(kernels[c])[None, None], size=(size, size), mode="bilinear",
-                            align_corners=False)[0, 0]
+        big = F.interpolate(
+            torch.from_numpy(kernels[c])[None, None], size=(size, size), mode="bilinear", align_corners=False
+        )[0, 0]
         big = big / big.sum()
         p = size // 2
         y = F.conv2d(F.pad(x, (p, p, p, p), mode="reflect"), big.expand(3, 1, size, size).contiguous(), groups=3)
@@ -85,12 +86,21 @@ def scheme_b_visibility(src: Path, limit: int, strength: str = "mid") -> dict:
 def accuracy(train_root: Path, test_root: Path, size: int, out: Path, epochs: int, seed: int = 0) -> dict:
     train_set = load_imagefolder(train_root, "train", str(train_root), image_size=size)
     test_set = load_imagefolder(test_root, "test", str(test_root), image_size=size)
-    config = TrainConfig(out=str(out), model="small", recipe=resolve_recipe("quick", epochs=epochs, batch_size=64),
-                         device="cpu", seed=seed)
+    config = TrainConfig(
+        out=str(out),
+        model="small",
+        recipe=resolve_recipe("quick", epochs=epochs, batch_size=64),
+        device="cpu",
+        seed=seed,
+    )
     t = time.perf_counter()
     result = train(config, train_set, test_set, resume=(out / "checkpoint.pt").exists(), progress=False)
-    return {"test_acc_last": result["final"]["test_acc_last"], "test_acc_best": result["final"]["test_acc_best"],
-            "train_acc_last": result["epochs"][-1]["train_acc"], "seconds": round(time.perf_counter() - t, 1)}
+    return {
+        "test_acc_last": result["final"]["test_acc_last"],
+        "test_acc_best": result["final"]["test_acc_best"],
+        "train_acc_last": result["epochs"][-1]["train_acc"],
+        "seconds": round(time.perf_counter() - t, 1),
+    }
 
 
 def main() -> None:

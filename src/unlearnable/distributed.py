@@ -77,8 +77,10 @@ def init(backend: str | None = None, timeout: timedelta = TIMEOUT) -> World:
     if not dist.is_initialized():
         missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
         if missing:
-            raise UserInputError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} is not set; "
-                                 "start distributed runs with torchrun --nproc-per-node N -m unlearnable ...")
+            raise UserInputError(
+                f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} is not set; "
+                "start distributed runs with torchrun --nproc-per-node N -m unlearnable ..."
+            )
         backend = backend or default_backend()
         local_rank = int(os.environ["LOCAL_RANK"])
         if "nccl" in backend and local_rank < torch.cuda.device_count():
@@ -106,9 +108,11 @@ def training_device(world: World, device: str | None) -> str | None:
     if not index:
         return f"cuda:{world.local_rank}"
     if not all_agree(world, index == str(world.local_rank)):
-        raise UserInputError(f"--device {device} under torchrun would put several processes on one GPU: each "
-                             "process takes the GPU of its LOCAL_RANK; pass --device cuda (choose the GPUs with "
-                             "CUDA_VISIBLE_DEVICES)")
+        raise UserInputError(
+            f"--device {device} under torchrun would put several processes on one GPU: each "
+            "process takes the GPU of its LOCAL_RANK; pass --device cuda (choose the GPUs with "
+            "CUDA_VISIBLE_DEVICES)"
+        )
     return device
 
 

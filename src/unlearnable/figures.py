@@ -36,8 +36,9 @@ def _show(ax, image: torch.Tensor) -> None:
     ax.set_yticks([])
 
 
-def sample_grid(rows: dict[str, list[torch.Tensor]], columns: list[str], path: str | os.PathLike,
-                title: str = "") -> None:
+def sample_grid(
+    rows: dict[str, list[torch.Tensor]], columns: list[str], path: str | os.PathLike, title: str = ""
+) -> None:
     """Write a PNG grid: one row per class, one column per image kind (e.g. clean, poisoned, defended).
 
     Args:

@@ -33,8 +33,7 @@ from unlearnable.errors import UserInputError
 MARKER = ".unlearnable"
 """The file in every directory this tool writes: JSON {"kind", "version", "entries"}."""
 
-LEGACY_SAVED_ENTRIES = frozenset({"images.npy", "labels.npy", "meta.json", "test", "png", "kernels.png",
-                                  "samples.png"})
+LEGACY_SAVED_ENTRIES = frozenset({"images.npy", "labels.npy", "meta.json", "test", "png", "kernels.png", "samples.png"})
 """What a saved dataset written before the marker existed may hold (`unlearnable poison` / `recover`)."""
 
 
@@ -64,8 +63,13 @@ def written_by_tool(path: str | os.PathLike) -> bool:
     return {"images.npy", "labels.npy", "meta.json"} <= entries and entries <= LEGACY_SAVED_ENTRIES
 
 
-def check_output(out: str | os.PathLike, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = (),
-                 recognise: Callable[[Path], bool] | None = None, flag: str = "--out") -> Path:
+def check_output(
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
+    recognise: Callable[[Path], bool] | None = None,
+    flag: str = "--out",
+) -> Path:
     """Refuse, in one line, an output directory that would lose the user's data; return it as a Path.
 
     Args:
@@ -93,8 +97,10 @@ def check_output(out: str | os.PathLike, overwrite: bool = False, inputs: Iterab
         if not overwrite:
             raise UserInputError(f"{flag} {out} already exists; choose another path or pass --overwrite")
         if not (recognise or written_by_tool)(out):
-            raise UserInputError(f"{flag} {out} holds files unlearnable did not write, so --overwrite will not "
-                                 f"replace it; choose a new path")
+            raise UserInputError(
+                f"{flag} {out} holds files unlearnable did not write, so --overwrite will not "
+                f"replace it; choose a new path"
+            )
     return out
 
 
@@ -109,8 +115,10 @@ def output_lock(out: Path, flag: str = "--out") -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserInputError(f"another unlearnable command is writing {flag} {out} right now; wait for it "
-                                 f"to finish or choose another path") from None
+            raise UserInputError(
+                f"another unlearnable command is writing {flag} {out} right now; wait for it "
+                f"to finish or choose another path"
+            ) from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -153,6 +161,7 @@ def glob_escape(name: str) -> str:
 def write_marker(directory: Path, kind: str) -> None:
     """Write the marker listing `directory`'s current top-level entries (call when it is complete)."""
     from unlearnable import __version__
+
     entries = sorted(e.name for e in directory.iterdir() if e.name != MARKER)
     write_json(directory / MARKER, {"kind": kind, "version": __version__, "entries": entries})
 
@@ -175,6 +184,7 @@ def rename_no_replace(src: Path, dst: Path) -> None:
 def _libc() -> Any:
     import ctypes
     import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         libc.renameat2  # noqa: B018 - glibc ≥ 2.28
@@ -185,6 +195,7 @@ def _libc() -> Any:
 
 def _errno() -> int:
     import ctypes
+
     return ctypes.get_errno()
 
 
@@ -205,14 +216,22 @@ def _publish(tmp: Path, out: Path, overwrite: bool, recognise: Callable[[Path], 
     try:
         rename_no_replace(tmp, out)  # fails if `out` appeared meanwhile, even as an empty directory
     except FileExistsError:
-        raise UserInputError(f"{flag} {out} was created by another command while this one ran; this result "
-                             f"was not kept, run again with another path") from None
+        raise UserInputError(
+            f"{flag} {out} was created by another command while this one ran; this result "
+            f"was not kept, run again with another path"
+        ) from None
 
 
 @contextlib.contextmanager
-def atomic_directory(out: str | os.PathLike, overwrite: bool = False, *, inputs: Iterable[str | os.PathLike] = (),
-                     kind: str | None = "output", recognise: Callable[[Path], bool] | None = None,
-                     flag: str = "--out") -> Iterator[Path]:
+def atomic_directory(
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    kind: str | None = "output",
+    recognise: Callable[[Path], bool] | None = None,
+    flag: str = "--out",
+) -> Iterator[Path]:
     """Yield a temporary sibling directory that becomes `out` when the block succeeds.
 
     The rules are the module's: `check_output` first, the lock for the whole block, stale partials
@@ -238,8 +257,14 @@ def atomic_directory(out: str | os.PathLike, overwrite: bool = False, *, inputs:
 
 
 @contextlib.contextmanager
-def shared_atomic_directory(out: str | os.PathLike, world: Any, overwrite: bool = False, *,
-                            inputs: Iterable[str | os.PathLike] = (), kind: str | None = "output") -> Iterator[Path]:
+def shared_atomic_directory(
+    out: str | os.PathLike,
+    world: Any,
+    overwrite: bool = False,
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    kind: str | None = "output",
+) -> Iterator[Path]:
     """`atomic_directory` for several processes (`unlearnable.distributed.World`) writing one result.
 
     The temporary sibling has a fixed name, ``.<name>.shared.partial``, so that every process finds
@@ -287,8 +312,13 @@ def shared_atomic_directory(out: str | os.PathLike, world: Any, overwrite: bool 
     distributed.barrier(world)
 
 
-def check_file_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), suffix: str = ".png",
-                      flag: str = "--out", is_own: Callable[[Path], bool] | None = None) -> Path:
+def check_file_output(
+    path: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike] = (),
+    suffix: str = ".png",
+    flag: str = "--out",
+    is_own: Callable[[Path], bool] | None = None,
+) -> Path:
     """Refuse a single-file output that would replace an input or a file this tool did not write.
 
     An existing file is replaced only when `is_own` says this tool wrote it (default `is_own_png`:
@@ -320,6 +350,7 @@ PNG_SOFTWARE = "unlearnable"
 def is_own_png(path: Path) -> bool:
     """True when `path` is a PNG whose "Software" text chunk says this tool wrote it."""
     from PIL import Image
+
     try:
         with Image.open(path) as image:
             return image.format == "PNG" and image.info.get("Software") == PNG_SOFTWARE
@@ -372,5 +403,7 @@ def free_space_check(directory: str | os.PathLike, needed: int, what: str) -> No
     free = shutil.disk_usage(p).free
     margin = 1 << 30
     if needed + margin > free:
-        raise UserInputError(f"{what} needs {needed / 2**30:.1f} GiB but {p} has {free / 2**30:.1f} GiB free "
-                             f"(keeping 1 GiB spare); free some space or choose a smaller size or another path")
+        raise UserInputError(
+            f"{what} needs {needed / 2**30:.1f} GiB but {p} has {free / 2**30:.1f} GiB free "
+            f"(keeping 1 GiB spare); free some space or choose a smaller size or another path"
+        )

@@ -32,8 +32,9 @@ class Interval:
         odd: integers only: the value must be odd (kernel sizes).
     """
 
-    def __init__(self, kind: type, low: float | None = None, high: float | None = None, closed: str = "both",
-                 odd: bool = False) -> None:
+    def __init__(
+        self, kind: type, low: float | None = None, high: float | None = None, closed: str = "both", odd: bool = False
+    ) -> None:
         self.kind, self.low, self.high, self.closed, self.odd = kind, low, high, closed, odd
 
     def describe(self) -> str:
@@ -150,8 +151,9 @@ BOOLEAN = Booleans()
 Constraint = Interval | StrOptions | Options | Booleans
 
 
-def validate_params(owner: object | str, values: Mapping[str, Any], constraints: Mapping[str, Constraint] | None = None
-                    ) -> None:
+def validate_params(
+    owner: object | str, values: Mapping[str, Any], constraints: Mapping[str, Constraint] | None = None
+) -> None:
     """Check every value against its constraint (by default the owner's ``PARAMETER_CONSTRAINTS``).
 
     The message names the owner: "RandomSharpen: std must be a number > 0 (got -1)".
@@ -194,6 +196,8 @@ def device(text: str) -> str:
     if not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"{text!r} was asked for but this machine has no CUDA GPU; use cpu")
     if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{text!r} does not exist: this machine has {torch.cuda.device_count()} "
-                                         f"GPU(s), cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} does not exist: this machine has {torch.cuda.device_count()} "
+            f"GPU(s), cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        )
     return text

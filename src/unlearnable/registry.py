@@ -90,8 +90,11 @@ class Registry:
 
     def names(self, **tags: Any) -> tuple[str, ...]:
         """The registered names, in registration order; with `tags`, only entries whose tags match them all."""
-        return tuple(name for name, entry in self._entries.items()
-                     if all(entry.tags.get(key) == value for key, value in tags.items()))
+        return tuple(
+            name
+            for name, entry in self._entries.items()
+            if all(entry.tags.get(key) == value for key, value in tags.items())
+        )
 
     def entries(self) -> tuple[Entry, ...]:
         return tuple(self._entries.values())

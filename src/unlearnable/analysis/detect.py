@@ -90,14 +90,20 @@ MAX_IMAGES = 10_000
 """DATA and the reference are cut to a class-balanced subset of at most this many images."""
 LOG_EPS = 1.0
 """Added to the power (uint8 units²) before the log; below the quantisation noise of any real image."""
-REFERENCE_VARIANTS: dict[str, Any] = {"attacks": ("cuda", "vuda", "huda"), "kernel_sizes": (3, 3, 5), "blur_parameter": (0.05, 0.5),
-                      "grayscale_probability": 0.25, "groups": 8}
+REFERENCE_VARIANTS: dict[str, Any] = {
+    "attacks": ("cuda", "vuda", "huda"),
+    "kernel_sizes": (3, 3, 5),
+    "blur_parameter": (0.05, 0.5),
+    "grayscale_probability": 0.25,
+    "groups": 8,
+}
 """Fresh random keys for the edge detector's training set: each of `groups` parts of a reference half gets
 an attack and a kernel size drawn from these lists, p_b ~ U(blur_parameter), grayscale CUDA with the given
 probability (RGB only) and a random seed."""
 
 
 # --- features ---------------------------------------------------------------------------------
+
 
 def edge_features(images: torch.Tensor) -> torch.Tensor:
     """Per image and channel, log((edge line mean + 1) / (line one pixel inside mean + 1)), 0..255 scale.
@@ -112,8 +118,15 @@ def edge_features(images: torch.Tensor) -> torch.Tensor:
     h, w = images.shape[-2:]
 
     def lines(d: int) -> torch.Tensor:  # N×C×4 means of the lines d pixels in from each edge
-        return torch.stack([images[:, :, d, :].float().mean(-1), images[:, :, h - 1 - d, :].float().mean(-1),
-                            images[:, :, :, d].float().mean(-1), images[:, :, :, w - 1 - d].float().mean(-1)], -1)
+        return torch.stack(
+            [
+                images[:, :, d, :].float().mean(-1),
+                images[:, :, h - 1 - d, :].float().mean(-1),
+                images[:, :, :, d].float().mean(-1),
+                images[:, :, :, w - 1 - d].float().mean(-1),
+            ],
+            -1,
+        )
 
     return torch.log((lines(0) + 1) / (lines(1) + 1)).flatten(1)
 
@@ -133,8 +146,9 @@ def log_spectra(images: torch.Tensor) -> torch.Tensor:
     x = images.float().mean(1)
     x = x - x.mean((1, 2), keepdim=True)
     h, w = x.shape[1:]
-    window = torch.outer(torch.hann_window(h, periodic=False, device=x.device),
-                         torch.hann_window(w, periodic=False, device=x.device))
+    window = torch.outer(
+        torch.hann_window(h, periodic=False, device=x.device), torch.hann_window(w, periodic=False, device=x.device)
+    )
     log_power = log_power_spectrum(x * window, LOG_EPS, onesided=True).flatten(1)[:, 1:]
     return log_power - log_power.mean(1, keepdim=True)
 
@@ -159,6 +173,7 @@ def kernel_basis(h: int, w: int, lag: int = KERNEL_LAG) -> torch.Tensor:
 
 # --- spectral statistic -----------------------------------------------------------------------
 
+
 @dataclass
 class ClassSpectra:
     """Per-class moments of `log_spectra`, float64 on the CPU.
@@ -180,13 +195,14 @@ class ClassSpectra:
         return self.m2 / (self.count - 1).clamp(min=0)[:, None]
 
 
-def class_spectra(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                  device: str | torch.device = "cpu", chunk: int = 2048) -> ClassSpectra:
+def class_spectra(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, device: str | torch.device = "cpu", chunk: int = 2048
+) -> ClassSpectra:
     """Accumulate per-class sums of `log_spectra` over chunks of `images` (uint8 N×C×H×W, labels int64 (N,))."""
     powers: list[torch.Tensor] = []  # per class, sums of x, x², x³, x⁴
     for start in range(0, len(images), chunk):
-        spectra = log_spectra(images[start:start + chunk].to(device)).double()
-        y = labels[start:start + chunk].to(spectra.device)
+        spectra = log_spectra(images[start : start + chunk].to(device)).double()
+        y = labels[start : start + chunk].to(spectra.device)
         if not powers:
             powers = [spectra.new_zeros(num_classes, spectra.shape[1]) for _ in range(4)]
         for k, total in enumerate(powers, 1):
@@ -230,14 +246,17 @@ class SpectralEvidence:
     fitted: torch.Tensor
 
 
-def spectral_evidence(data: ClassSpectra, reference: ClassSpectra, h: int, w: int,
-                      lag: int = KERNEL_LAG) -> SpectralEvidence:
+def spectral_evidence(
+    data: ClassSpectra, reference: ClassSpectra, h: int, w: int, lag: int = KERNEL_LAG
+) -> SpectralEvidence:
     """Compare DATA's per-class spectra with the clean reference's (same classes, same H×W)."""
     used = torch.nonzero((data.count >= 2) & (reference.count >= 2)).flatten()
     k = len(used)
     if k < 2:
-        raise UserInputError("fewer than 2 classes have 2 or more images in both the data and the reference; "
-                             "the spectral test compares classes, give more images per class")
+        raise UserInputError(
+            "fewer than 2 classes have 2 or more images in both the data and the reference; "
+            "the spectral test compares classes, give more images per class"
+        )
     nd, nr = data.count[used][:, None], reference.count[used][:, None]
     pooled = (data.m2[used] + reference.m2[used]) / (nd + nr - 2)
     noise = pooled * (1 / nd + 1 / nr) * (k - 1) / k  # variance of a class-wise shift under the null
@@ -250,15 +269,28 @@ def spectral_evidence(data: ClassSpectra, reference: ClassSpectra, h: int, w: in
     score_c = (fitted.square() / noise).mean(1)
     chi2_c = (ratio.square() / noise).mean(1)
     fit_c = fitted.square().sum(1) / centred.square().sum(1).clamp(min=1e-12)
-    bias = log_variance_bias(nd, pooled_kurtosis(data, reference, used)) - \
-        log_variance_bias(nr, pooled_kurtosis(data, reference, used))
+    bias = log_variance_bias(nd, pooled_kurtosis(data, reference, used)) - log_variance_bias(
+        nr, pooled_kurtosis(data, reference, used)
+    )
     spread_c = (torch.log(data.variance()[used] / reference.variance()[used]) - bias).mean(1)
-    per_class = {"score": score_c.tolist(), "chi2": chi2_c.tolist(), "kernel_fit": fit_c.tolist(),
-                 "shift": fitted.square().mean(1).sqrt().tolist(), "spread": spread_c.tolist()}
-    return SpectralEvidence(float(score_c.mean()), float(chi2_c.mean()),
-                            float(fitted.square().sum() / centred.square().sum().clamp(min=1e-12)),
-                            float(fitted.square().mean().sqrt()), float(spread_c.mean()), used.tolist(),
-                            per_class, ratio, fitted)
+    per_class = {
+        "score": score_c.tolist(),
+        "chi2": chi2_c.tolist(),
+        "kernel_fit": fit_c.tolist(),
+        "shift": fitted.square().mean(1).sqrt().tolist(),
+        "spread": spread_c.tolist(),
+    }
+    return SpectralEvidence(
+        float(score_c.mean()),
+        float(chi2_c.mean()),
+        float(fitted.square().sum() / centred.square().sum().clamp(min=1e-12)),
+        float(fitted.square().mean().sqrt()),
+        float(spread_c.mean()),
+        used.tolist(),
+        per_class,
+        ratio,
+        fitted,
+    )
 
 
 def pooled_kurtosis(data: ClassSpectra, reference: ClassSpectra, used: torch.Tensor) -> torch.Tensor:
@@ -285,6 +317,7 @@ def looks_convolved(spectral: SpectralEvidence) -> bool:
 
 
 # --- edge statistic ---------------------------------------------------------------------------
+
 
 @dataclass
 class EdgeDetector:
@@ -328,8 +361,9 @@ def fit_logistic(features: torch.Tensor, targets: torch.Tensor, l2: float = 1e-3
     return EdgeDetector(mean, std, weights[:-1], float(weights[-1]))
 
 
-def poison_with_random_keys(ds: ImageDataset, rng: np.random.Generator, groups: int,
-                            device: str | torch.device | None = None) -> torch.Tensor:
+def poison_with_random_keys(
+    ds: ImageDataset, rng: np.random.Generator, groups: int, device: str | torch.device | None = None
+) -> torch.Tensor:
     """Split `ds` into `groups` random parts and poison each with a fresh key drawn as REFERENCE_VARIANTS says.
 
     Returns:
@@ -342,10 +376,16 @@ def poison_with_random_keys(ds: ImageDataset, rng: np.random.Generator, groups: 
             continue
         part = np.sort(part)
         sizes = [s for s in v["kernel_sizes"] if s <= min(ds.shape[1:])] or [1]
-        params = {"kernel_size": int(rng.choice(sizes)), "blur_parameter": float(rng.uniform(*v["blur_parameter"])),
-                  "seed": int(rng.integers(2**31)), "grayscale": bool(ds.shape[0] == 3 and rng.random() < v["grayscale_probability"])}
+        params = {
+            "kernel_size": int(rng.choice(sizes)),
+            "blur_parameter": float(rng.uniform(*v["blur_parameter"])),
+            "seed": int(rng.integers(2**31)),
+            "grayscale": bool(ds.shape[0] == 3 and rng.random() < v["grayscale_probability"]),
+        }
         attack = str(rng.choice(v["attacks"]))
-        out[torch.from_numpy(part)] = poison_dataset(ds.subset(part), attack, device=device, progress=False, **params).images
+        out[torch.from_numpy(part)] = poison_dataset(
+            ds.subset(part), attack, device=device, progress=False, **params
+        ).images
     return out
 
 
@@ -385,12 +425,17 @@ class EdgeEvidence:
 
     def says_convolved(self) -> bool:
         """The edge vote: a separating detector, flags far above its false-positive rate, most images poisoned."""
-        return (self.separates() and self.z() >= EDGE_Z and self.poisoned_share is not None
-                and self.poisoned_share >= EDGE_MIN_SHARE)
+        return (
+            self.separates()
+            and self.z() >= EDGE_Z
+            and self.poisoned_share is not None
+            and self.poisoned_share >= EDGE_MIN_SHARE
+        )
 
 
-def train_edge_detector(reference: ImageDataset, seed: int = 0, device: str | torch.device | None = None
-                        ) -> tuple[EdgeDetector, float, float]:
+def train_edge_detector(
+    reference: ImageDataset, seed: int = 0, device: str | torch.device | None = None
+) -> tuple[EdgeDetector, float, float]:
     """Train on one half of `reference` (clean vs fresh-key poisoned), measure on the other half.
 
     Returns:
@@ -402,15 +447,17 @@ def train_edge_detector(reference: ImageDataset, seed: int = 0, device: str | to
     groups = REFERENCE_VARIANTS["groups"]
     poisoned = [poison_with_random_keys(h, rng, groups, device) for h in halves]
     clean_fit, poison_fit = edge_features(halves[0].images), edge_features(poisoned[0])
-    detector = fit_logistic(torch.cat([clean_fit, poison_fit]),
-                            torch.cat([torch.zeros(len(clean_fit)), torch.ones(len(poison_fit))]))
+    detector = fit_logistic(
+        torch.cat([clean_fit, poison_fit]), torch.cat([torch.zeros(len(clean_fit)), torch.ones(len(poison_fit))])
+    )
     fpr = float(detector.flag(halves[1].images).double().mean())
     tpr = float(detector.flag(poisoned[1]).double().mean())
     return detector, fpr, tpr
 
 
-def edge_evidence(data: ImageDataset, reference: ImageDataset, seed: int = 0,
-                  device: str | torch.device | None = None) -> EdgeEvidence:
+def edge_evidence(
+    data: ImageDataset, reference: ImageDataset, seed: int = 0, device: str | torch.device | None = None
+) -> EdgeEvidence:
     """Train the edge detector on `reference` and apply it to every image of `data`."""
     detector, fpr, tpr = train_edge_detector(reference, seed, device)
     features = edge_features(data.images)
@@ -419,8 +466,17 @@ def edge_evidence(data: ImageDataset, reference: ImageDataset, seed: int = 0,
     per_class = torch.zeros(data.num_classes, dtype=torch.float64).index_add_(0, data.labels, flags) / counts
     flagged = float(flags.mean())
     share = min(1.0, max(0.0, (flagged - fpr) / (tpr - fpr))) if tpr - fpr >= 0.2 else None
-    return EdgeEvidence(flagged, fpr, tpr, share, per_class.tolist(), mean_per_edge(features),
-                        mean_per_edge(edge_features(reference.images)), len(data), len(reference) // 2)
+    return EdgeEvidence(
+        flagged,
+        fpr,
+        tpr,
+        share,
+        per_class.tolist(),
+        mean_per_edge(features),
+        mean_per_edge(edge_features(reference.images)),
+        len(data),
+        len(reference) // 2,
+    )
 
 
 def mean_per_edge(features: torch.Tensor) -> list[float]:
@@ -430,15 +486,20 @@ def mean_per_edge(features: torch.Tensor) -> list[float]:
 
 # --- the detection ----------------------------------------------------------------------------
 
+
 def match_reference(reference: ImageDataset, data: ImageDataset) -> ImageDataset:
     """`reference` with DATA's channel count (RGB → channel mean, gray → replicated); checks size and classes."""
     (c, h, w), (rc, rh, rw) = data.shape, reference.shape
     if (rh, rw) != (h, w):
-        raise UserInputError(f"the reference's images are {rh}×{rw} but the data's are {h}×{w}; give a reference "
-                             "of the same image size (e.g. the same dataset's test split)")
+        raise UserInputError(
+            f"the reference's images are {rh}×{rw} but the data's are {h}×{w}; give a reference "
+            "of the same image size (e.g. the same dataset's test split)"
+        )
     if reference.num_classes != data.num_classes:
-        raise UserInputError(f"the reference has {reference.num_classes} classes but the data has {data.num_classes}; "
-                             "give clean images of the same classes (e.g. the same dataset's test split)")
+        raise UserInputError(
+            f"the reference has {reference.num_classes} classes but the data has {data.num_classes}; "
+            "give clean images of the same classes (e.g. the same dataset's test split)"
+        )
     if rc == c:
         return reference
     images = reference.images
@@ -487,8 +548,10 @@ class Detection:
             agree = f"; edge pixels agree: {edges}" if "edge" in self.decided_by else ""
             return f"looks convolution-poisoned ({score}{agree})"
         if self.poisoned:
-            return (f"looks convolution-poisoned ({edges}; the spectral score {s.score:.2f} stays under its threshold "
-                    f"{SPECTRAL_THRESHOLD:.1f}{_few(self.per_class_median())})")
+            return (
+                f"looks convolution-poisoned ({edges}; the spectral score {s.score:.2f} stays under its threshold "
+                f"{SPECTRAL_THRESHOLD:.1f}{_few(self.per_class_median())})"
+            )
         if self.undecided is not None:
             return f"cannot tell: {self.undecided}"
         return f"no sign of a class-wise convolution ({score}; {edges})"
@@ -500,33 +563,47 @@ class Detection:
     def lines(self) -> list[str]:
         """The verdict, then the evidence: sources, both statistics, a per-class table."""
         s, e, i = self.spectral, self.edge, self.info
-        out = [self.verdict(),
-               f"data: {i['data']} ({i['data_images']} images, {len(self.classes)} classes, {i['shape']}); "
-               f"reference: {i['reference']} ({i['reference_images']} images)",
-               f"spectral: class-wise log-spectrum shift against the reference χ²/dof {s.chi2:.2f} (clean ≈ 1); "
-               f"kernel-shaped part (score) {s.score:.2f} = {s.shift:.3f} nats rms; kernel fit {s.kernel_fit:.0%}; "
-               f"within-class spread {s.spread:+.3f} nats, small-sample bias removed (a convolution keeps it ≈ 0, additive noise lowers it; "
-               f"limit {-COMPRESSION_LIMIT * s.shift:+.3f})"]
+        out = [
+            self.verdict(),
+            f"data: {i['data']} ({i['data_images']} images, {len(self.classes)} classes, {i['shape']}); "
+            f"reference: {i['reference']} ({i['reference_images']} images)",
+            f"spectral: class-wise log-spectrum shift against the reference χ²/dof {s.chi2:.2f} (clean ≈ 1); "
+            f"kernel-shaped part (score) {s.score:.2f} = {s.shift:.3f} nats rms; kernel fit {s.kernel_fit:.0%}; "
+            f"within-class spread {s.spread:+.3f} nats, small-sample bias removed (a convolution keeps it ≈ 0, additive noise lowers it; "
+            f"limit {-COMPRESSION_LIMIT * s.shift:+.3f})",
+        ]
         if "spectral" not in self.decided_by and s.score >= SPECTRAL_THRESHOLD:
-            out.append("note: the class spectra do shift, but the within-class spread shrank: that is what an "
-                       "additive class-wise perturbation does, not a convolution")
+            out.append(
+                "note: the class spectra do shift, but the within-class spread shrank: that is what an "
+                "additive class-wise perturbation does, not a convolution"
+            )
         edges = " ".join(f"{n} {d:+.3f} ({r:+.3f})" for n, d, r in zip(EDGES, e.data_edges, e.reference_edges))
-        share = "n/a: on this data the edge detector does not separate clean from poisoned reference images " \
-            "(black borders?)" if e.poisoned_share is None else f"{e.poisoned_share:.0%}"
-        out += [f"edge: {e.flagged:.1%} of images flagged (held-out reference: clean {e.reference_fpr:.1%}, "
-                f"fresh-key poisoned {e.reference_tpr:.1%}); estimated poisoned share {share}; z {e.z():.1f} over the "
-                f"false-positive rate; edge vote: {'poisoned' if e.says_convolved() else 'no'} (needs separation ≥ "
-                f"{EDGE_SEPARATION:.0%}, z ≥ {EDGE_Z:.0f}, share ≥ {EDGE_MIN_SHARE:.0%})",
-                f"edge: mean log((edge+1)/(inside+1)) data (reference): {edges}"]
+        share = (
+            "n/a: on this data the edge detector does not separate clean from poisoned reference images "
+            "(black borders?)"
+            if e.poisoned_share is None
+            else f"{e.poisoned_share:.0%}"
+        )
+        out += [
+            f"edge: {e.flagged:.1%} of images flagged (held-out reference: clean {e.reference_fpr:.1%}, "
+            f"fresh-key poisoned {e.reference_tpr:.1%}); estimated poisoned share {share}; z {e.z():.1f} over the "
+            f"false-positive rate; edge vote: {'poisoned' if e.says_convolved() else 'no'} (needs separation ≥ "
+            f"{EDGE_SEPARATION:.0%}, z ≥ {EDGE_Z:.0f}, share ≥ {EDGE_MIN_SHARE:.0%})",
+            f"edge: mean log((edge+1)/(inside+1)) data (reference): {edges}",
+        ]
         width = max(5, *(len(c) for c in self.classes))
-        out.append(f"{'class':{width}s} {'n':>6s} {'score':>7s} {'χ²/dof':>7s} {'fit':>5s} {'shift':>6s} "
-                   f"{'spread':>7s} {'edge':>6s}")
+        out.append(
+            f"{'class':{width}s} {'n':>6s} {'score':>7s} {'χ²/dof':>7s} {'fit':>5s} {'shift':>6s} "
+            f"{'spread':>7s} {'edge':>6s}"
+        )
         rows = {c: j for j, c in enumerate(s.classes)}
         for c, name in enumerate(self.classes):
             if c in rows:
                 j = rows[c]
                 p = {k: v[j] for k, v in s.per_class.items()}
-                spec = f"{p['score']:7.2f} {p['chi2']:7.2f} {p['kernel_fit']:5.0%} {p['shift']:6.3f} {p['spread']:+7.3f}"
+                spec = (
+                    f"{p['score']:7.2f} {p['chi2']:7.2f} {p['kernel_fit']:5.0%} {p['shift']:6.3f} {p['spread']:+7.3f}"
+                )
             else:
                 spec = f"{'(too few images)':>36s}"
             out.append(f"{name:{width}s} {self.counts[c]:6d} {spec} {_pct(e.per_class[c]):>6s}")
@@ -535,26 +612,48 @@ class Detection:
     def to_json(self) -> dict[str, Any]:
         """Everything printed, as JSON-serialisable values (the spectra themselves go into the figure)."""
         s, e = self.spectral, self.edge
-        return {"verdict": self.verdict(), "poisoned": self.poisoned, "decided_by": list(self.decided_by),
-                "undecided": self.undecided,
-                "threshold": SPECTRAL_THRESHOLD, "compression_limit": COMPRESSION_LIMIT, **self.info,
-                "spectral": {"score": s.score, "chi2": s.chi2, "kernel_fit": s.kernel_fit, "shift": s.shift, "spread": s.spread,
-                             "kernel_lag": KERNEL_LAG,
-                             "per_class": {self.classes[c]: {k: v[j] for k, v in s.per_class.items()}
-                                           for j, c in enumerate(s.classes)}},
-                "edge": {"flagged": e.flagged, "reference_fpr": e.reference_fpr, "reference_tpr": e.reference_tpr,
-                         "poisoned_share": e.poisoned_share, "z": e.z(), "vote": e.says_convolved(),
-                         "per_class": {n: (None if math.isnan(f) else f) for n, f in zip(self.classes, e.per_class)},
-                         "mean_features": {"edges": list(EDGES), "data": e.data_edges, "reference": e.reference_edges}},
-                "counts": dict(zip(self.classes, self.counts))}
+        return {
+            "verdict": self.verdict(),
+            "poisoned": self.poisoned,
+            "decided_by": list(self.decided_by),
+            "undecided": self.undecided,
+            "threshold": SPECTRAL_THRESHOLD,
+            "compression_limit": COMPRESSION_LIMIT,
+            **self.info,
+            "spectral": {
+                "score": s.score,
+                "chi2": s.chi2,
+                "kernel_fit": s.kernel_fit,
+                "shift": s.shift,
+                "spread": s.spread,
+                "kernel_lag": KERNEL_LAG,
+                "per_class": {
+                    self.classes[c]: {k: v[j] for k, v in s.per_class.items()} for j, c in enumerate(s.classes)
+                },
+            },
+            "edge": {
+                "flagged": e.flagged,
+                "reference_fpr": e.reference_fpr,
+                "reference_tpr": e.reference_tpr,
+                "poisoned_share": e.poisoned_share,
+                "z": e.z(),
+                "vote": e.says_convolved(),
+                "per_class": {n: (None if math.isnan(f) else f) for n, f in zip(self.classes, e.per_class)},
+                "mean_features": {"edges": list(EDGES), "data": e.data_edges, "reference": e.reference_edges},
+            },
+            "counts": dict(zip(self.classes, self.counts)),
+        }
 
 
 def _few(per_class: float) -> str:
-    return f", which it cannot clear with {per_class:.0f} images per class" if per_class < MIN_SPECTRAL_PER_CLASS else ""
+    return (
+        f", which it cannot clear with {per_class:.0f} images per class" if per_class < MIN_SPECTRAL_PER_CLASS else ""
+    )
 
 
-def decide(spectral: SpectralEvidence, edge: EdgeEvidence, per_class: float
-           ) -> tuple[bool, tuple[str, ...], str | None]:
+def decide(
+    spectral: SpectralEvidence, edge: EdgeEvidence, per_class: float
+) -> tuple[bool, tuple[str, ...], str | None]:
     """(poisoned, the statistics that say so, why neither can speak or None) from both statistics' evidence.
 
     `per_class`: DATA's median images per class. Poisoned when the spectral test (`looks_convolved`)
@@ -562,22 +661,35 @@ def decide(spectral: SpectralEvidence, edge: EdgeEvidence, per_class: float
     spectral test has too few images per class (< MIN_SPECTRAL_PER_CLASS) and the edge detector does
     not separate clean from poisoned reference images.
     """
-    votes = tuple(name for name, says in (("spectral", looks_convolved(spectral)), ("edge", edge.says_convolved()))
-                  if says)
+    votes = tuple(
+        name for name, says in (("spectral", looks_convolved(spectral)), ("edge", edge.says_convolved())) if says
+    )
     if votes or per_class >= MIN_SPECTRAL_PER_CLASS or edge.separates():
         return bool(votes), votes, None
-    return False, (), (f"{per_class:.0f} images per class are too few for the spectral test (score {spectral.score:.2f}, "
-                       f"threshold {SPECTRAL_THRESHOLD:.1f}; it needs about {MIN_SPECTRAL_PER_CLASS}) and the edge "
-                       f"detector does not separate clean from poisoned images of the reference "
-                       f"({edge.reference_fpr:.0%} vs {edge.reference_tpr:.0%} flagged); give more images per class")
+    return (
+        False,
+        (),
+        (
+            f"{per_class:.0f} images per class are too few for the spectral test (score {spectral.score:.2f}, "
+            f"threshold {SPECTRAL_THRESHOLD:.1f}; it needs about {MIN_SPECTRAL_PER_CLASS}) and the edge "
+            f"detector does not separate clean from poisoned images of the reference "
+            f"({edge.reference_fpr:.0%} vs {edge.reference_tpr:.0%} flagged); give more images per class"
+        ),
+    )
 
 
 def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.0%}"
 
 
-def detect(data: ImageDataset, reference: ImageDataset, seed: int = 0, max_images: int = MAX_IMAGES,
-           device: str | torch.device | None = None, names: tuple[str, str] = ("data", "reference")) -> Detection:
+def detect(
+    data: ImageDataset,
+    reference: ImageDataset,
+    seed: int = 0,
+    max_images: int = MAX_IMAGES,
+    device: str | torch.device | None = None,
+    names: tuple[str, str] = ("data", "reference"),
+) -> Detection:
     """Run both statistics on `data` (uint8 N×C×H×W, labels) against the clean `reference` of the same classes.
 
     Args:
@@ -594,26 +706,40 @@ def detect(data: ImageDataset, reference: ImageDataset, seed: int = 0, max_image
     if data.num_classes < 2:
         raise UserInputError("the data has fewer than 2 classes; a class-wise convolution needs several classes")
     if min(data.shape[1:]) < 3:
-        raise UserInputError(f"images of {data.shape[1]}×{data.shape[2]} pixels are too small; give images of at least 3×3")
+        raise UserInputError(
+            f"images of {data.shape[1]}×{data.shape[2]} pixels are too small; give images of at least 3×3"
+        )
     reference = cap(match_reference(reference, data), max_images, seed)
     data = cap(data, max_images, seed)
     device = torch.device(device or "cpu")
     h, w = data.shape[1:]
-    spectral = spectral_evidence(class_spectra(data.images, data.labels, data.num_classes, device),
-                                 class_spectra(reference.images, reference.labels, data.num_classes, device), h, w)
+    spectral = spectral_evidence(
+        class_spectra(data.images, data.labels, data.num_classes, device),
+        class_spectra(reference.images, reference.labels, data.num_classes, device),
+        h,
+        w,
+    )
     edge = edge_evidence(data, reference, seed, device)
     counts = torch.bincount(data.labels, minlength=data.num_classes).tolist()
     poisoned, decided_by, undecided = decide(spectral, edge, float(np.median([counts[c] for c in spectral.classes])))
-    info = {"data": names[0], "reference": names[1], "data_images": len(data), "reference_images": len(reference),
-            "shape": "×".join(map(str, data.shape)), "seed": seed, "max_images": max_images}
+    info = {
+        "data": names[0],
+        "reference": names[1],
+        "data_images": len(data),
+        "reference_images": len(reference),
+        "shape": "×".join(map(str, data.shape)),
+        "seed": seed,
+        "max_images": max_images,
+    }
     return Detection(poisoned, spectral, edge, list(data.classes), counts, info, decided_by, undecided)
 
 
 def check_max_images(max_images: int) -> None:
     """Refuse a cap that leaves fewer than 4 images (2 classes × 2) or is not an integer."""
     if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 4:
-        raise UserInputError(f"--max-images {max_images!r} is too small; use an integer of at least 4 "
-                             f"(default {MAX_IMAGES})")
+        raise UserInputError(
+            f"--max-images {max_images!r} is too small; use an integer of at least 4 (default {MAX_IMAGES})"
+        )
 
 
 def full_plane(half: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     chunk = max(1, (1 << 24) // max(1, a[0].numel()))
     squared = 0
     for s in range(0, len(a), chunk):
-        d = a[s:s + chunk].to(torch.int32) - b[s:s + chunk].to(torch.int32)
+        d = a[s : s + chunk].to(torch.int32) - b[s : s + chunk].to(torch.int32)
         squared += int((d * d).sum())
     mse = squared / a.numel()
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
@@ -29,7 +29,7 @@ def psnr_per_image(images: torch.Tensor, reference: torch.Tensor) -> torch.Tenso
     An identical image scores 100 dB (its squared error is floored at 1e-10).
     """
     error = (images.double() - reference.double()).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)
-    return 10 * torch.log10(255.0 ** 2 / error)
+    return 10 * torch.log10(255.0**2 / error)
 
 
 def image_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -47,7 +47,7 @@ def image_ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, radius: int = 5
     x = torch.from_numpy(np.ascontiguousarray(a, np.float64)).permute(2, 0, 1)[:, None]
     y = torch.from_numpy(np.ascontiguousarray(b, np.float64)).permute(2, 0, 1)[:, None]
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(t**2) / (2 * sigma**2))
     g /= g.sum()
     window = (g[:, None] * g[None, :])[None, None]
 
@@ -55,7 +55,7 @@ def image_ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, radius: int = 5
         return F.conv2d(z, window)
 
     mx, my = mean(x), mean(y)
-    vx, vy, cxy = mean(x * x) - mx ** 2, mean(y * y) - my ** 2, mean(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    vx, vy, cxy = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return float(s.mean())

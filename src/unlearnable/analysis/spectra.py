@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 
 
-def log_power_spectrum(images: torch.Tensor, eps: float, *, onesided: bool = False,
-                       centred: bool = False) -> torch.Tensor:
+def log_power_spectrum(
+    images: torch.Tensor, eps: float, *, onesided: bool = False, centred: bool = False
+) -> torch.Tensor:
     """log(|F|² + eps), F the 2-D discrete Fourier transform of `images` over their last two dimensions.
 
     Args:

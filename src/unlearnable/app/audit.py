@@ -89,24 +89,51 @@ BUDGETS = {
     # UEraser-Max (5 draws) and DAT, which do not learn in 8 epochs even on clean data (11.1% and
     # 14.3% clean test accuracy).
     "quick": Budget(
-        TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 8}, train_per_class=500, test_per_class=200),
-        {"none": _defense("none"), "rsk+ff": _defense("rsk+ff"), "at-linf": _defense("at-linf", steps=2),
-         "coin": _defense("coin"), "jpeg": _defense("jpeg"), "gray": _defense("gray"), "bdr": _defense("bdr"),
-         "cutout": _defense("cutout"), "mixup": _defense("mixup"), "cutmix": _defense("cutmix"),
-         "ueraser-lite": _defense("ueraser", draws=1), "rsk+ff+coin": _defense("rsk+ff+coin"),
-         "deconv": _defense("deconv"),
-         # Orthogonal projection's published 20 epochs are ~980 SGD steps on all of CIFAR-10 but 100 on
-         # 5,000 images, where the linear model learns little but the mean image (27.75% on clean data);
-         # 200 epochs restore the published step count (50.50% clean, 54.60% on OPS).
-         "ortho-proj": _defense("ortho-proj", epochs=200)}),
+        TrainingProtocol(
+            model="small", recipe="quick", overrides={"epochs": 8}, train_per_class=500, test_per_class=200
+        ),
+        {
+            "none": _defense("none"),
+            "rsk+ff": _defense("rsk+ff"),
+            "at-linf": _defense("at-linf", steps=2),
+            "coin": _defense("coin"),
+            "jpeg": _defense("jpeg"),
+            "gray": _defense("gray"),
+            "bdr": _defense("bdr"),
+            "cutout": _defense("cutout"),
+            "mixup": _defense("mixup"),
+            "cutmix": _defense("cutmix"),
+            "ueraser-lite": _defense("ueraser", draws=1),
+            "rsk+ff+coin": _defense("rsk+ff+coin"),
+            "deconv": _defense("deconv"),
+            # Orthogonal projection's published 20 epochs are ~980 SGD steps on all of CIFAR-10 but 100 on
+            # 5,000 images, where the linear model learns little but the mean image (27.75% on clean data);
+            # 200 epochs restore the published step count (50.50% clean, 54.60% on OPS).
+            "ortho-proj": _defense("ortho-proj", epochs=200),
+        },
+    ),
     "full": Budget(
         TrainingProtocol(model="resnet18", recipe="paper"),
-        {"none": _defense("none"), "rsk+ff": _defense("rsk+ff"), "at-linf": _defense("at-linf"),
-         "at-linf-8": _defense("at-linf", eps=8 / 255), "at-l2": _defense("at-l2"), "dat": _defense("dat"),
-         "coin": _defense("coin"), "jpeg": _defense("jpeg"), "gray": _defense("gray"), "bdr": _defense("bdr"),
-         "cutout": _defense("cutout"), "mixup": _defense("mixup"), "cutmix": _defense("cutmix"),
-         "ueraser": _defense("ueraser"), "rsk+ff+coin": _defense("rsk+ff+coin"), "deconv": _defense("deconv"),
-         "ortho-proj": _defense("ortho-proj")}),
+        {
+            "none": _defense("none"),
+            "rsk+ff": _defense("rsk+ff"),
+            "at-linf": _defense("at-linf"),
+            "at-linf-8": _defense("at-linf", eps=8 / 255),
+            "at-l2": _defense("at-l2"),
+            "dat": _defense("dat"),
+            "coin": _defense("coin"),
+            "jpeg": _defense("jpeg"),
+            "gray": _defense("gray"),
+            "bdr": _defense("bdr"),
+            "cutout": _defense("cutout"),
+            "mixup": _defense("mixup"),
+            "cutmix": _defense("cutmix"),
+            "ueraser": _defense("ueraser"),
+            "rsk+ff+coin": _defense("rsk+ff+coin"),
+            "deconv": _defense("deconv"),
+            "ortho-proj": _defense("ortho-proj"),
+        },
+    ),
 }
 
 
@@ -130,9 +157,11 @@ def cannot_judge(clean: float, chance: float, test_images: int) -> str | None:
     margin = judge_margin(chance, test_images)
     if clean - chance >= margin:
         return None
-    return (f"cannot judge: clean training reaches only {clean:.1f}% on this little data (chance is {chance:.1f}%); "
-            f"an audit needs clean training at least {margin:.0f} points above chance to see what a protection "
-            f"takes away: give more training images per class")
+    return (
+        f"cannot judge: clean training reaches only {clean:.1f}% on this little data (chance is {chance:.1f}%); "
+        f"an audit needs clean training at least {margin:.0f} points above chance to see what a protection "
+        f"takes away: give more training images per class"
+    )
 
 
 def chance_accuracy(test_labels: torch.Tensor, num_classes: int) -> float:
@@ -140,7 +169,9 @@ def chance_accuracy(test_labels: torch.Tensor, num_classes: int) -> float:
     return 100 * float(torch.bincount(test_labels, minlength=num_classes).max()) / max(len(test_labels), 1)
 
 
-def verdict(clean: float, results: dict[str, float], chance: float | None = None, test_images: int | None = None) -> str:
+def verdict(
+    clean: float, results: dict[str, float], chance: float | None = None, test_images: int | None = None
+) -> str:
     """One line for the data owner from the clean reference and {defense: accuracy} ("none" included).
 
     With `chance` (%) and `test_images`, data too small to learn from gives "cannot judge: ..." first.
@@ -156,14 +187,19 @@ def verdict(clean: float, results: dict[str, float], chance: float | None = None
     if lost < MIN_EFFECT:
         return f"no protection: training on the protected data already reaches {undefended:.1f}% ({figures})"
     if regained >= lost / 2:
-        return (f"protection broken by {best} at {results[best]:.1f}%: it wins back {regained:.1f} of the "
-                f"{lost:.1f} points the protection took ({figures})")
-    return (f"protection holds: the best defense, {best}, reaches {results[best]:.1f}% and wins back only "
-            f"{regained:.1f} of {lost:.1f} points ({figures})")
+        return (
+            f"protection broken by {best} at {results[best]:.1f}%: it wins back {regained:.1f} of the "
+            f"{lost:.1f} points the protection took ({figures})"
+        )
+    return (
+        f"protection holds: the best defense, {best}, reaches {results[best]:.1f}% and wins back only "
+        f"{regained:.1f} of {lost:.1f} points ({figures})"
+    )
 
 
-def audit_data(data: str, clean: str | None, test: str | None, data_root: str | None,
-               image_size: int | None = None) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+def audit_data(
+    data: str, clean: str | None, test: str | None, data_root: str | None, image_size: int | None = None
+) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
     """(protected train, clean train, clean test) for an audit, at `image_size` if given; a UserInputError names what is missing."""
     from unlearnable.data import stretch_dataset
     from unlearnable.data.lineage import load_source
@@ -175,8 +211,9 @@ def audit_data(data: str, clean: str | None, test: str | None, data_root: str | 
     else:  # a dataset saved by `unlearnable poison` records its clean source
         clean_train = load_source(protected, data_root) if "attack" in protected.meta else None
         if clean_train is None:
-            raise UserInputError(f"{data} does not lead back to its clean training data; pass the clean "
-                                 f"dataset with --clean SPEC")
+            raise UserInputError(
+                f"{data} does not lead back to its clean training data; pass the clean dataset with --clean SPEC"
+            )
         if image_size is not None:
             clean_train = stretch_dataset(clean_train, image_size)
     try:
@@ -186,15 +223,23 @@ def audit_data(data: str, clean: str | None, test: str | None, data_root: str | 
             raise UserInputError(f"{data} has no test split; pass clean test data with --test SPEC") from None
         # --test names the test images themselves: a folder of class folders without train/ and test/
         test_set = load_dataset(test, "train", data_root, image_size=image_size)
-    for name, ds in ((data, protected), (clean or "the clean source", clean_train), (test or f"{data} test split", test_set)):
+    for name, ds in (
+        (data, protected),
+        (clean or "the clean source", clean_train),
+        (test or f"{data} test split", test_set),
+    ):
         check_labels(ds, name)
     if len(clean_train) != len(protected) or not (clean_train.labels == protected.labels).all():
-        raise UserInputError(f"the clean data ({len(clean_train)} images) does not match {data} "
-                             f"({len(protected)} images) label for label; pass the dataset it was made from")
+        raise UserInputError(
+            f"the clean data ({len(clean_train)} images) does not match {data} "
+            f"({len(protected)} images) label for label; pass the dataset it was made from"
+        )
     if test_set.num_classes != protected.num_classes or test_set.shape != protected.shape:
-        raise UserInputError(f"the test data ({test_set.num_classes} classes, {_shape(test_set)}) does not fit {data} "
-                             f"({protected.num_classes} classes, {_shape(protected)}); pass clean test images of the "
-                             f"same classes with --test SPEC")
+        raise UserInputError(
+            f"the test data ({test_set.num_classes} classes, {_shape(test_set)}) does not fit {data} "
+            f"({protected.num_classes} classes, {_shape(protected)}); pass clean test images of the "
+            f"same classes with --test SPEC"
+        )
     return protected, clean_train, test_set
 
 
@@ -206,14 +251,17 @@ def fit_batch_size(train_images: int, recipe_batch: int) -> int:
     """The training batch for `train_images` images: the recipe's, or the largest power of two that leaves
     STEPS_PER_EPOCH steps an epoch, at least MIN_BATCH. A UserInputError when fewer images than MIN_BATCH."""
     if train_images < MIN_BATCH:
-        raise UserInputError(f"the training data has {train_images} images; an audit trains models on batches of "
-                             f"at least {MIN_BATCH}: give more images")
+        raise UserInputError(
+            f"the training data has {train_images} images; an audit trains models on batches of "
+            f"at least {MIN_BATCH}: give more images"
+        )
     fitted = 1 << max(0, (train_images // STEPS_PER_EPOCH).bit_length() - 1)
     return min(recipe_batch, max(MIN_BATCH, fitted))
 
 
-def check_audit_args(budget: str, seed: int, device: str | None, image_size: int | None, out: Path,
-                     inputs: tuple[str | None, ...] = ()) -> Budget:
+def check_audit_args(
+    budget: str, seed: int, device: str | None, image_size: int | None, out: Path, inputs: tuple[str | None, ...] = ()
+) -> Budget:
     """Every audit argument checked before any data is read or written; returns the budget's plan."""
     if budget not in BUDGETS:
         raise UserInputError(f"--budget {budget!r} is unknown; use one of {', '.join(BUDGETS)}")
@@ -224,9 +272,19 @@ def check_audit_args(budget: str, seed: int, device: str | None, image_size: int
     return plan
 
 
-def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | None = None, test: str | None = None,
-              data_root: str | None = None, seed: int = 0, device: str | None = None,
-              progress: bool = True, image_size: int | None = None, command: str | None = None) -> tuple[str, list[str]]:
+def run_audit(
+    data: str,
+    out: str | Path,
+    budget: str = "quick",
+    clean: str | None = None,
+    test: str | None = None,
+    data_root: str | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+    image_size: int | None = None,
+    command: str | None = None,
+) -> tuple[str, list[str]]:
     """Train the budget's battery on `data` and the clean reference; write OUT/audit.json.
 
     Args:
@@ -249,8 +307,12 @@ def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | No
             test_set = stratified_subset(test_set, plan.protocol.test_per_class)
         fitted_protocol(plan.protocol, len(protected))  # too few images to train on: fail before writing
         # The subset's clean original is the clean subset saved beside it (for the report's samples).
-        protected.meta["source"] = {"spec": str(dirs["clean"]), "kind": "saved", "split": "train",
-                                    "path": str(dirs["clean"].resolve())}
+        protected.meta["source"] = {
+            "spec": str(dirs["clean"]),
+            "kind": "saved",
+            "split": "train",
+            "path": str(dirs["clean"].resolve()),
+        }
         protected.meta["audit_image_size"] = size
         for name, train_set in (("clean", clean_train), ("protected", protected)):
             with atomic_directory(dirs[name], overwrite=True) as tmp:
@@ -258,27 +320,44 @@ def run_audit(data: str, out: str | Path, budget: str = "quick", clean: str | No
     saved = load_saved(dirs["protected"])
     test_labels = load_saved(dirs["protected"], "test").labels
     if size is not None and saved.shape[1:] != (size, size):
-        raise UserInputError(f"{out} holds the data copies of an earlier audit at {saved.shape[1]}×{saved.shape[2]}, "
-                             f"not {size}×{size}; choose another --out")
+        raise UserInputError(
+            f"{out} holds the data copies of an earlier audit at {saved.shape[1]}×{saved.shape[2]}, "
+            f"not {size}×{size}; choose another --out"
+        )
     from unlearnable.training.recipes import resolve_recipe
 
     protocol = fitted_protocol(plan.protocol, len(saved))
     recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
-    runs = run_grid({"clean": dirs["clean"]}, {"none": plan.defenses["none"]}, out, protocol, seed, device, progress,
-                    command)
+    runs = run_grid(
+        {"clean": dirs["clean"]}, {"none": plan.defenses["none"]}, out, protocol, seed, device, progress, command
+    )
     runs |= run_grid({"protected": dirs["protected"]}, plan.defenses, out, protocol, seed, device, progress, command)
     results = {row: last_accuracy(path) for (column, row), path in runs.items() if column == "protected"}
     clean_acc = last_accuracy(runs["clean", "none"])
     chance = chance_accuracy(test_labels, saved.num_classes)
     line = verdict(clean_acc, results, chance, len(test_labels))
-    setup = (f"{budget} budget at {saved.shape[1]}×{saved.shape[2]}"
-             + (" (images stretched to this working size)" if size is not None else " (the data's own size)")
-             + f", {len(saved)} training and {len(test_labels)} test images, batch {recipe.batch_size}, "
-               f"{recipe.epochs} epochs")
-    write_json(out / "audit.json", {"data": data, "budget": budget, "verdict": line, "clean": clean_acc,
-                                     "chance": chance, "judge_margin": judge_margin(chance, len(test_labels)),
-                                     "protected": results, "setup": setup, "image_size": list(saved.shape[1:]),
-                                     "batch_size": recipe.batch_size, "epochs": recipe.epochs})
+    setup = (
+        f"{budget} budget at {saved.shape[1]}×{saved.shape[2]}"
+        + (" (images stretched to this working size)" if size is not None else " (the data's own size)")
+        + f", {len(saved)} training and {len(test_labels)} test images, batch {recipe.batch_size}, "
+        f"{recipe.epochs} epochs"
+    )
+    write_json(
+        out / "audit.json",
+        {
+            "data": data,
+            "budget": budget,
+            "verdict": line,
+            "clean": clean_acc,
+            "chance": chance,
+            "judge_margin": judge_margin(chance, len(test_labels)),
+            "protected": results,
+            "setup": setup,
+            "image_size": list(saved.shape[1:]),
+            "batch_size": recipe.batch_size,
+            "epochs": recipe.epochs,
+        },
+    )
     return f"{line} [{setup}]", grid_table(runs)
 
 
@@ -307,5 +386,3 @@ def fit_epochs(train_images: int, epochs: int) -> int:
     on 500 clothing photos), so small data trains for more epochs instead: 80 for 500 images, 34 for 1,192.
     """
     return min(MAX_EPOCHS, max(epochs, math.ceil(epochs * TUNED_IMAGES / train_images)))
-
-

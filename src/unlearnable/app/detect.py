@@ -26,10 +26,9 @@ def spectra_png(detection: Detection, h: int, w: int, max_classes: int = 20) -> 
 
     s = detection.spectral
     shown = s.classes[:max_classes]
-    maps = [full_plane(x[:len(shown)], h, w) for x in (s.ratio, s.fitted)]
+    maps = [full_plane(x[: len(shown)], h, w) for x in (s.ratio, s.fitted)]
     limit = float(torch.nan_to_num(maps[0].abs(), nan=0.0).quantile(0.99)) or 1.0
-    fig, axes = plt.subplots(2, len(shown), figsize=(1.25 * len(shown) + 1.4, 3.2), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(2, len(shown), figsize=(1.25 * len(shown) + 1.4, 3.2), squeeze=False, layout="constrained")
     for j, c in enumerate(shown):
         for r, label in enumerate(("measured", "kernel fit")):
             ax = axes[r][j]
@@ -45,9 +44,16 @@ def spectra_png(detection: Detection, h: int, w: int, max_classes: int = 20) -> 
     return png_bytes(fig, dpi=110)
 
 
-def detect_command(spec: str, reference: str | None = None, data_root: str | None = None,
-                   out: str | os.PathLike | None = None, seed: int = 0, max_images: int = MAX_IMAGES,
-                   device: str | None = None, image_size: int | None = None) -> Detection:
+def detect_command(
+    spec: str,
+    reference: str | None = None,
+    data_root: str | None = None,
+    out: str | os.PathLike | None = None,
+    seed: int = 0,
+    max_images: int = MAX_IMAGES,
+    device: str | None = None,
+    image_size: int | None = None,
+) -> Detection:
     """Load DATA's train split and the reference, detect, optionally write OUT/detect.json and OUT/detect_spectra.png.
 
     The reference is DATA's test split by default; a given `reference` contributes its test split when it
@@ -68,8 +74,10 @@ def detect_command(spec: str, reference: str | None = None, data_root: str | Non
         try:
             ref = load_dataset(spec, "test", data_root, image_size=image_size)
         except MissingSplitError:
-            raise UserInputError(f"{spec} has no test split to serve as the clean reference; pass --reference SPEC "
-                                 "(clean images of the same classes and size)") from None
+            raise UserInputError(
+                f"{spec} has no test split to serve as the clean reference; pass --reference SPEC "
+                "(clean images of the same classes and size)"
+            ) from None
         names = (f"{spec} train split", f"{spec} test split")
     else:
         try:

@@ -70,15 +70,22 @@ class TrainingProtocol:
 # ImageNet-100 (the paper's third row): torchvision's ResNet-18 at 224×224 with the paper's recipe,
 # CUDA with k = 9, p_b = 0.06, and FF's ImageNet variant (int(0.4·N·p/100) frequencies kept, SPEC §3).
 # The pipeline takes RandomResizedCrop + flip for images this size (TrainConfig.augment "auto").
-IMAGENET100 = TrainingProtocol(model="resnet18-imagenet", recipe="paper", cuda=dict(CUDA_PAPER_IMAGENET),
-                       rsk_ff={"imagenet_variant": True})
+IMAGENET100 = TrainingProtocol(
+    model="resnet18-imagenet", recipe="paper", cuda=dict(CUDA_PAPER_IMAGENET), rsk_ff={"imagenet_variant": True}
+)
 
 
 # The CPU demo (run on CIFAR-10): the small CNN and the quick recipe on 1,000 training images per
 # class, 8 epochs; adversarial training with 2 PGD steps instead of 10 so that the four conditions fit
 # in 15 minutes on 2 cores.
-DEMO = TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 8}, train_per_class=1000,
-                        test_per_class=300, at={"eps": 4 / 255, "steps": 2})
+DEMO = TrainingProtocol(
+    model="small",
+    recipe="quick",
+    overrides={"epochs": 8},
+    train_per_class=1000,
+    test_per_class=300,
+    at={"eps": 4 / 255, "steps": 2},
+)
 
 
 def summarize(runs: list[Path]) -> list[str]:
@@ -88,18 +95,25 @@ def summarize(runs: list[Path]) -> list[str]:
     for run in runs:
         final = read_results(run).final
         acc[run.name] = final["test_acc_last"]
-        lines.append(f"{run.name:<14}{final['test_acc_last']:>8.2f}%{final['test_acc_best']:>7.2f}%"
-                     f"{final['wall_seconds']:>7.0f}s")
+        lines.append(
+            f"{run.name:<14}{final['test_acc_last']:>8.2f}%{final['test_acc_best']:>7.2f}%"
+            f"{final['wall_seconds']:>7.0f}s"
+        )
     if {"clean", "cuda", "cuda+rsk+ff"} <= acc.keys():
         lost = acc["clean"] - acc["cuda"]
         regained = acc["cuda+rsk+ff"] - acc["cuda"]
-        lines.append(f"CUDA costs {lost:.1f} points of clean accuracy; RSK+FF wins back {regained:.1f} of them "
-                     f"({100 * regained / lost:.0f}%)." if lost > 0 else "CUDA did not lower the accuracy here.")
+        lines.append(
+            f"CUDA costs {lost:.1f} points of clean accuracy; RSK+FF wins back {regained:.1f} of them "
+            f"({100 * regained / lost:.0f}%)."
+            if lost > 0
+            else "CUDA did not lower the accuracy here."
+        )
     return lines
 
 
-def check_protocol(protocol: TrainingProtocol, settings: Iterable[dict[str, Any]], seed: int = 0,
-                   device: str | None = None) -> None:
+def check_protocol(
+    protocol: TrainingProtocol, settings: Iterable[dict[str, Any]], seed: int = 0, device: str | None = None
+) -> None:
     """Check the model, recipe, seed, device and each run's settings (defense chain and options) of a protocol.
 
     Raises the UserInputError a training run would, but before any data is read or written.
@@ -111,8 +125,17 @@ def check_protocol(protocol: TrainingProtocol, settings: Iterable[dict[str, Any]
     MODELS.check(protocol.model)
     recipe = resolve_recipe(protocol.recipe, **protocol.overrides)
     for run in settings:
-        resolve_config(TrainConfig(out="unchecked", model=protocol.model, recipe=recipe, seed=seed, device=device,
-                                   rotate=protocol.rotate, **run))
+        resolve_config(
+            TrainConfig(
+                out="unchecked",
+                model=protocol.model,
+                recipe=recipe,
+                seed=seed,
+                device=device,
+                rotate=protocol.rotate,
+                **run,
+            )
+        )
 
 
 def check_writable(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
@@ -129,8 +152,13 @@ def check_writable(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | 
         raise UserInputError(f"--out {out}: cannot write into {existing}; choose a directory you can write to")
 
 
-def prepare_data(source: str, out: Path, protocol: TrainingProtocol, data_root: str | None = None,
-                 poisons: dict[str, tuple[str, dict[str, Any]]] | None = None) -> dict[str, Path]:
+def prepare_data(
+    source: str,
+    out: Path,
+    protocol: TrainingProtocol,
+    data_root: str | None = None,
+    poisons: dict[str, tuple[str, dict[str, Any]]] | None = None,
+) -> dict[str, Path]:
     """Save the clean training set and each protected version of it (with the clean test split).
 
     Args:
@@ -180,8 +208,13 @@ def prepare_data(source: str, out: Path, protocol: TrainingProtocol, data_root: 
     return dirs
 
 
-def prepare_copies(full: ImageDataset, test: ImageDataset, dirs: dict[str, Path], protocol: TrainingProtocol,
-                   poisons: dict[str, tuple[str, dict[str, Any]]]) -> None:
+def prepare_copies(
+    full: ImageDataset,
+    test: ImageDataset,
+    dirs: dict[str, Path],
+    protocol: TrainingProtocol,
+    poisons: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
     """Save the clean training set (the protocol's subset of `full`) and each protected version in `dirs`."""
     train = full if protocol.train_per_class is None else stratified_subset(full, protocol.train_per_class)
     if protocol.test_per_class is not None:
@@ -240,9 +273,17 @@ def is_complete(run_dir: Path) -> bool:
     return results is not None and results.complete
 
 
-def train_once(run_dir: Path, data_dir: Path, protocol: TrainingProtocol, settings: dict[str, Any], seed: int = 0,
-               device: str | None = None, progress: bool = True, name: str | None = None,
-               command: str | None = None) -> Path:
+def train_once(
+    run_dir: Path,
+    data_dir: Path,
+    protocol: TrainingProtocol,
+    settings: dict[str, Any],
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+    name: str | None = None,
+    command: str | None = None,
+) -> Path:
     """Train on the saved dataset `data_dir` (its test split for testing) unless `run_dir` is finished.
 
     Args:
@@ -259,22 +300,38 @@ def train_once(run_dir: Path, data_dir: Path, protocol: TrainingProtocol, settin
     from unlearnable.training.trainer import train
 
     name = name or run_dir.name
-    config = TrainConfig(out=str(run_dir), model=protocol.model, recipe=resolve_recipe(protocol.recipe, **protocol.overrides),
-                         seed=seed, device=device, rotate=protocol.rotate, name=name, train=str(data_dir),
-                         test=str(data_dir), **settings)
+    config = TrainConfig(
+        out=str(run_dir),
+        model=protocol.model,
+        recipe=resolve_recipe(protocol.recipe, **protocol.overrides),
+        seed=seed,
+        device=device,
+        rotate=protocol.rotate,
+        name=name,
+        train=str(data_dir),
+        test=str(data_dir),
+        **settings,
+    )
     train_set, test_set = load_saved(data_dir), load_saved(data_dir, "test")
     if is_complete(run_dir):
         check_finished_run(config, train_set, test_set)
         logger.info("%s: finished earlier, skipped", name)
         return run_dir
-    train(config, train_set, test_set, resume=(run_dir / "checkpoint.pt").exists(), progress=progress,
-          command=command)
+    train(config, train_set, test_set, resume=(run_dir / "checkpoint.pt").exists(), progress=progress, command=command)
     return run_dir
 
 
-def run_table1(source: str, out: str | Path, protocol: TrainingProtocol, data_root: str | None = None,
-               seed: int = 0, device: str | None = None, conditions: tuple[str, ...] = TABLE1_CONDITIONS,
-               progress: bool = True, command: str | None = None) -> list[Path]:
+def run_table1(
+    source: str,
+    out: str | Path,
+    protocol: TrainingProtocol,
+    data_root: str | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    conditions: tuple[str, ...] = TABLE1_CONDITIONS,
+    progress: bool = True,
+    command: str | None = None,
+) -> list[Path]:
     """Train every condition (skipping finished runs, resuming interrupted ones); returns the run dirs.
 
     `command` (the command line that started the protocol, or None) is recorded in every run's
@@ -288,14 +345,31 @@ def run_table1(source: str, out: str | Path, protocol: TrainingProtocol, data_ro
     out = Path(out)
     check_writable(out, [source, data_root])
     data = prepare_data(source, out, protocol, data_root)
-    return [train_once(out / "runs" / name, data["clean"] if name == "clean" else data["cuda"], protocol,
-                       condition_config(name, protocol), seed, device, progress, command=command)
-            for name in conditions]
+    return [
+        train_once(
+            out / "runs" / name,
+            data["clean"] if name == "clean" else data["cuda"],
+            protocol,
+            condition_config(name, protocol),
+            seed,
+            device,
+            progress,
+            command=command,
+        )
+        for name in conditions
+    ]
 
 
-def run_grid(data: dict[str, Path], defenses: dict[str, dict[str, Any]], out: str | Path, protocol: TrainingProtocol,
-             seed: int = 0, device: str | None = None, progress: bool = True,
-             command: str | None = None) -> dict[tuple[str, str], Path]:
+def run_grid(
+    data: dict[str, Path],
+    defenses: dict[str, dict[str, Any]],
+    out: str | Path,
+    protocol: TrainingProtocol,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[tuple[str, str], Path]:
     """Train every (dataset, defense) pair: the defense × poison table.
 
     Args:
@@ -311,8 +385,9 @@ def run_grid(data: dict[str, Path], defenses: dict[str, dict[str, Any]], out: st
     for column, data_dir in data.items():
         for row, settings in defenses.items():
             run_dir = Path(out) / "runs" / column / row
-            runs[column, row] = train_once(run_dir, data_dir, protocol, settings, seed, device, progress,
-                                           name=f"{column}/{row}", command=command)
+            runs[column, row] = train_once(
+                run_dir, data_dir, protocol, settings, seed, device, progress, name=f"{column}/{row}", command=command
+            )
     return runs
 
 

@@ -111,6 +111,7 @@ METADATA = ("strip", "keep")
 
 # ---------------------------------------------------------------------------------------------- the math
 
+
 def working_grid(height: int, width: int, resolution: int) -> tuple[int, int]:
     """The (h, w) grid whose short side is `resolution` (aspect kept); the photo's own when smaller."""
     short = min(height, width)
@@ -123,6 +124,7 @@ def working_grid(height: int, width: int, resolution: int) -> tuple[int, int]:
 def class_kernels(num_classes: int, strength: Strength, seed: int) -> np.ndarray:
     """The CUDA kernels of `seed` (published stream) for `num_classes` classes, each normalised to sum 1."""
     from unlearnable.attacks.cuda import cuda_key
+
     raw, _ = cuda_key(num_classes, 0, strength.kernel_size, strength.blur_parameter, seed)
     return raw / raw.sum(axis=(1, 2), keepdims=True)
 
@@ -165,8 +167,9 @@ def thumbnail(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(small[0].permute(1, 2, 0).numpy() * 255), 0, 255).astype(np.uint8)
 
 
-def expected_change(source: torch.Tensor, kernel: np.ndarray, size: tuple[int, int],
-                    scales: Iterable[int]) -> torch.Tensor:
+def expected_change(
+    source: torch.Tensor, kernel: np.ndarray, size: tuple[int, int], scales: Iterable[int]
+) -> torch.Tensor:
     """The change protection makes on the thumbnail grid, re-derived from the thumbnail `source` (1×C×h×w).
 
     The protection of an image of `size` (height, width) is replayed on `source`: each working grid
@@ -179,16 +182,23 @@ def expected_change(source: torch.Tensor, kernel: np.ndarray, size: tuple[int, i
     for resolution in scales:
         grid = working_grid(size[0], size[1], resolution)
         finer = grid[0] * grid[1] > th * tw
-        view = F.interpolate(source, size=grid, mode="bilinear", align_corners=False) if finer \
+        view = (
+            F.interpolate(source, size=grid, mode="bilinear", align_corners=False)
+            if finer
             else downsample(source, grid)
+        )
         change = blur(view, kern) - view
-        total += downsample(change, (th, tw)) if finer else F.interpolate(change, size=(th, tw), mode="bilinear",
-                                                                        align_corners=False)
+        total += (
+            downsample(change, (th, tw))
+            if finer
+            else F.interpolate(change, size=(th, tw), mode="bilinear", align_corners=False)
+        )
     return total
 
 
-def blur_scores(pixels: np.ndarray, thumb: np.ndarray, kernels: np.ndarray, size: tuple[int, int],
-                scales: Iterable[int]) -> np.ndarray:
+def blur_scores(
+    pixels: np.ndarray, thumb: np.ndarray, kernels: np.ndarray, size: tuple[int, int], scales: Iterable[int]
+) -> np.ndarray:
     """Per class j: the fraction of (this image − source) that class j's protection explains, at THUMB_R.
 
     `pixels` (float H×W×C, any size) is area-downsampled to the thumbnail's grid first, so a
@@ -219,6 +229,7 @@ def blur_scores(pixels: np.ndarray, thumb: np.ndarray, kernels: np.ndarray, size
 
 
 # ------------------------------------------------------------------------------------------ the listing
+
 
 @dataclass
 class Listing:
@@ -281,6 +292,7 @@ def scan(src: Path) -> Listing:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -305,9 +317,13 @@ def read_key(path: str | os.PathLike) -> dict[str, Any]:
     try:
         key = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserInputError(f"key file {path} does not exist; pass the --key written by `unlearnable protect`") from None
+        raise UserInputError(
+            f"key file {path} does not exist; pass the --key written by `unlearnable protect`"
+        ) from None
     except (OSError, ValueError) as e:
-        raise UserInputError(f"key file {path} is unreadable ({e}); pass the --key written by `unlearnable protect`") from None
+        raise UserInputError(
+            f"key file {path} is unreadable ({e}); pass the --key written by `unlearnable protect`"
+        ) from None
     if not isinstance(key, dict) or key.get("tool") != TOOL or key.get("version") != KEY_VERSION:
         raise UserInputError(f"{path} is not a key written by `unlearnable protect`; pass the right --key")
     return key
@@ -351,12 +367,16 @@ def check_paths(src: Path, dst: Path, key: Path, overwrite: bool) -> None:
         if not overwrite:
             raise UserInputError(f"--out {dst} already exists; choose another path or pass --overwrite")
         if not written_with_key(dst, key):
-            raise UserInputError(f"--out {dst} is not a folder published with the key {key} (it holds other "
-                                 f"files, or the key is missing), so --overwrite will not replace it; choose a new path")
+            raise UserInputError(
+                f"--out {dst} is not a folder published with the key {key} (it holds other "
+                f"files, or the key is missing), so --overwrite will not replace it; choose a new path"
+            )
     elif key.exists():
         if not overwrite:
-            raise UserInputError(f"--key {key} already exists; keep it (it is the only way to verify what it "
-                                 f"published), choose another --key, or pass --overwrite")
+            raise UserInputError(
+                f"--key {key} already exists; keep it (it is the only way to verify what it "
+                f"published), choose another --key, or pass --overwrite"
+            )
         read_key(key)  # --overwrite replaces only a key of this tool
 
 
@@ -368,14 +388,17 @@ def _locked(directory: Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserInputError(f"another `unlearnable protect` is writing {directory} right now; wait for it "
-                                 f"to finish or choose another --out") from None
+            raise UserInputError(
+                f"another `unlearnable protect` is writing {directory} right now; wait for it "
+                f"to finish or choose another --out"
+            ) from None
         yield
     finally:
         os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------- protect
+
 
 @dataclass
 class ProtectResult:
@@ -391,13 +414,18 @@ class ProtectResult:
     unreadable: list[str] = field(default_factory=list)
 
 
-def _protect_one(src: Path, rel: str, kernel: np.ndarray, strength: Strength, fmt: str, keep_exif: bool,
-                 quality: int) -> tuple[dict[str, Any], bytes] | tuple[dict[str, Any], None]:
+def _protect_one(
+    src: Path, rel: str, kernel: np.ndarray, strength: Strength, fmt: str, keep_exif: bool, quality: int
+) -> tuple[dict[str, Any], bytes] | tuple[dict[str, Any], None]:
     path = src / rel
     stat = path.stat()
     data = path.read_bytes()
-    record: dict[str, Any] = {"source": rel, "source_sha256": sha256(data), "source_size": stat.st_size,
-                              "source_mtime_ns": stat.st_mtime_ns}
+    record: dict[str, Any] = {
+        "source": rel,
+        "source_sha256": sha256(data),
+        "source_size": stat.st_size,
+        "source_mtime_ns": stat.st_mtime_ns,
+    }
     try:
         photo = decode_photo(data)
     except (UnidentifiedImageError, UnsupportedPhoto, OSError, ValueError) as e:
@@ -410,21 +438,37 @@ def _protect_one(src: Path, rel: str, kernel: np.ndarray, strength: Strength, fm
     protected = protect_pixels(photo.pixels, kernel, strength.scales)
     encoded = encode_photo(photo, protected, suffix, keep_exif, quality)
     thumb = thumbnail(photo.pixels)
-    record.update({
-        "published": str(Path(rel).with_suffix(suffix).as_posix()),
-        "published_sha256": sha256(encoded),
-        "width": photo.size[0], "height": photo.size[1], "mode": photo.mode, "depth": photo.depth,
-        "alpha": photo.alpha is not None, "protected": True,
-        "thumb": base64.b64encode(thumb.tobytes()).decode(), "thumb_shape": list(thumb.shape),
-    })
+    record.update(
+        {
+            "published": str(Path(rel).with_suffix(suffix).as_posix()),
+            "published_sha256": sha256(encoded),
+            "width": photo.size[0],
+            "height": photo.size[1],
+            "mode": photo.mode,
+            "depth": photo.depth,
+            "alpha": photo.alpha is not None,
+            "protected": True,
+            "thumb": base64.b64encode(thumb.tobytes()).decode(),
+            "thumb_shape": list(thumb.shape),
+        }
+    )
     return record, encoded
 
 
-def _settings(src: Path, listing: Listing, strength_name: str, fmt: str, metadata: str, seed: int,
-              quality: int) -> dict[str, Any]:
-    settings = {"source": str(src.resolve()), "classes": listing.classes, "strength": strength_name,
-                "strength_params": asdict(STRENGTHS[strength_name]), "format": fmt, "metadata": metadata,
-                "seed": seed, "jpeg_quality": quality, "key_version": KEY_VERSION}
+def _settings(
+    src: Path, listing: Listing, strength_name: str, fmt: str, metadata: str, seed: int, quality: int
+) -> dict[str, Any]:
+    settings = {
+        "source": str(src.resolve()),
+        "classes": listing.classes,
+        "strength": strength_name,
+        "strength_params": asdict(STRENGTHS[strength_name]),
+        "format": fmt,
+        "metadata": metadata,
+        "seed": seed,
+        "jpeg_quality": quality,
+        "key_version": KEY_VERSION,
+    }
     return json.loads(json.dumps(settings))  # as it reads back from the records file (tuples → lists)
 
 
@@ -456,10 +500,21 @@ def _load_records(partial: Path, settings: dict[str, Any], src: Path) -> dict[st
     return done
 
 
-def protect_folder(src: str | os.PathLike, dst: str | os.PathLike, *, strength: str = "mid", fmt: str = "same",
-                   key: str | os.PathLike | None = None, metadata: str = "strip", seed: int = 0,
-                   overwrite: bool = False, quality: int = 95, workers: int = 2, progress: bool = True,
-                   on_file: Callable[[dict[str, Any]], None] | None = None) -> ProtectResult:
+def protect_folder(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    strength: str = "mid",
+    fmt: str = "same",
+    key: str | os.PathLike | None = None,
+    metadata: str = "strip",
+    seed: int = 0,
+    overwrite: bool = False,
+    quality: int = 95,
+    workers: int = 2,
+    progress: bool = True,
+    on_file: Callable[[dict[str, Any]], None] | None = None,
+) -> ProtectResult:
     """Publish a protected copy of the ImageFolder collection `src` as `dst`, and its key.
 
     Args:
@@ -502,14 +557,20 @@ def protect_folder(src: str | os.PathLike, dst: str | os.PathLike, *, strength: 
     kernels = class_kernels(len(listing.classes), params, seed)
     settings = _settings(src, listing, strength, fmt, metadata, seed, quality)
     partial = dst.parent / f".{dst.name}.partial"
-    if partial.is_symlink() or (partial.exists() and not partial.is_dir()) or (
-            partial.is_dir() and any(partial.iterdir()) and not (partial / RECORDS).is_file()):
-        raise UserInputError(f"{partial} exists and was not made by `unlearnable protect`; move it away (this "
-                             f"command builds PUBLISHED there)")
+    if (
+        partial.is_symlink()
+        or (partial.exists() and not partial.is_dir())
+        or (partial.is_dir() and any(partial.iterdir()) and not (partial / RECORDS).is_file())
+    ):
+        raise UserInputError(
+            f"{partial} exists and was not made by `unlearnable protect`; move it away (this "
+            f"command builds PUBLISHED there)"
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir(exist_ok=True)
-    result = ProtectResult(dst, key_path, classes=len(listing.classes), empty_classes=listing.empty_classes,
-                           skipped=dict(listing.skipped))
+    result = ProtectResult(
+        dst, key_path, classes=len(listing.classes), empty_classes=listing.empty_classes, skipped=dict(listing.skipped)
+    )
     with _locked(partial):
         done = _load_records(partial, settings, src)
         if not done:  # a stale partial of other settings (or none): start over
@@ -523,8 +584,9 @@ def protect_folder(src: str | os.PathLike, dst: str | os.PathLike, *, strength: 
             log.flush()
             result.resumed = len(done)
             todo = [(rel, c) for rel, c in listing.files if rel not in done]
-            bar = tqdm(total=len(listing.files), initial=len(done), desc="protecting", unit="photo",
-                       disable=not progress)
+            bar = tqdm(
+                total=len(listing.files), initial=len(done), desc="protecting", unit="photo", disable=not progress
+            )
             keep_exif = metadata == "keep"
 
             def finish(future: Future) -> None:
@@ -566,13 +628,23 @@ def protect_folder(src: str | os.PathLike, dst: str | os.PathLike, *, strength: 
         result.published = len(files) - len(result.unreadable)
         _check_collisions(files)
         key_doc = {
-            "tool": TOOL, "version": KEY_VERSION,
+            "tool": TOOL,
+            "version": KEY_VERSION,
             "scheme": "multi-scale carried difference: x + sum_R upsample_bilinear(blur_c(area_R(x)) - area_R(x)), "
-                      "clipped; grid short side R, aspect kept; kernels normalised to sum 1; reflect border",
-            "strength": strength, "kernel_size": params.kernel_size, "blur_parameter": params.blur_parameter,
-            "scales": list(params.scales), "seed": seed, "format": fmt, "metadata": metadata,
-            "jpeg_quality": quality, "thumb_resolution": THUMB_R, "classes": listing.classes,
-            "kernels": kernels.tolist(), "empty_classes": listing.empty_classes, "skipped": listing.skipped,
+            "clipped; grid short side R, aspect kept; kernels normalised to sum 1; reflect border",
+            "strength": strength,
+            "kernel_size": params.kernel_size,
+            "blur_parameter": params.blur_parameter,
+            "scales": list(params.scales),
+            "seed": seed,
+            "format": fmt,
+            "metadata": metadata,
+            "jpeg_quality": quality,
+            "thumb_resolution": THUMB_R,
+            "classes": listing.classes,
+            "kernels": kernels.tolist(),
+            "empty_classes": listing.empty_classes,
+            "skipped": listing.skipped,
             "files": [r for r in files if "unreadable" not in r],
             "unreadable": [{"source": r["source"], "reason": r["unreadable"]} for r in files if "unreadable" in r],
         }
@@ -611,12 +683,14 @@ def _check_collisions(files: list[dict[str, Any]]) -> None:
         if out is None:
             continue
         if out in seen:
-            raise UserInputError(f"{seen[out]} and {record['source']} would both be published as {out}; rename one "
-                                 f"or use --format same")
+            raise UserInputError(
+                f"{seen[out]} and {record['source']} would both be published as {out}; rename one or use --format same"
+            )
         seen[out] = record["source"]
 
 
 # ----------------------------------------------------------------------------------------------- verify
+
 
 @dataclass
 class FileCheck:
@@ -645,8 +719,9 @@ class VerifyResult:
         return all(c.status == "ok" for c in self.checks)
 
 
-def check_blur(pixels: np.ndarray, record: dict[str, Any], kernels: np.ndarray, class_index: int,
-               scales: Iterable[int]) -> tuple[bool, str]:
+def check_blur(
+    pixels: np.ndarray, record: dict[str, Any], kernels: np.ndarray, class_index: int, scales: Iterable[int]
+) -> tuple[bool, str]:
     """Does this image carry its class's blur?
 
     Yes when its class's protection explains at least VERIFY_MIN_EXPLAINED of the change from the

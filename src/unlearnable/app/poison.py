@@ -65,8 +65,15 @@ def release_pages(images: torch.Tensor) -> None:
         return
 
 
-def poison_to_directory(train: ImageDataset, attack: str, directory: Path, test: ImageDataset | None = None,
-                        world: World = World(), device: str | None = None, **params) -> ImageDataset:
+def poison_to_directory(
+    train: ImageDataset,
+    attack: str,
+    directory: Path,
+    test: ImageDataset | None = None,
+    world: World = World(),
+    device: str | None = None,
+    **params,
+) -> ImageDataset:
     """Protect `train` straight into the saved dataset `directory` (which exists and is empty).
 
     For the attacks of `streams_to_disk` the protected images go into a memory-mapped
@@ -91,11 +98,19 @@ def poison_to_directory(train: ImageDataset, attack: str, directory: Path, test:
         with tqdm(total=len(mine), desc=f"{attack}", unit="img", disable=not world.main or len(mine) < 20_000) as bar:
             for start in range(mine.start, mine.stop, step):
                 block = range(start, min(start + step, mine.stop))
-                key = ATTACKS.get(attack)(train.images, train.labels, train.num_classes, device=device, out=out,
-                                         rows=block, progress=False, **params).key
+                key = ATTACKS.get(attack)(
+                    train.images,
+                    train.labels,
+                    train.num_classes,
+                    device=device,
+                    out=out,
+                    rows=block,
+                    progress=False,
+                    **params,
+                ).key
                 images.flush()
-                release_pages(out[block.start:block.stop])
-                release_pages(train.images[block.start:block.stop])
+                release_pages(out[block.start : block.stop])
+                release_pages(train.images[block.start : block.stop])
                 bar.update(len(block))
         protected = ImageDataset(out, train.labels, list(train.classes), protected_meta(train, key))
     elif world.distributed:
@@ -141,20 +156,32 @@ def export_png(ds: ImageDataset, root: Path, workers: int = 4) -> None:
         image.save(root / dirs[labels[i]] / f"{i:0{width}d}.png", optimize=False)
 
     with ThreadPoolExecutor(workers) as pool:
-        list(tqdm(pool.map(write, range(len(ds))), total=len(ds), desc="writing PNGs", unit="img",
-                  disable=len(ds) < 5000))
+        list(
+            tqdm(
+                pool.map(write, range(len(ds))), total=len(ds), desc="writing PNGs", unit="img", disable=len(ds) < 5000
+            )
+        )
 
 
-def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: str | None = None,
-                   fmt: str = "npy", overwrite: bool = False, device: str | None = None,
-                   **params) -> ImageDataset:
+def poison_command(
+    data: str,
+    attack: str,
+    out: str | os.PathLike,
+    data_root: str | None = None,
+    fmt: str = "npy",
+    overwrite: bool = False,
+    device: str | None = None,
+    **params,
+) -> ImageDataset:
     """Load `data`, protect its training split, write the saved dataset to `out` atomically.
 
     The clean test split, when the source has one, is saved beside it (never poisoned). Under
     torchrun the processes split the images (`poison_to_directory`).
     """
     if fmt not in ("npy", "png"):
-        raise UserInputError(f"--format {fmt!r} is unknown; use 'npy' (arrays only) or 'png' (arrays plus a PNG ImageFolder)")
+        raise UserInputError(
+            f"--format {fmt!r} is unknown; use 'npy' (arrays only) or 'png' (arrays plus a PNG ImageFolder)"
+        )
     inputs = [data] + ([data_root] if data_root else [])
     check_output(out, overwrite, inputs)
     ATTACKS.get(attack)  # an unknown name fails before anything is read
@@ -172,5 +199,3 @@ def poison_command(data: str, attack: str, out: str | os.PathLike, data_root: st
         if fmt == "png" and world.main:
             export_png(protected, tmp / "png")
     return load_saved(out)
-
-

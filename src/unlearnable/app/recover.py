@@ -19,7 +19,9 @@ def kernels_png(estimated: torch.Tensor, true: torch.Tensor | None) -> bytes:
 
     from unlearnable.figures import png_bytes  # selects the Agg backend before pyplot is imported
 
-    rows = [("estimated", estimated[:20])] + ([("true", (true / true.sum(dim=(1, 2), keepdim=True))[:20])] if true is not None else [])
+    rows = [("estimated", estimated[:20])] + (
+        [("true", (true / true.sum(dim=(1, 2), keepdim=True))[:20])] if true is not None else []
+    )
     columns = len(rows[0][1])
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns, 1.3 * len(rows)), squeeze=False)
     vmax = float(max(kernels.max() for _, kernels in rows))
@@ -33,8 +35,15 @@ def kernels_png(estimated: torch.Tensor, true: torch.Tensor | None) -> bytes:
     return png_bytes(fig, dpi=100)
 
 
-def recover_command(data: str, out: str, kernel_size: int | None = None, regularization: float = REGULARIZATION,
-                    method: str = "border", data_root: str | None = None, overwrite: bool = False) -> list[str]:
+def recover_command(
+    data: str,
+    out: str,
+    kernel_size: int | None = None,
+    regularization: float = REGULARIZATION,
+    method: str = "border",
+    data_root: str | None = None,
+    overwrite: bool = False,
+) -> list[str]:
     """`unlearnable recover`: deconvolve DATA's training split into the saved dataset `out`.
 
     Writes `out` atomically (with the estimated kernels in meta.json under "deconv") and
@@ -53,25 +62,35 @@ def recover_command(data: str, out: str, kernel_size: int | None = None, regular
     true = torch.tensor(poisoned.meta["kernels"], dtype=torch.float32) if "kernels" in poisoned.meta else None
     with atomic_directory(out, overwrite, inputs=[data], kind="saved dataset") as tmp:
         save_dataset(tmp, recovered)
-        (tmp / "kernels.png").write_bytes(kernels_png(estimated, true if true is not None and true.shape == estimated.shape else None))
-    lines = [f"deconvolved {recovered.meta['deconv']['deconvolved']} of {len(recovered)} images with "
-             f"{estimated.shape[-1]}×{estimated.shape[-1]} kernels ({method}) -> {out}"]
+        (tmp / "kernels.png").write_bytes(
+            kernels_png(estimated, true if true is not None and true.shape == estimated.shape else None)
+        )
+    lines = [
+        f"deconvolved {recovered.meta['deconv']['deconvolved']} of {len(recovered)} images with "
+        f"{estimated.shape[-1]}×{estimated.shape[-1]} kernels ({method}) -> {out}"
+    ]
     if true is None:
         return lines
     found = diagnostics(poisoned, recovered, load_source(poisoned, data_root))
-    lines.append(f"the key says {found['poisoned']} were poisoned; {found['hits']} of them were deconvolved, "
-                 f"and {found['false_alarms']} clean images")
+    lines.append(
+        f"the key says {found['poisoned']} were poisoned; {found['hits']} of them were deconvolved, "
+        f"and {found['false_alarms']} clean images"
+    )
     for c in range(poisoned.num_classes):
         parts = [f"class {c}:"]
         if found["kernel_error"] is not None:
             parts.append(f"kernel error {100 * found['kernel_error'][c]:.1f}%")
         if "psnr_recovered" in found and found["psnr_recovered"][c] is not None:
-            parts.append(f"PSNR recovered {found['psnr_recovered'][c]:.2f} dB (poisoned {found['psnr_poisoned'][c]:.2f} dB)")
+            parts.append(
+                f"PSNR recovered {found['psnr_recovered'][c]:.2f} dB (poisoned {found['psnr_poisoned'][c]:.2f} dB)"
+            )
         if len(parts) > 1:
             lines.append(" ".join(parts))
     if found["mean_kernel_error"] is not None:
         lines.append(f"mean kernel error {100 * found['mean_kernel_error']:.1f}%")
     if "mean_psnr_recovered" in found:
-        lines.append(f"mean PSNR of the poisoned images vs clean: {found['mean_psnr_poisoned']:.2f} dB poisoned, "
-                     f"{found['mean_psnr_recovered']:.2f} dB recovered")
+        lines.append(
+            f"mean PSNR of the poisoned images vs clean: {found['mean_psnr_poisoned']:.2f} dB poisoned, "
+            f"{found['mean_psnr_recovered']:.2f} dB recovered"
+        )
     return lines

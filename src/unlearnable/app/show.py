@@ -29,9 +29,15 @@ def pick_samples(ds: ImageDataset, per_class: int, max_classes: int) -> dict[int
     return picks
 
 
-def show_command(saved: str | os.PathLike, out: str | os.PathLike | None = None, defense: str = "rsk+ff",
-                 per_class: int = 1, max_classes: int = 10, data_root: str | None = None,
-                 seed: int = 0) -> Path:
+def show_command(
+    saved: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    defense: str = "rsk+ff",
+    per_class: int = 1,
+    max_classes: int = 10,
+    data_root: str | None = None,
+    seed: int = 0,
+) -> Path:
     """Write a PNG grid of clean vs poisoned vs defended samples per class; returns its path.
 
     The picture goes to `out` (default `default_picture`), which may not lie inside the saved

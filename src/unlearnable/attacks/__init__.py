@@ -12,24 +12,32 @@ from typing import TYPE_CHECKING
 from unlearnable.registry import Registry, lazy_exports
 
 ATTACKS = Registry("attack")
-ATTACKS.add("cuda", "unlearnable.attacks.cuda:cuda_poison",
-            "class-wise random 3×3 blur, the published key (Sadasivan et al., CVPR 2023)")
+ATTACKS.add(
+    "cuda",
+    "unlearnable.attacks.cuda:cuda_poison",
+    "class-wise random 3×3 blur, the published key (Sadasivan et al., CVPR 2023)",
+)
 ATTACKS.add("vuda", "unlearnable.attacks.cuda:vuda_poison", "CUDA with vertical k×1 kernels")
 ATTACKS.add("huda", "unlearnable.attacks.cuda:huda_poison", "CUDA with horizontal 1×k kernels")
-ATTACKS.add("cuda-reflect", "unlearnable.attacks.cuda:cuda_reflect_poison",
-            "CUDA with reflection padding: no darkened border")
+ATTACKS.add(
+    "cuda-reflect", "unlearnable.attacks.cuda:cuda_reflect_poison", "CUDA with reflection padding: no darkened border"
+)
 ATTACKS.add("ops", "unlearnable.attacks.ops:ops_poison", "one class-wise pixel (Wu et al., ICLR 2023)")
-ATTACKS.add("lsp", "unlearnable.attacks.lsp:lsp_poison",
-            "linearly separable colour patches (Yu et al., KDD 2022)")
-ATTACKS.add("ar", "unlearnable.attacks.ar:ar_poison",
-            "class-wise autoregressive noise (Sandoval-Segura et al., NeurIPS 2022)")
+ATTACKS.add("lsp", "unlearnable.attacks.lsp:lsp_poison", "linearly separable colour patches (Yu et al., KDD 2022)")
+ATTACKS.add(
+    "ar", "unlearnable.attacks.ar:ar_poison", "class-wise autoregressive noise (Sandoval-Segura et al., NeurIPS 2022)"
+)
 ATTACKS.add("noise", "unlearnable.attacks.additive:noise_poison", "class-wise uniform L∞ noise, 8/255")
 
 _EXPORTS = {
-    "Poison": "unlearnable.attacks.cuda", "cuda_key": "unlearnable.attacks.cuda",
-    "cuda_poison": "unlearnable.attacks.cuda", "ops_poison": "unlearnable.attacks.ops",
-    "lsp_poison": "unlearnable.attacks.lsp", "ar_poison": "unlearnable.attacks.ar",
-    "noise_poison": "unlearnable.attacks.additive", "poison_dataset": "unlearnable.attacks.apply",
+    "Poison": "unlearnable.attacks.cuda",
+    "cuda_key": "unlearnable.attacks.cuda",
+    "cuda_poison": "unlearnable.attacks.cuda",
+    "ops_poison": "unlearnable.attacks.ops",
+    "lsp_poison": "unlearnable.attacks.lsp",
+    "ar_poison": "unlearnable.attacks.ar",
+    "noise_poison": "unlearnable.attacks.additive",
+    "poison_dataset": "unlearnable.attacks.apply",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -41,5 +49,14 @@ if TYPE_CHECKING:
     from unlearnable.attacks.lsp import lsp_poison
     from unlearnable.attacks.ops import ops_poison
 
-__all__ = ["ATTACKS", "Poison", "ar_poison", "cuda_key", "cuda_poison", "lsp_poison", "noise_poison", "ops_poison",
-           "poison_dataset"]
+__all__ = [
+    "ATTACKS",
+    "Poison",
+    "ar_poison",
+    "cuda_key",
+    "cuda_poison",
+    "lsp_poison",
+    "noise_poison",
+    "ops_poison",
+    "poison_dataset",
+]

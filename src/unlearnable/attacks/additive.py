@@ -48,8 +48,15 @@ def draw_poisoned(seed: int, num_images: int, mix: float) -> np.ndarray:
     return draw_streams(seed)[1].random(num_images) < mix
 
 
-def check_poison_args(images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int, mix: float,
-                      min_hw: tuple[int, int] = (1, 1), attack: str = "this attack") -> None:
+def check_poison_args(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    mix: float,
+    min_hw: tuple[int, int] = (1, 1),
+    attack: str = "this attack",
+) -> None:
     """Raise UserInputError for inputs every model-free poison refuses.
 
     Args:
@@ -57,9 +64,13 @@ def check_poison_args(images: torch.Tensor, labels: torch.Tensor, num_classes: i
         labels: must have N entries in 0..num_classes-1.
     """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise UserInputError(f"{attack} needs uint8 N×C×H×W images with C = 1 or 3, got {images.dtype} {tuple(images.shape)}")
+        raise UserInputError(
+            f"{attack} needs uint8 N×C×H×W images with C = 1 or 3, got {images.dtype} {tuple(images.shape)}"
+        )
     if images.shape[2] < min_hw[0] or images.shape[3] < min_hw[1]:
-        raise UserInputError(f"images of {images.shape[2]}×{images.shape[3]} are too small for {attack}; it needs at least {min_hw[0]}×{min_hw[1]}")
+        raise UserInputError(
+            f"images of {images.shape[2]}×{images.shape[3]} are too small for {attack}; it needs at least {min_hw[0]}×{min_hw[1]}"
+        )
     if len(labels) != len(images):
         raise UserInputError(f"{len(labels)} labels for {len(images)} images; give one label per image")
     if num_classes < 1 or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes):
@@ -73,11 +84,19 @@ def check_poison_args(images: torch.Tensor, labels: torch.Tensor, num_classes: i
 def check_eps(eps: float, attack: str) -> None:
     """Raise UserInputError unless 0 < eps ≤ 1 ([0, 1] pixel units)."""
     if not 0.0 < eps <= 1.0:
-        raise UserInputError(f"--eps {eps} is out of range for {attack}; use a value in (0, 1] in [0, 1] pixel units (e.g. 8/255 = 0.0314)")
+        raise UserInputError(
+            f"--eps {eps} is out of range for {attack}; use a value in (0, 1] in [0, 1] pixel units (e.g. 8/255 = 0.0314)"
+        )
 
 
-def make_key(attack: str, params: dict[str, Any], seed: int, poisoned: np.ndarray,
-             secrets: dict[str, np.ndarray], regenerate: str) -> dict[str, Any]:
+def make_key(
+    attack: str,
+    params: dict[str, Any],
+    seed: int,
+    poisoned: np.ndarray,
+    secrets: dict[str, np.ndarray],
+    regenerate: str,
+) -> dict[str, Any]:
     """The JSON-serialisable private key.
 
     Secret arrays of at most MAX_KEY_NUMBERS numbers go in as nested lists; larger ones are left out
@@ -103,10 +122,16 @@ def quantise(y: torch.Tensor, rounding: Rounding) -> torch.Tensor:
     return y.clamp_(0, 255).to(torch.int32)
 
 
-def add_perturbations(images: torch.Tensor, labels: torch.Tensor, poisoned: np.ndarray,
-                      perturbation: Callable[[torch.Tensor], torch.Tensor], rounding: Rounding,
-                      device: str | torch.device | None = None, progress: bool = True,
-                      cpu_chunk_pixels: int | None = None) -> torch.Tensor:
+def add_perturbations(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    poisoned: np.ndarray,
+    perturbation: Callable[[torch.Tensor], torch.Tensor],
+    rounding: Rounding,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    cpu_chunk_pixels: int | None = None,
+) -> torch.Tensor:
     """``q(x + δ)`` for every poisoned image, chunk by chunk in dataset order; the rest copied.
 
     Args:
@@ -128,8 +153,9 @@ def add_perturbations(images: torch.Tensor, labels: torch.Tensor, poisoned: np.n
     out = torch.empty_like(images, memory_format=torch.contiguous_format)
     pixels = GPU_CHUNK_PIXELS if device.type == "cuda" else cpu_chunk_pixels or CHUNK_PIXELS
     chunk = max(1, pixels // max(1, images[0].numel()))
-    for start in tqdm(range(0, len(images), chunk), desc="poisoning", unit="chunk",
-                      disable=not progress or len(images) < 20_000):
+    for start in tqdm(
+        range(0, len(images), chunk), desc="poisoning", unit="chunk", disable=not progress or len(images) < 20_000
+    ):
         stop = min(start + chunk, len(images))
         part = poisoned[start:stop]
         if not part.all():
@@ -144,8 +170,7 @@ def add_perturbations(images: torch.Tensor, labels: torch.Tensor, poisoned: np.n
     return out
 
 
-def classwise_noise(num_classes: int, shape: tuple[int, ...], eps: float = 8 / 255,
-                    seed: int = 0) -> np.ndarray:
+def classwise_noise(num_classes: int, shape: tuple[int, ...], eps: float = 8 / 255, seed: int = 0) -> np.ndarray:
     """The noise control's secret: one pattern per class, i.i.d. uniform on [-eps, eps).
 
     Drawn in one call from the key stream of `seed`, so it is exactly regenerable.
@@ -156,9 +181,17 @@ def classwise_noise(num_classes: int, shape: tuple[int, ...], eps: float = 8 / 2
     return draw_streams(seed)[0].uniform(-eps, eps, (num_classes, *shape)).astype(np.float32)
 
 
-def noise_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, seed: int = 0,
-                 mix: float = 1.0, eps: float = 8 / 255, device: str | torch.device | None = None,
-                 progress: bool = True) -> Poison:
+def noise_poison(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    mix: float = 1.0,
+    eps: float = 8 / 255,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> Poison:
     """Class-wise random noise, the control: every poisoned image of class c gets pattern c added.
 
     Args:
@@ -180,6 +213,12 @@ def noise_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *
     device = default_device(device)
     table = torch.from_numpy(patterns).to(device)
     protected = add_perturbations(images, labels, poisoned, lambda y: table[y], "round", device, progress)
-    key = make_key("noise", {"eps": eps, "mix": mix, "rounding": "round"}, seed, poisoned,
-                   {"patterns": patterns}, "unlearnable.attacks.additive.classwise_noise(num_classes, (C, H, W), eps, seed)")
+    key = make_key(
+        "noise",
+        {"eps": eps, "mix": mix, "rounding": "round"},
+        seed,
+        poisoned,
+        {"patterns": patterns},
+        "unlearnable.attacks.additive.classwise_noise(num_classes, (C, H, W), eps, seed)",
+    )
     return Poison(protected, key)

@@ -11,8 +11,9 @@ from unlearnable.attacks import ATTACKS
 from unlearnable.data.dataset import ImageDataset
 
 
-def poison_dataset(train: ImageDataset, attack: str, device: str | torch.device | None = None, **params: Any
-                   ) -> ImageDataset:
+def poison_dataset(
+    train: ImageDataset, attack: str, device: str | torch.device | None = None, **params: Any
+) -> ImageDataset:
     """Protect `train` with the attack registered as `attack`; the key goes into ``meta``.
 
     Args:

@@ -56,6 +56,7 @@ def ar_crop(height: int, width: int) -> int:
     """The published crop for H×W images: 2 from 224 px on (226 → 224), else 4 (36 → 32, 100 → 96)."""
     return IMAGENET_CROP if min(height, width) >= IMAGENET_SIZE else CROP
 
+
 SEARCH_SIZE = 32
 TRIALS = 3
 CANDIDATES_PER_DRAW = 256
@@ -92,8 +93,8 @@ def ar_process(coefficients: torch.Tensor, field: torch.Tensor, rescale: bool = 
         for q in range(2, w):
             # One multiply and one reduction over the 3×3 window beat eight addcmul calls on CPU for
             # chunks of a few thousand images (bench/bench_poisons.py).
-            x[r, q] = (x[r - 2:r + 1, q - 2:q + 1] * taps).sum((0, 1))
-            if rescale and (q % RESCALE_EVERY == 0 or q == w - 1) and x[r, q - 2:q + 1].abs().amax() > RESCALE_AT:
+            x[r, q] = (x[r - 2 : r + 1, q - 2 : q + 1] * taps).sum((0, 1))
+            if rescale and (q % RESCALE_EVERY == 0 or q == w - 1) and x[r, q - 2 : q + 1].abs().amax() > RESCALE_AT:
                 x.div_(x.abs().amax(dim=(0, 1, 3), keepdim=True).clamp_(min=1.0))
     return x.permute(2, 3, 0, 1)
 
@@ -165,7 +166,9 @@ def ar_coefficients(num_classes: int, channels: int = 3, seed: int = 0, min_resp
                 found = torch.stack(accepted).numpy()
                 found.flags.writeable = False
                 return found
-    raise UserInputError(f"AR found only {len(accepted)} of {num_classes} coefficient sets in {MAX_CANDIDATES} candidates; lower min_response (now {min_response})")
+    raise UserInputError(
+        f"AR found only {len(accepted)} of {num_classes} coefficient sets in {MAX_CANDIDATES} candidates; lower min_response (now {min_response})"
+    )
 
 
 def ar_noise(coefficients: torch.Tensor, field: torch.Tensor, norm: float = 1.0, crop: int = CROP) -> torch.Tensor:
@@ -182,9 +185,18 @@ def ar_noise(coefficients: torch.Tensor, field: torch.Tensor, norm: float = 1.0,
     return scale_to_norm(ar_process(coefficients, field, rescale=True)[:, :, crop:, crop:].contiguous(), norm)
 
 
-def ar_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, seed: int = 0,
-              mix: float = 1.0, norm: float = 1.0, min_response: float = 0.0,
-              device: str | torch.device | None = None, progress: bool = True) -> Poison:
+def ar_poison(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    mix: float = 1.0,
+    norm: float = 1.0,
+    min_response: float = 0.0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> Poison:
     """Protect a training set with class-wise autoregressive noise (AR).
 
     Args:
@@ -204,7 +216,9 @@ def ar_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, s
     check_poison_args(images, labels, num_classes, seed, mix, (3, 3), "ar")
     c, h, w = images.shape[1:]
     if not 0.0 < norm <= (c * h * w) ** 0.5:
-        raise UserInputError(f"--norm {norm} is out of range; use an L2 norm in (0, {(c * h * w) ** 0.5:.1f}] in [0, 1] pixel units (published: 1.0)")
+        raise UserInputError(
+            f"--norm {norm} is out of range; use an L2 norm in (0, {(c * h * w) ** 0.5:.1f}] in [0, 1] pixel units (published: 1.0)"
+        )
     if min_response < 0:
         raise UserInputError(f"min_response {min_response} is negative; use 0 (off) or a positive response threshold")
     coefficients = ar_coefficients(num_classes, c, seed, min_response)
@@ -218,9 +232,14 @@ def ar_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, s
         field = torch.from_numpy(sample_rng.standard_normal((len(y), c, h + crop, w + crop), dtype=np.float32))
         return ar_noise(table[y], field.to(device), norm, crop)
 
-    protected = add_perturbations(images, labels, poisoned, perturbation, "round", device, progress,
-                                  CPU_CHUNK_PIXELS)
+    protected = add_perturbations(images, labels, poisoned, perturbation, "round", device, progress, CPU_CHUNK_PIXELS)
     params = {"norm": norm, "crop": crop, "min_response": min_response, "mix": mix, "rounding": "round"}
-    key = make_key("ar", params, seed, poisoned, {"coefficients": coefficients},
-                   "unlearnable.attacks.ar.ar_coefficients(num_classes, C, seed, min_response)")
+    key = make_key(
+        "ar",
+        params,
+        seed,
+        poisoned,
+        {"coefficients": coefficients},
+        "unlearnable.attacks.ar.ar_coefficients(num_classes, C, seed, min_response)",
+    )
     return Poison(protected, key)

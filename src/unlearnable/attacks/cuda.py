@@ -45,9 +45,15 @@ class Poison:
     key: dict[str, Any] = field(default_factory=dict)
 
 
-def cuda_key(num_classes: int, num_images: int, kernel_size: int = 3, blur_parameter: float = 0.3,
-             seed: int = 0, mix: float = 1.0,
-             kernel_shape: KernelShape = "full") -> tuple[np.ndarray, np.ndarray]:
+def cuda_key(
+    num_classes: int,
+    num_images: int,
+    kernel_size: int = 3,
+    blur_parameter: float = 0.3,
+    seed: int = 0,
+    mix: float = 1.0,
+    kernel_shape: KernelShape = "full",
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw the class kernels and the per-image poison mask from the published random stream.
 
     One ``RandomState(seed)``; per class: 3·k·k uniforms on [0, p_b) shaped (3,1,k,k), row r = randint(k),
@@ -90,8 +96,15 @@ class BlurNormalise:
             outside; "reflect" pads by reflection, which leaves no such trace.
     """
 
-    def __init__(self, chunk: int, shape: tuple[int, ...], kernel_size: int, grayscale: bool = False,
-                 device: str | torch.device = "cpu", border: str = "zeros") -> None:
+    def __init__(
+        self,
+        chunk: int,
+        shape: tuple[int, ...],
+        kernel_size: int,
+        grayscale: bool = False,
+        device: str | torch.device = "cpu",
+        border: str = "zeros",
+    ) -> None:
         c, h, w = shape
         self.pad = kernel_size // 2
         self.grayscale = grayscale
@@ -115,7 +128,7 @@ class BlurNormalise:
         if self.border == "reflect":
             xp.copy_(torch.nn.functional.pad(x.float(), (p, p, p, p), mode="reflect"))
         else:
-            xp[:, :, p:p + h, p:p + w] = x  # the border stays zero: only the interior is ever written
+            xp[:, :, p : p + h, p : p + w] = x  # the border stays zero: only the interior is ever written
         taps = kernels.reshape(b, k * k, 1, 1, 1).unbind(1)
         # k² shifted multiply-adds with per-image weights, in dataset order: on CPU this beats grouped
         # or single-channel conv2d and per-class gathers several times over (bench/bench_cuda.py).
@@ -123,7 +136,7 @@ class BlurNormalise:
         for i in range(k):
             for j in range(k):
                 if i or j:
-                    y.addcmul_(xp[:, :, i:i + h, j:j + w], taps[i * k + j])
+                    y.addcmul_(xp[:, :, i : i + h, j : j + w], taps[i * k + j])
         if self.grayscale:
             y.copy_(y.mean(dim=1, keepdim=True).expand_as(y))
         peak = y.amax(dim=(1, 2, 3), keepdim=True)
@@ -133,11 +146,18 @@ class BlurNormalise:
         out.copy_(torch.mul(y.div_(peak), 255.0, out=y).to(torch.int32))
 
 
-def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.ndarray,
-                       poisoned: np.ndarray, grayscale: bool = False,
-                       device: str | torch.device | None = None,
-                       out: torch.Tensor | None = None, progress: bool = True, border: str = "zeros",
-                       rows: range | None = None) -> torch.Tensor:
+def convolve_classwise(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    kernels: np.ndarray,
+    poisoned: np.ndarray,
+    grayscale: bool = False,
+    device: str | torch.device | None = None,
+    out: torch.Tensor | None = None,
+    progress: bool = True,
+    border: str = "zeros",
+    rows: range | None = None,
+) -> torch.Tensor:
     """Blur every image selected by ``poisoned`` with the kernel of its class, in chunks.
 
     Args:
@@ -176,24 +196,42 @@ def convolve_classwise(images: torch.Tensor, labels: torch.Tensor, kernels: np.n
     return out
 
 
-def check_cuda_params(kernel_size: int, blur_parameter: float, seed: int, mix: float,
-                      image_hw: tuple[int, ...]) -> None:
+def check_cuda_params(
+    kernel_size: int, blur_parameter: float, seed: int, mix: float, image_hw: tuple[int, ...]
+) -> None:
     """Raise UserInputError for out-of-range CUDA parameters."""
     if kernel_size < 1 or kernel_size % 2 == 0 or kernel_size > min(image_hw):
-        raise UserInputError(f"--kernel-size {kernel_size} is invalid; use an odd size from 1 to {min(image_hw)} (paper: 3 for 32×32, 9 for 224×224)")
+        raise UserInputError(
+            f"--kernel-size {kernel_size} is invalid; use an odd size from 1 to {min(image_hw)} (paper: 3 for 32×32, 9 for 224×224)"
+        )
     if not 0.0 <= blur_parameter <= 1.0:
-        raise UserInputError(f"--blur-parameter {blur_parameter} is out of range; use a value in [0, 1] (paper: 0.3 for CIFAR, 0.06 for ImageNet-100)")
+        raise UserInputError(
+            f"--blur-parameter {blur_parameter} is out of range; use a value in [0, 1] (paper: 0.3 for CIFAR, 0.06 for ImageNet-100)"
+        )
     if not 0 <= seed < 2**32:
         raise UserInputError(f"--seed {seed} is out of range; use an integer in [0, 2**32)")
     if not 0.0 <= mix <= 1.0:
         raise UserInputError(f"--mix {mix} is out of range; use the poisoned fraction in [0, 1]")
 
 
-def cuda_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, kernel_size: int = 3,
-                blur_parameter: float = 0.3, seed: int = 0, mix: float = 1.0, grayscale: bool = False,
-                kernel_shape: KernelShape = "full", device: str | torch.device | None = None,
-                out: torch.Tensor | None = None, progress: bool = True, name: str = "cuda",
-                border: str = "zeros", rows: range | None = None) -> Poison:
+def cuda_poison(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    kernel_size: int = 3,
+    blur_parameter: float = 0.3,
+    seed: int = 0,
+    mix: float = 1.0,
+    grayscale: bool = False,
+    kernel_shape: KernelShape = "full",
+    device: str | torch.device | None = None,
+    out: torch.Tensor | None = None,
+    progress: bool = True,
+    name: str = "cuda",
+    border: str = "zeros",
+    rows: range | None = None,
+) -> Poison:
     """Protect a training set with class-wise convolutions (CUDA; VUDA/HUDA via ``kernel_shape``).
 
     Args:
@@ -216,13 +254,18 @@ def cuda_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
     """
     check_cuda_params(kernel_size, blur_parameter, seed, mix, tuple(images.shape[2:]))
     kernels, poisoned = cuda_key(num_classes, len(images), kernel_size, blur_parameter, seed, mix, kernel_shape)
-    protected = convolve_classwise(images, labels, kernels, poisoned, grayscale, device, out, progress, border,
-                                   rows)
+    protected = convolve_classwise(images, labels, kernels, poisoned, grayscale, device, out, progress, border, rows)
     key = {
         "attack": name,
-        "params": {"kernel_size": kernel_size, "blur_parameter": blur_parameter, "mix": mix,
-                   "grayscale": grayscale, "kernel_shape": kernel_shape, "padding": kernel_size // 2,
-                   "border": border},
+        "params": {
+            "kernel_size": kernel_size,
+            "blur_parameter": blur_parameter,
+            "mix": mix,
+            "grayscale": grayscale,
+            "kernel_shape": kernel_shape,
+            "padding": kernel_size // 2,
+            "border": border,
+        },
         "seed": seed,
         "kernels": kernels.tolist(),
         "poisoned_indices": np.flatnonzero(poisoned).tolist(),

@@ -46,8 +46,9 @@ def patch_grid(hw: tuple[int, ...], patch_size: int) -> tuple[int, int]:
     return math.ceil(hw[0] / patch_size), math.ceil(hw[1] / patch_size)
 
 
-def lsp_clusters(num_classes: int, num_features: int, seed: int = 0,
-                 class_sep: float = CLASS_SEP) -> tuple[np.ndarray, np.ndarray]:
+def lsp_clusters(
+    num_classes: int, num_features: int, seed: int = 0, class_sep: float = CLASS_SEP
+) -> tuple[np.ndarray, np.ndarray]:
     """The LSP secret: per class a cluster centre and a linear map, from the key stream of `seed`.
 
     Draw order: sign vectors (K, F) uniform in {-1, +1}, then rows equal to an earlier row redrawn
@@ -58,7 +59,9 @@ def lsp_clusters(num_classes: int, num_features: int, seed: int = 0,
         maps: float64 (K, F, F).
     """
     if num_features < 63 and num_classes > 2**num_features:
-        raise UserInputError(f"LSP needs {num_classes} distinct cluster centres but its {num_features} patch features give only {2**num_features}; use a smaller --patch-size")
+        raise UserInputError(
+            f"LSP needs {num_classes} distinct cluster centres but its {num_features} patch features give only {2**num_features}; use a smaller --patch-size"
+        )
     rng = draw_streams(seed)[0]
     signs = rng.choice([-1.0, 1.0], size=(num_classes, num_features))
     while True:
@@ -71,8 +74,15 @@ def lsp_clusters(num_classes: int, num_features: int, seed: int = 0,
     return class_sep * signs, maps
 
 
-def lsp_noise(labels: torch.Tensor, centres: np.ndarray, maps: np.ndarray, rng: np.random.Generator,
-              shape: tuple[int, ...], patch_size: int, eps: float = 6 / 255) -> torch.Tensor:
+def lsp_noise(
+    labels: torch.Tensor,
+    centres: np.ndarray,
+    maps: np.ndarray,
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    patch_size: int,
+    eps: float = 6 / 255,
+) -> torch.Tensor:
     """Draw one LSP perturbation per label, with L2 norm exactly ``√(C·H·W)·eps`` (before quantisation).
 
     Args:
@@ -99,9 +109,18 @@ def lsp_noise(labels: torch.Tensor, centres: np.ndarray, maps: np.ndarray, rng: 
     return noise.mul_(math.sqrt(c * h * w) * eps / norms)
 
 
-def lsp_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, seed: int = 0,
-               mix: float = 1.0, eps: float = 6 / 255, patch_size: int | None = None,
-               device: str | torch.device | None = None, progress: bool = True) -> Poison:
+def lsp_poison(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    mix: float = 1.0,
+    eps: float = 6 / 255,
+    patch_size: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> Poison:
     """Protect a training set with linearly separable patch noise (LSP).
 
     Args:
@@ -123,15 +142,29 @@ def lsp_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, 
     shape = tuple(images.shape[1:])
     patch_size = default_patch_size(shape[1:]) if patch_size is None else patch_size
     if not 1 <= patch_size <= min(shape[1:]):
-        raise UserInputError(f"--patch-size {patch_size} is out of range; use 1 to {min(shape[1:])} (published: 8 for 32×32)")
+        raise UserInputError(
+            f"--patch-size {patch_size} is out of range; use 1 to {min(shape[1:])} (published: 8 for 32×32)"
+        )
     gh, gw = patch_grid(shape[1:], patch_size)
     centres, maps = lsp_clusters(num_classes, shape[0] * gh * gw, seed)
     poisoned = draw_poisoned(seed, len(images), mix)
     sample_rng = draw_streams(seed)[2]
-    protected = add_perturbations(images, labels, poisoned,
-                                  lambda y: lsp_noise(y, centres, maps, sample_rng, shape, patch_size, eps),
-                                  "truncate", device, progress)
+    protected = add_perturbations(
+        images,
+        labels,
+        poisoned,
+        lambda y: lsp_noise(y, centres, maps, sample_rng, shape, patch_size, eps),
+        "truncate",
+        device,
+        progress,
+    )
     params = {"eps": eps, "patch_size": patch_size, "class_sep": CLASS_SEP, "mix": mix, "rounding": "truncate"}
-    key = make_key("lsp", params, seed, poisoned, {"centres": centres, "maps": maps},
-                   "unlearnable.attacks.lsp.lsp_clusters(num_classes, C·g_h·g_w, seed)")
+    key = make_key(
+        "lsp",
+        params,
+        seed,
+        poisoned,
+        {"centres": centres, "maps": maps},
+        "unlearnable.attacks.lsp.lsp_clusters(num_classes, C·g_h·g_w, seed)",
+    )
     return Poison(protected, key)

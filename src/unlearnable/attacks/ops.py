@@ -39,8 +39,13 @@ def corner_colours(channels: int) -> np.ndarray:
     return (i >> np.arange(channels - 1, -1, -1)) & 1
 
 
-def class_pixel_sums(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                     device: str | torch.device = "cpu", progress: bool = True) -> tuple[torch.Tensor, ...]:
+def class_pixel_sums(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[torch.Tensor, ...]:
     """Per class: image count n (K,), Σu and Σu² (K, C, H, W) over its images (u = uint8 value).
 
     float64 sums of integers below 2^53, exact and independent of the summation order.
@@ -51,10 +56,11 @@ def class_pixel_sums(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     s1 = torch.zeros(k, images[0].numel(), dtype=torch.float64, device=device)
     s2 = torch.zeros_like(s1)
     chunk = max(1, CHUNK_PIXELS // 4 // max(1, images[0].numel()))
-    for start in tqdm(range(0, len(images), chunk), desc="OPS search", unit="chunk",
-                      disable=not progress or len(images) < 20_000):
-        u = images[start:start + chunk].to(device).flatten(1).to(torch.float64)
-        y = labels[start:start + chunk].to(device)
+    for start in tqdm(
+        range(0, len(images), chunk), desc="OPS search", unit="chunk", disable=not progress or len(images) < 20_000
+    ):
+        u = images[start : start + chunk].to(device).flatten(1).to(torch.float64)
+        y = labels[start : start + chunk].to(device)
         s1.index_add_(0, y, u)
         s2.index_add_(0, y, u.square_())
     n = torch.bincount(labels.to(device), minlength=k).to(torch.float64)
@@ -73,8 +79,8 @@ def ops_scores(n: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> torch.Ten
     """
     k, c = s1.shape[:2]
     m = n.view(k, 1, 1, 1)
-    x1, x2 = s1 / 255, s2 / 255**2                          # Σx, Σx²: the sums of |0 - x|, |0 - x|²
-    y1, y2 = m - x1, m - 2 * x1 + x2                          # Σ(1 - x), Σ(1 - x)²: the sums for v = 1
+    x1, x2 = s1 / 255, s2 / 255**2  # Σx, Σx²: the sums of |0 - x|, |0 - x|²
+    y1, y2 = m - x1, m - 2 * x1 + x2  # Σ(1 - x), Σ(1 - x)²: the sums for v = 1
     bits = torch.from_numpy(corner_colours(c)).to(s1.device, torch.bool).view(1, -1, c, 1, 1)
     d1 = torch.where(bits, y1.unsqueeze(1), x1.unsqueeze(1)).sum(2)  # (K, 2^C, H, W)
     d2 = torch.where(bits, y2.unsqueeze(1), x2.unsqueeze(1)).sum(2)
@@ -85,8 +91,13 @@ def ops_scores(n: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> torch.Ten
     return score.flatten(2).transpose(1, 2)
 
 
-def ops_search(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-               device: str | torch.device = "cpu", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def ops_search(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """The OPS key: per class the best (position, colour) pair not taken by an earlier class.
 
     Returns:
@@ -95,7 +106,9 @@ def ops_search(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
     """
     c, h, w = images.shape[1:]
     if num_classes > h * w * 2**c:
-        raise UserInputError(f"OPS needs a distinct (pixel, colour) pair per class: {h}×{w}×{2**c} pairs are fewer than {num_classes} classes; use larger images")
+        raise UserInputError(
+            f"OPS needs a distinct (pixel, colour) pair per class: {h}×{w}×{2**c} pairs are fewer than {num_classes} classes; use larger images"
+        )
     scores = ops_scores(*class_pixel_sums(images, labels, num_classes, device, progress)).cpu()
     taken = torch.zeros(h * w, 2**c, dtype=torch.bool)
     best = np.empty(num_classes, dtype=np.int64)
@@ -107,8 +120,16 @@ def ops_search(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
     return pixels, corner_colours(c)[colour]
 
 
-def ops_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, seed: int = 0,
-               mix: float = 1.0, device: str | torch.device | None = None, progress: bool = True) -> Poison:
+def ops_poison(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    mix: float = 1.0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> Poison:
     """Protect a training set with one class-wise pixel (OPS).
 
     Args:
@@ -131,6 +152,12 @@ def ops_poison(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, 
     y = labels[index]
     rows, cols = torch.from_numpy(pixels).unbind(1)
     protected[index, :, rows[y], cols[y]] = torch.from_numpy(colours * 255).to(torch.uint8)[y]
-    key = make_key("ops", {"mix": mix}, seed, poisoned, {"pixels": pixels, "colours": colours},
-                   "unlearnable.attacks.ops.ops_search(images, labels, num_classes)")
+    key = make_key(
+        "ops",
+        {"mix": mix},
+        seed,
+        poisoned,
+        {"pixels": pixels, "colours": colours},
+        "unlearnable.attacks.ops.ops_search(images, labels, num_classes)",
+    )
     return Poison(protected, key)

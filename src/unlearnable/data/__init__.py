@@ -28,8 +28,18 @@ from unlearnable.data.imagefolder import (
 from unlearnable.data.saved import is_saved_dataset, load_saved, save_dataset
 from unlearnable.errors import UserInputError
 
-__all__ = ["DATASET_NAMES", "ImageDataset", "check_labels", "stratified_subset", "to_unit_float", "is_saved_dataset",
-           "load_dataset", "load_saved", "save_dataset", "stretch_dataset"]
+__all__ = [
+    "DATASET_NAMES",
+    "ImageDataset",
+    "check_labels",
+    "stratified_subset",
+    "to_unit_float",
+    "is_saved_dataset",
+    "load_dataset",
+    "load_saved",
+    "save_dataset",
+    "stretch_dataset",
+]
 
 DATASET_NAMES = ("cifar10", "cifar100", "fashion-mnist", "imagenet100")
 ALIASES = {"fmnist": "fashion-mnist"}
@@ -43,8 +53,9 @@ def default_data_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "unlearnable" / "data"
 
 
-def load_dataset(spec: str, split: str = "train", data_root: str | None = None, download: bool = True,
-                 image_size: int | None = None) -> ImageDataset:
+def load_dataset(
+    spec: str, split: str = "train", data_root: str | None = None, download: bool = True, image_size: int | None = None
+) -> ImageDataset:
     """Load `split` ("train" or "test") of the dataset `spec`.
 
     `spec` is a name from DATASET_NAMES (or an alias in ALIASES), looked up under `data_root`
@@ -66,6 +77,7 @@ def load_dataset(spec: str, split: str = "train", data_root: str | None = None, 
     name = ALIASES.get(spec, spec)
     if name == "imagenet100":
         from unlearnable.data.imagenet import load_imagenet100
+
         return load_imagenet100(data_root, split)
     if name in DATASET_NAMES:
         root = (Path(data_root).expanduser() if data_root else default_data_root()).resolve()
@@ -77,9 +89,11 @@ def load_dataset(spec: str, split: str = "train", data_root: str | None = None, 
         if os.sep in spec or "/" in spec or spec.startswith((".", "~")) or is_archive(path):
             raise UserInputError(f"{spec}: no such file or directory; check the path")
         aliases = ", ".join(f"{alias} = {target}" for alias, target in ALIASES.items())
-        raise UserInputError(f"unknown dataset {spec!r}; known names: {', '.join(DATASET_NAMES)} ({aliases}), or give "
-                             "the path of an ImageFolder directory, a .tar/.tar.gz/.tgz archive of one or a saved "
-                             "dataset")
+        raise UserInputError(
+            f"unknown dataset {spec!r}; known names: {', '.join(DATASET_NAMES)} ({aliases}), or give "
+            "the path of an ImageFolder directory, a .tar/.tar.gz/.tgz archive of one or a saved "
+            "dataset"
+        )
     path = path.resolve()
     if is_saved_dataset(path):
         dataset = load_saved(path, split)
@@ -88,8 +102,10 @@ def load_dataset(spec: str, split: str = "train", data_root: str | None = None, 
         return dataset
     if path.is_dir() or is_archive(path):
         return load_imagefolder(path, split, spec, image_size)
-    raise UserInputError(f"{path} is neither a directory nor an archive ({', '.join(ARCHIVE_SUFFIXES)}); give an "
-                         "ImageFolder directory, an archive of one, a saved dataset or a dataset name")
+    raise UserInputError(
+        f"{path} is neither a directory nor an archive ({', '.join(ARCHIVE_SUFFIXES)}); give an "
+        "ImageFolder directory, an archive of one, a saved dataset or a dataset name"
+    )
 
 
 def _is_imagefolder(spec: str) -> bool:
@@ -106,5 +122,7 @@ def check_labels(ds: ImageDataset, what: str) -> None:
         return
     low, high = int(ds.labels.min()), int(ds.labels.max())
     if low < 0 or high >= ds.num_classes:
-        raise UserInputError(f"{what} has labels from {low} to {high} but names {ds.num_classes} classes; make its "
-                             f"class list (meta.json or class folders) and its labels agree")
+        raise UserInputError(
+            f"{what} has labels from {low} to {high} but names {ds.num_classes} classes; make its "
+            f"class list (meta.json or class folders) and its labels agree"
+        )

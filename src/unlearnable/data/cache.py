@@ -87,8 +87,13 @@ def load_entry(key: str) -> Decoded | None:
         count = int(info["num_images"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != count
-            or labels.dtype != np.int64 or labels.shape != (count,)):
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[0] != count
+        or labels.dtype != np.int64
+        or labels.shape != (count,)
+    ):
         return None
     return Decoded(images, labels, classes)
 
@@ -127,8 +132,9 @@ def download_verified(url: str, md5: str, dest: Path) -> None:
         digest = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}",
-                      disable=None, leave=False) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}", disable=None, leave=False
+            ) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)

@@ -63,11 +63,22 @@ class _Layout:
 
 
 _LAYOUTS = {
-    "cifar10": _Layout("CIFAR-10", "cifar-10-batches-py",
-                       {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
-                       "batches.meta", "labels", "label_names"),
-    "cifar100": _Layout("CIFAR-100", "cifar-100-python", {"train": ("train",), "test": ("test",)},
-                        "meta", "fine_labels", "fine_label_names"),
+    "cifar10": _Layout(
+        "CIFAR-10",
+        "cifar-10-batches-py",
+        {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
+        "batches.meta",
+        "labels",
+        "label_names",
+    ),
+    "cifar100": _Layout(
+        "CIFAR-100",
+        "cifar-100-python",
+        {"train": ("train",), "test": ("test",)},
+        "meta",
+        "fine_labels",
+        "fine_label_names",
+    ),
 }
 
 
@@ -82,8 +93,10 @@ class _ArrayUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise UserInputError(f"{self.path} refers to {module}.{name}, which a CIFAR file never does; refusing to "
-                                 "unpickle it, delete it and download the dataset again") from None
+            raise UserInputError(
+                f"{self.path} refers to {module}.{name}, which a CIFAR file never does; refusing to "
+                "unpickle it, delete it and download the dataset again"
+            ) from None
 
 
 def load_cifar(name: str, root: Path, split: str, download: bool, spec: str) -> ImageDataset:
@@ -97,8 +110,10 @@ def load_cifar(name: str, root: Path, split: str, download: bool, spec: str) -> 
     if not folder.is_dir():
         url, md5 = (CIFAR10_URL, CIFAR10_MD5) if name == "cifar10" else (CIFAR100_URL, CIFAR100_MD5)
         if not download:
-            raise UserInputError(f"{layout.title} not found: expected {folder} and downloading is off; download and "
-                                 f"extract {url} into {root}, or pass --data-root")
+            raise UserInputError(
+                f"{layout.title} not found: expected {folder} and downloading is off; download and "
+                f"extract {url} into {root}, or pass --data-root"
+            )
         _download(layout, url, md5, root)
     meta = _unpickle(folder / layout.meta_file, layout)
     classes = [_text(label) for label in _field(meta, layout.names_key, folder / layout.meta_file)]
@@ -124,8 +139,9 @@ def _download(layout: _Layout, url: str, md5: str, root: Path) -> None:
         finally:
             archive.unlink(missing_ok=True)
     except (DownloadError, OSError, tarfile.TarError, EOFError, zlib.error) as e:
-        raise UserInputError(f"could not download {layout.title} to {root} ({e}); place {layout.folder} there "
-                             "or pass --data-root") from None
+        raise UserInputError(
+            f"could not download {layout.title} to {root} ({e}); place {layout.folder} there or pass --data-root"
+        ) from None
 
 
 def _unpickle(path: Path, layout: _Layout) -> dict[str, Any]:
@@ -137,20 +153,34 @@ def _unpickle(path: Path, layout: _Layout) -> dict[str, Any]:
             obj = _ArrayUnpickler(f, path).load()
     except UserInputError:
         raise
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise UserInputError(f"cannot read {path} ({type(e).__name__}: {e}); the file is corrupt, delete "
-                             f"{path.parent} to download {layout.title} again") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as e:
+        raise UserInputError(
+            f"cannot read {path} ({type(e).__name__}: {e}); the file is corrupt, delete "
+            f"{path.parent} to download {layout.title} again"
+        ) from None
     if not isinstance(obj, dict):
-        raise UserInputError(f"{path} holds a {type(obj).__name__}, not a CIFAR dict; delete {path.parent} to "
-                             f"download {layout.title} again")
+        raise UserInputError(
+            f"{path} holds a {type(obj).__name__}, not a CIFAR dict; delete {path.parent} to "
+            f"download {layout.title} again"
+        )
     return {_text(key): value for key, value in obj.items()}
 
 
 def _field(batch: dict[str, Any], key: str, path: Path) -> Any:
     """batch[key], or a UserInputError naming the file."""
     if key not in batch:
-        raise UserInputError(f"{path} has no {key!r} entry (it has {sorted(batch)}); it is not a CIFAR file of this "
-                             "kind, replace it")
+        raise UserInputError(
+            f"{path} has no {key!r} entry (it has {sorted(batch)}); it is not a CIFAR file of this kind, replace it"
+        )
     return batch[key]
 
 
@@ -160,12 +190,19 @@ def _read_batch(path: Path, layout: _Layout, num_classes: int) -> tuple[np.ndarr
     data = _field(batch, "data", path)
     labels = np.asarray(_field(batch, layout.label_key, path))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise UserInputError(f"{path}: 'data' is not a uint8 N×3072 array; the file is corrupt, delete "
-                             f"{path.parent} to download {layout.title} again")
-    if (labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer)
-            or (labels.size and (labels.min() < 0 or labels.max() >= num_classes))):
-        raise UserInputError(f"{path}: {layout.label_key!r} is not {data.shape[0]} labels in 0..{num_classes - 1}; "
-                             f"the file is corrupt, delete {path.parent} to download {layout.title} again")
+        raise UserInputError(
+            f"{path}: 'data' is not a uint8 N×3072 array; the file is corrupt, delete "
+            f"{path.parent} to download {layout.title} again"
+        )
+    if (
+        labels.shape != (data.shape[0],)
+        or not np.issubdtype(labels.dtype, np.integer)
+        or (labels.size and (labels.min() < 0 or labels.max() >= num_classes))
+    ):
+        raise UserInputError(
+            f"{path}: {layout.label_key!r} is not {data.shape[0]} labels in 0..{num_classes - 1}; "
+            f"the file is corrupt, delete {path.parent} to download {layout.title} again"
+        )
     return data, labels.astype(np.int64)
 
 

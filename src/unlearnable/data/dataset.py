@@ -35,17 +35,23 @@ class ImageDataset:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"images must be uint8 N×C×H×W, got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be int64 of shape ({self.images.shape[0]},), got {self.labels.dtype} {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"labels must be int64 of shape ({self.images.shape[0]},), got {self.labels.dtype} {tuple(self.labels.shape)}"
+            )
 
     @classmethod
-    def from_numpy_nhwc(cls, images: np.ndarray, labels: np.ndarray, classes: list[str],
-                        meta: dict[str, Any] | None = None) -> ImageDataset:
+    def from_numpy_nhwc(
+        cls, images: np.ndarray, labels: np.ndarray, classes: list[str], meta: dict[str, Any] | None = None
+    ) -> ImageDataset:
         """Wrap an N×H×W×C (or N×H×W) uint8 array without copying it."""
         if images.ndim == 3:
             images = images[..., None]
-        return cls(torch.from_numpy(images).permute(0, 3, 1, 2),
-                   torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
-                   list(classes), dict(meta or {}))
+        return cls(
+            torch.from_numpy(images).permute(0, 3, 1, 2),
+            torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
+            list(classes),
+            dict(meta or {}),
+        )
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -66,7 +72,9 @@ class ImageDataset:
     def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> ImageDataset:
         """The images at `indices`, in that order (copies)."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
-        return ImageDataset(self.images[idx].contiguous(), self.labels[idx].clone(), list(self.classes), dict(self.meta))
+        return ImageDataset(
+            self.images[idx].contiguous(), self.labels[idx].clone(), list(self.classes), dict(self.meta)
+        )
 
 
 def stratified_subset(ds: ImageDataset, per_class: int, seed: int = 0) -> ImageDataset:

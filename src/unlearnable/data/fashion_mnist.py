@@ -19,13 +19,17 @@ from unlearnable.data.dataset import ImageDataset
 from unlearnable.errors import UserInputError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-       "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-       "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-       "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
 # Searched after the data root: Debian's dataset-fashion-mnist package installs the .gz files here.
 SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 IMAGES_MAGIC = 0x00000803
@@ -45,20 +49,25 @@ def load_fashion_mnist(root: Path, split: str, download: bool, spec: str) -> Ima
         if not download:
             images_file, labels_file = FILES[split]
             searched = ", ".join(str(d) for d in (root, root / "FashionMNIST" / "raw", *SYSTEM_DIRS))
-            raise UserInputError(f"Fashion-MNIST {split} files not found: expected {target / images_file}[.gz] and "
-                                 f"{labels_file}[.gz] beside it (also searched {searched}) and downloading is off; "
-                                 f"download them from {MIRROR} into {target}, or pass --data-root")
+            raise UserInputError(
+                f"Fashion-MNIST {split} files not found: expected {target / images_file}[.gz] and "
+                f"{labels_file}[.gz] beside it (also searched {searched}) and downloading is off; "
+                f"download them from {MIRROR} into {target}, or pass --data-root"
+            )
         found = _download(target, split)
     images_path, labels_path = found
     images = read_idx(images_path, IMAGES_MAGIC)
     labels = read_idx(labels_path, LABELS_MAGIC)
     if labels.shape[0] != images.shape[0] or labels.max(initial=0) >= len(CLASSES):
-        raise UserInputError(f"{labels_path} holds {labels.shape[0]} labels (max {labels.max(initial=0)}) for "
-                             f"{images.shape[0]} images in {images_path}; expected one label 0..9 per image, replace "
-                             "the files")
+        raise UserInputError(
+            f"{labels_path} holds {labels.shape[0]} labels (max {labels.max(initial=0)}) for "
+            f"{images.shape[0]} images in {images_path}; expected one label 0..9 per image, replace "
+            "the files"
+        )
     source = {"spec": spec, "kind": "fashion-mnist", "split": split, "path": str(images_path.parent)}
-    return ImageDataset(torch.from_numpy(images[:, None]), torch.from_numpy(labels.astype(np.int64)),
-                        list(CLASSES), {"source": source})
+    return ImageDataset(
+        torch.from_numpy(images[:, None]), torch.from_numpy(labels.astype(np.int64)), list(CLASSES), {"source": source}
+    )
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -75,12 +84,16 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     start = 4 + 4 * ndim
     kind = "image" if magic == IMAGES_MAGIC else "label"
     if len(data) < start or int.from_bytes(data[:4], "big") != magic:
-        raise UserInputError(f"{path} is not an IDX {kind} file (magic {data[:4].hex()}, expected {magic:08x}); "
-                             "replace it with the Fashion-MNIST file of that name")
-    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+        raise UserInputError(
+            f"{path} is not an IDX {kind} file (magic {data[:4].hex()}, expected {magic:08x}); "
+            "replace it with the Fashion-MNIST file of that name"
+        )
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(data) != start + math.prod(dims):
-        raise UserInputError(f"{path} has {len(data) - start} data bytes but its header {dims} needs "
-                             f"{math.prod(dims)}; the file is truncated or corrupt, delete it and download it again")
+        raise UserInputError(
+            f"{path} has {len(data) - start} data bytes but its header {dims} needs "
+            f"{math.prod(dims)}; the file is truncated or corrupt, delete it and download it again"
+        )
     return np.frombuffer(data, np.uint8, offset=start).reshape(dims).copy()
 
 
@@ -109,6 +122,7 @@ def _download(target: Path, split: str) -> tuple[Path, Path]:
         for name in (images, labels):
             download_verified(MIRROR + name, MD5[name], target / name)
     except DownloadError as e:
-        raise UserInputError(f"could not download Fashion-MNIST to {target} ({e}); place {images} and {labels} "
-                             "there or pass --data-root") from None
+        raise UserInputError(
+            f"could not download Fashion-MNIST to {target} ({e}); place {images} and {labels} there or pass --data-root"
+        ) from None
     return target / images, target / labels

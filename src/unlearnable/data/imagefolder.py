@@ -157,14 +157,18 @@ def _split_folder(subfolders: Callable[[str], list[str]], split: str, where: str
     present = [name for name in ("train", "test", "val") if name in top]
     if not present:
         if split == "test":
-            raise MissingSplitError(f"{where} holds class folders directly, so it has no test split; load split 'train', "
-                                 "or arrange it as train/<class>/... and test/<class>/...")
+            raise MissingSplitError(
+                f"{where} holds class folders directly, so it has no test split; load split 'train', "
+                "or arrange it as train/<class>/... and test/<class>/..."
+            )
         return base
     for name in _SPLIT_FOLDERS[split]:
         if name in present:
             return posixpath.join(base, name)
-    raise MissingSplitError(f"{where} has no {split} split (it has {', '.join(present)}); add a {split}/ folder of "
-                         "class folders or load another split")
+    raise MissingSplitError(
+        f"{where} has no {split} split (it has {', '.join(present)}); add a {split}/ folder of "
+        "class folders or load another split"
+    )
 
 
 def _subfolders(directory: Path) -> list[str]:
@@ -190,7 +194,9 @@ def _class_files(class_dir: Path, walked: set[str] | None = None) -> list[Path]:
             continue
         walked.add(real)
         subfolders[:] = sorted(name for name in subfolders if not is_hidden(name))
-        found.append((folder, [name for name in names if not is_hidden(name) and name.lower().endswith(IMG_EXTENSIONS)]))
+        found.append(
+            (folder, [name for name in names if not is_hidden(name) and name.lower().endswith(IMG_EXTENSIONS)])
+        )
     return [Path(folder, name) for folder, names in sorted(found) for name in sorted(names)]
 
 
@@ -210,12 +216,15 @@ def _unique_files(per_class: list[list[Path]]) -> list[list[Path]]:
 def _check_classes(classes: list[str], counts: list[int], where: str) -> None:
     """Refuse a split with no class folders or a class folder without images (as torchvision does)."""
     if not classes:
-        raise UserInputError(f"{where} holds no class folders; expected <class>/<image> or "
-                             "train/<class>/<image> inside it")
+        raise UserInputError(
+            f"{where} holds no class folders; expected <class>/<image> or train/<class>/<image> inside it"
+        )
     empty = [name for name, count in zip(classes, counts) if count == 0]
     if empty:
-        raise UserInputError(f"class folder {empty[0]!r} in {where} holds no images ending in "
-                             f"{', '.join(IMG_EXTENSIONS)}; add images or remove the folder")
+        raise UserInputError(
+            f"class folder {empty[0]!r} in {where} holds no images ending in "
+            f"{', '.join(IMG_EXTENSIONS)}; add images or remove the folder"
+        )
 
 
 def _load_directory(root: Path, split: str, image_size: int | None = None) -> Decoded:
@@ -231,15 +240,24 @@ def _load_directory(root: Path, split: str, image_size: int | None = None) -> De
         stats = [file.stat() for file in files]
     except OSError as e:
         raise UserInputError(f"cannot read {e.filename} ({e.strerror}); check the file and its permissions") from None
-    listing = listing_digest((str(file.relative_to(split_dir)), st.st_size, st.st_mtime_ns)
-                             for file, st in zip(files, stats))
-    key = cache_key(kind="directory", path=str(split_dir), split=split, decoder=DECODER_VERSION,
-                    classes=classes, listing=listing, **_size_part(image_size))
+    listing = listing_digest(
+        (str(file.relative_to(split_dir)), st.st_size, st.st_mtime_ns) for file, st in zip(files, stats)
+    )
+    key = cache_key(
+        kind="directory",
+        path=str(split_dir),
+        split=split,
+        decoder=DECODER_VERSION,
+        classes=classes,
+        listing=listing,
+        **_size_part(image_size),
+    )
     cached = load_entry(key)
     if cached is not None:
         return cached
-    images = _decode_all(((i, str(file), file) for i, file in enumerate(files)), len(files), f"decoding {split_dir}",
-                         image_size)
+    images = _decode_all(
+        ((i, str(file), file) for i, file in enumerate(files)), len(files), f"decoding {split_dir}", image_size
+    )
     decoded = Decoded(images, labels, classes)
     store_entry(key, decoded, {"source": str(split_dir), "split": split})
     return decoded
@@ -262,8 +280,15 @@ def _load_archive(path: Path, split: str, image_size: int | None = None) -> Deco
         st = path.stat()
     except OSError as e:
         raise UserInputError(f"cannot read {path} ({e.strerror}); check the path") from None
-    key = cache_key(kind="archive", path=str(path), size=st.st_size, mtime_ns=st.st_mtime_ns, split=split,
-                    decoder=DECODER_VERSION, **_size_part(image_size))
+    key = cache_key(
+        kind="archive",
+        path=str(path),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        split=split,
+        decoder=DECODER_VERSION,
+        **_size_part(image_size),
+    )
     cached = load_entry(key)
     if cached is not None:
         return cached
@@ -271,8 +296,9 @@ def _load_archive(path: Path, split: str, image_size: int | None = None) -> Deco
         with tarfile.open(path, "r:*") as tar:
             decoded = _decode_archive(tar, path, split, image_size)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise UserInputError(f"cannot read archive {path} ({e}); check that it is a complete .tar, .tar.gz or "
-                             ".tgz file") from None
+        raise UserInputError(
+            f"cannot read archive {path} ({e}); check that it is a complete .tar, .tar.gz or .tgz file"
+        ) from None
     store_entry(key, decoded, {"source": str(path), "split": split})
     return decoded
 
@@ -299,7 +325,7 @@ def _decode_archive(tar: tarfile.TarFile, path: Path, split: str, image_size: in
     prefix = f"{split_dir}/" if split_dir else ""
     order = []  # (label, folder, file name, member name) sorts into torchvision's order
     for name in files:
-        relative = name[len(prefix):]
+        relative = name[len(prefix) :]
         if name.startswith(prefix) and "/" in relative and relative.lower().endswith(IMG_EXTENSIONS):
             folder, file_name = posixpath.split(relative)
             order.append((index[relative.split("/", 1)[0]], folder, file_name, name))
@@ -325,8 +351,10 @@ def _decode_all(jobs: Iterable[Job], count: int, desc: str, image_size: int | No
     canvas = _Canvas(count)
     workers = min(8, os.cpu_count() or 1)
     pending: deque[Future[list[tuple[int, str, np.ndarray]]]] = deque()
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=count, desc=desc, unit="img", disable=None,
-                                                  leave=False) as bar:
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=count, desc=desc, unit="img", disable=None, leave=False) as bar,
+    ):
         try:
             for batch in _batches(jobs, BATCH_SIZE):
                 pending.append(pool.submit(_decode_batch, batch, image_size))
@@ -356,7 +384,9 @@ def _decode_batch(batch: list[Job], image_size: int | None = None) -> list[tuple
             data = payload.read_bytes() if isinstance(payload, Path) else payload
             decoded.append((index, name, decode_image(data, image_size)))
         except UnidentifiedImageError:
-            raise UserInputError(f"cannot decode {name}: not an image file PIL recognises; replace or delete it") from None
+            raise UserInputError(
+                f"cannot decode {name}: not an image file PIL recognises; replace or delete it"
+            ) from None
         except Exception as e:  # PIL raises many types for damaged files; all mean the same here
             reason = " ".join(str(e).split()) or type(e).__name__
             raise UserInputError(f"cannot decode {name} ({reason}); replace or delete it") from None
@@ -383,9 +413,11 @@ class _Canvas:
                 self.reference = name
             elif image.shape[:2] != self.array.shape[1:3]:
                 (h, w), (eh, ew) = image.shape[:2], self.array.shape[1:3]
-                raise UserInputError(f"image {name} is {w}x{h} pixels but {self.reference} is {ew}x{eh}; images of "
-                                     "several sizes need a working size: pass --image-size S (image_size=S) to "
-                                     "stretch every image to S×S, or resize them first")
+                raise UserInputError(
+                    f"image {name} is {w}x{h} pixels but {self.reference} is {ew}x{eh}; images of "
+                    "several sizes need a working size: pass --image-size S (image_size=S) to "
+                    "stretch every image to S×S, or resize them first"
+                )
             if image.ndim == 3 and self.array.shape[3] == 1:
                 self.array = np.repeat(self.array, 3, axis=3)
             self.array[index] = image[..., None] if image.ndim == 2 else image

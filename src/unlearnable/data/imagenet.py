@@ -85,16 +85,17 @@ SUBSET_FILES = {"cmc100": Path(__file__).with_name("imagenet100_cmc.txt")}
 RESIZE_MODES = ("stretch", "crop")
 DECODER = "pil"  # full PIL decode, convert("RGB"), bilinear resize; part of every plan
 PLAN_FORMAT = 2
-FIX_CORRUPT = ("replace it with a good copy and run again (the build resumes), or delete it (the build starts "
-               "over)")
+FIX_CORRUPT = "replace it with a good copy and run again (the build resumes), or delete it (the build starts over)"
 CHUNK_SIZE = 1024  # images per chunk: 154 MB at 224×224
 CHUNK_SIZE_RANGE = Interval(int, 1, 65536)
 WORKERS = Interval(int, 1, 256)
 MAX_CHUNK_BYTES = 4 << 30
 """A chunk is decoded in memory (each process holds about two), so one may not exceed 4 GiB."""
 IN_FLIGHT = 2  # chunks mapped at once per process (one decoding, one finishing)
-NEEDS_ROOT = ("imagenet100 needs --data-root DIR pointing at an ImageNet folder with train/ and val/ "
-              "(or a store from `unlearnable prepare`)")
+NEEDS_ROOT = (
+    "imagenet100 needs --data-root DIR pointing at an ImageNet folder with train/ and val/ "
+    "(or a store from `unlearnable prepare`)"
+)
 _FIRST_N = re.compile(r"first([0-9]+)")
 
 T = TypeVar("T")
@@ -139,25 +140,34 @@ def find_layout(root: str | os.PathLike, val_labels: str | os.PathLike | None = 
         raise UserInputError(f"{root} has no train/ folder (nor ILSVRC/Data/CLS-LOC/train); {NEEDS_ROOT}")
     val = base / "val"
     if not val.is_dir():
-        raise UserInputError(f"{base} has train/ but no val/; add val/ (wnid folders, or flat images with "
-                             "LOC_val_solution.csv or --val-labels FILE)")
+        raise UserInputError(
+            f"{base} has train/ but no val/; add val/ (wnid folders, or flat images with "
+            "LOC_val_solution.csv or --val-labels FILE)"
+        )
     labels: Path | None = None
     if not _has_images(val):
         if val_labels is not None:
-            raise UserInputError(f"--val-labels was given but {val} holds no images directly (it is sorted into wnid "
-                                 "folders, which label themselves); drop --val-labels")
+            raise UserInputError(
+                f"--val-labels was given but {val} holds no images directly (it is sorted into wnid "
+                "folders, which label themselves); drop --val-labels"
+            )
     else:
         if val_labels is not None:
             labels = Path(val_labels).expanduser().resolve()
             if not labels.is_file():
                 raise UserInputError(f"val label file {labels}: no such file; check --val-labels")
         else:
-            labels = next((d / "LOC_val_solution.csv" for d in (root, base) if (d / "LOC_val_solution.csv").is_file()),
-                          None)
+            labels = next(
+                (d / "LOC_val_solution.csv" for d in (root, base) if (d / "LOC_val_solution.csv").is_file()), None
+            )
             if labels is None:
-                raise UserInputError(f"{val} holds images directly but there is no LOC_val_solution.csv in {root}; "
-                                     "give --val-labels FILE (lines '<file name> <wnid>') or sort val/ into wnid folders")
-    mapping = next((d / "LOC_synset_mapping.txt" for d in (root, base) if (d / "LOC_synset_mapping.txt").is_file()), None)
+                raise UserInputError(
+                    f"{val} holds images directly but there is no LOC_val_solution.csv in {root}; "
+                    "give --val-labels FILE (lines '<file name> <wnid>') or sort val/ into wnid folders"
+                )
+    mapping = next(
+        (d / "LOC_synset_mapping.txt" for d in (root, base) if (d / "LOC_synset_mapping.txt").is_file()), None
+    )
     return Layout(root, base / "train", val, labels, _read_synset_mapping(mapping) if mapping else None)
 
 
@@ -202,22 +212,26 @@ def read_val_labels(path: Path) -> dict[str, str]:
     def add(name: str, wnid: str, line: int) -> None:
         key = _stem(name)
         if labels.setdefault(key, wnid) != wnid:
-            raise UserInputError(f"line {line} of {path} labels {name} {wnid} but an earlier line says {labels[key]}; "
-                                 "keep one label per image")
+            raise UserInputError(
+                f"line {line} of {path} labels {name} {wnid} but an earlier line says {labels[key]}; "
+                "keep one label per image"
+            )
 
     if text.startswith("ImageId,"):
         rows = csv.reader(text.splitlines())
         header = next(rows)
         if [cell.strip() for cell in header[:2]] != ["ImageId", "PredictionString"]:
-            raise UserInputError(f"{path} starts with {','.join(header)!r}; expected the Kaggle header "
-                                 "ImageId,PredictionString")
+            raise UserInputError(
+                f"{path} starts with {','.join(header)!r}; expected the Kaggle header ImageId,PredictionString"
+            )
         for line, row in enumerate(rows, start=2):
             if not row:
                 continue
             tokens = row[1].split() if len(row) > 1 else []
             if not tokens:
-                raise UserInputError(f"line {line} of {path} has no PredictionString; expected "
-                                     "'<ImageId>,<wnid> <box> ...'")
+                raise UserInputError(
+                    f"line {line} of {path} has no PredictionString; expected '<ImageId>,<wnid> <box> ...'"
+                )
             add(row[0].strip(), tokens[0], line)
         return labels
     for line, content in enumerate(text.splitlines(), start=1):
@@ -232,7 +246,7 @@ def read_val_labels(path: Path) -> dict[str, str]:
 
 def _stem(name: str) -> str:
     """A file name without its image extension (as Kaggle's ImageId gives it)."""
-    return name[:name.rfind(".")] if name.lower().endswith(IMG_EXTENSIONS) else name
+    return name[: name.rfind(".")] if name.lower().endswith(IMG_EXTENSIONS) else name
 
 
 def resolve_subset(subset: str, available: list[str], where: Path) -> list[str]:
@@ -243,15 +257,18 @@ def resolve_subset(subset: str, available: list[str], where: Path) -> list[str]:
     if match:
         count = int(match.group(1))
         if not 1 <= count <= len(available):
-            raise UserInputError(f"class subset {subset} needs {count} classes but {where} has {len(available)}; "
-                                 f"use first{len(available)} or all")
+            raise UserInputError(
+                f"class subset {subset} needs {count} classes but {where} has {len(available)}; "
+                f"use first{len(available)} or all"
+            )
         return list(available[:count])
     path = SUBSET_FILES.get(subset) or Path(subset).expanduser()
     if not path.is_file():
         if os.sep in subset or "/" in subset or "." in subset:
             raise UserInputError(f"class list {subset}: no such file; check --classes")
-        raise UserInputError(f"unknown class subset {subset!r}; use first100, cmc100, all, firstN or a file with "
-                             "one wnid a line")
+        raise UserInputError(
+            f"unknown class subset {subset!r}; use first100, cmc100, all, firstN or a file with one wnid a line"
+        )
     wnids = []
     for line in _read_text(path, "class list").splitlines():
         wnid = line.split("#", 1)[0].strip()
@@ -265,8 +282,10 @@ def resolve_subset(subset: str, available: list[str], where: Path) -> list[str]:
     present = set(available)
     missing = [w for w in wnids if w not in present]
     if missing:
-        raise UserInputError(f"class {missing[0]} of {path} has no folder in {where} ({len(missing)} of "
-                             f"{len(wnids)} missing); fix the list or add the class")
+        raise UserInputError(
+            f"class {missing[0]} of {path} has no folder in {where} ({len(missing)} of "
+            f"{len(wnids)} missing); fix the list or add the class"
+        )
     return sorted(wnids)
 
 
@@ -277,8 +296,10 @@ def list_splits(layout: Layout, wnids: list[str]) -> tuple[Split, Split]:
     for wnid in wnids:
         files = _class_files(layout.train / wnid)
         if not files:
-            raise UserInputError(f"class folder {layout.train / wnid} holds no images ending in "
-                                 f"{', '.join(IMG_EXTENSIONS)}; add images or choose other classes")
+            raise UserInputError(
+                f"class folder {layout.train / wnid} holds no images ending in "
+                f"{', '.join(IMG_EXTENSIONS)}; add images or choose other classes"
+            )
         train_files += files
         train_labels += [label_of[wnid]] * len(files)
     known = set(_subfolders(layout.train))
@@ -286,11 +307,15 @@ def list_splits(layout: Layout, wnids: list[str]) -> tuple[Split, Split]:
     if layout.val_labels is None:
         for wnid in _subfolders(layout.val):
             if wnid not in known:
-                raise UserInputError(f"val folder {layout.val / wnid} has no matching {layout.train / wnid}; "
-                                     "remove it or add the class to train/")
+                raise UserInputError(
+                    f"val folder {layout.val / wnid} has no matching {layout.train / wnid}; "
+                    "remove it or add the class to train/"
+                )
             if wnid in label_of:
-                val += [(label_of[wnid], str(path.relative_to(layout.val)), path)
-                        for path in _class_files(layout.val / wnid)]
+                val += [
+                    (label_of[wnid], str(path.relative_to(layout.val)), path)
+                    for path in _class_files(layout.val / wnid)
+                ]
     else:
         labels = read_val_labels(layout.val_labels)
         for name in sorted(os.listdir(layout.val)):
@@ -299,19 +324,25 @@ def list_splits(layout: Layout, wnids: list[str]) -> tuple[Split, Split]:
                 continue
             labelled = labels.get(_stem(name))
             if labelled is None:
-                raise UserInputError(f"val image {path} has no label in {layout.val_labels}; add a line for it "
-                                     "or remove the image")
+                raise UserInputError(
+                    f"val image {path} has no label in {layout.val_labels}; add a line for it or remove the image"
+                )
             if labelled not in known:
-                raise UserInputError(f"{layout.val_labels} labels {name} with {labelled}, which has no folder in "
-                                     f"{layout.train}; fix the label or add the class")
+                raise UserInputError(
+                    f"{layout.val_labels} labels {name} with {labelled}, which has no folder in "
+                    f"{layout.train}; fix the label or add the class"
+                )
             if labelled in label_of:
                 val.append((label_of[labelled], name, path))
     if not val:
-        raise UserInputError(f"{layout.val} holds no images of the {len(wnids)} chosen classes; check val/ and its "
-                             "labels")
+        raise UserInputError(
+            f"{layout.val} holds no images of the {len(wnids)} chosen classes; check val/ and its labels"
+        )
     val.sort()
-    return (Split("train", train_files, np.array(train_labels, dtype=np.int64)),
-            Split("test", [path for *_, path in val], np.array([label for label, *_ in val], dtype=np.int64)))
+    return (
+        Split("train", train_files, np.array(train_labels, dtype=np.int64)),
+        Split("test", [path for *_, path in val], np.array([label for label, *_ in val], dtype=np.int64)),
+    )
 
 
 def _chunk_digests(root: Path, split: Split, chunk_size: int) -> list[str]:
@@ -319,7 +350,9 @@ def _chunk_digests(root: Path, split: Split, chunk_size: int) -> list[str]:
     digests = []
     for start in range(0, len(split.files), chunk_size):
         digest = hashlib.sha256()
-        for path, label in zip(split.files[start:start + chunk_size], split.labels[start:start + chunk_size].tolist()):
+        for path, label in zip(
+            split.files[start : start + chunk_size], split.labels[start : start + chunk_size].tolist()
+        ):
             try:
                 st = path.stat()
             except OSError as e:
@@ -361,10 +394,19 @@ def default_workers() -> int:
     return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
-def build_store(root: str | os.PathLike, out: str | os.PathLike, subset: str = "first100", image_size: int = 224,
-                resize: str = "stretch", val_labels: str | os.PathLike | None = None, workers: int | None = None,
-                chunk_size: int = CHUNK_SIZE, progress: bool = True, world: distributed.World | None = None,
-                overwrite: bool = False) -> Path:
+def build_store(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    subset: str = "first100",
+    image_size: int = 224,
+    resize: str = "stretch",
+    val_labels: str | os.PathLike | None = None,
+    workers: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: bool = True,
+    world: distributed.World | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Build the store `out` from the ImageNet root `root` (see the module docstring); returns `out`.
 
     An `out` already built with the same plan (settings and files) is returned as is; one
@@ -380,9 +422,11 @@ def build_store(root: str | os.PathLike, out: str | os.PathLike, subset: str = "
         WORKERS.check("--workers", workers)
     chunk_bytes = chunk_size * image_size * image_size * 3
     if chunk_bytes > MAX_CHUNK_BYTES:
-        raise UserInputError(f"a chunk of {chunk_size} images of {image_size}×{image_size} is {chunk_bytes / 2**30:.1f} GiB "
-                             f"and each process holds about two; choose --chunk-size ≤ "
-                             f"{max(1, MAX_CHUNK_BYTES // (image_size * image_size * 3))}")
+        raise UserInputError(
+            f"a chunk of {chunk_size} images of {image_size}×{image_size} is {chunk_bytes / 2**30:.1f} GiB "
+            f"and each process holds about two; choose --chunk-size ≤ "
+            f"{max(1, MAX_CHUNK_BYTES // (image_size * image_size * 3))}"
+        )
     world = world or distributed.init()
     out = Path(out).expanduser().absolute()
     if contains(Path(root).expanduser().resolve(), out.resolve()):
@@ -393,10 +437,18 @@ def build_store(root: str | os.PathLike, out: str | os.PathLike, subset: str = "
         layout = find_layout(root, val_labels)
         wnids = resolve_subset(subset, _subfolders(layout.train), layout.train)
         splits = list_splits(layout, wnids)
-        plan = {"format": PLAN_FORMAT, "root": str(layout.root), "subset": _subset_name(subset), "wnids": wnids,
-                "image_size": image_size, "resize": resize, "decoder": DECODER, "chunk_size": chunk_size,
-                "counts": {split.name: len(split.files) for split in splits},
-                "chunks": {split.name: _chunk_digests(layout.root, split, chunk_size) for split in splits}}
+        plan = {
+            "format": PLAN_FORMAT,
+            "root": str(layout.root),
+            "subset": _subset_name(subset),
+            "wnids": wnids,
+            "image_size": image_size,
+            "resize": resize,
+            "decoder": DECODER,
+            "chunk_size": chunk_size,
+            "counts": {split.name: len(split.files) for split in splits},
+            "chunks": {split.name: _chunk_digests(layout.root, split, chunk_size) for split in splits},
+        }
         finished = _finished(out, plan, overwrite)
         if not finished and world.main:
             _start_partial(partial, plan, splits, overwrite)
@@ -408,8 +460,10 @@ def build_store(root: str | os.PathLike, out: str | os.PathLike, subset: str = "
 
     def decode() -> None:
         if not world.main and _read_plan(partial) != plan:
-            raise UserInputError(f"{partial / 'plan.json'} differs from this process's plan; run every process "
-                                 "with the same arguments on the same files")
+            raise UserInputError(
+                f"{partial / 'plan.json'} differs from this process's plan; run every process "
+                "with the same arguments on the same files"
+            )
         with ThreadPoolExecutor(workers or default_workers()) as pool:
             for split in splits:
                 _fill(partial, split, plan, pool, world, progress)
@@ -456,8 +510,9 @@ def _finished(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
     if is_saved_dataset(out) and _read_plan(out) == plan:
         return True
     if not overwrite:
-        raise UserInputError(f"{out} exists but was not built with these settings from these files; choose another "
-                             "--out or delete it")
+        raise UserInputError(
+            f"{out} exists but was not built with these settings from these files; choose another --out or delete it"
+        )
     return False
 
 
@@ -479,21 +534,27 @@ def _start_partial(partial: Path, plan: dict[str, Any], splits: tuple[Split, Spl
                 write_json(partial / "plan.json", plan)
                 return
             if set(changed) <= {"chunks", "counts"}:
-                raise UserInputError(f"the partial store {partial} was started from other files (images under "
-                                     f"{plan['root']} were added, removed or changed since); delete it to start again")
-            raise UserInputError(f"the partial store {partial} was started with other settings ({', '.join(changed)} "
-                                 "differ); delete it, or run with the settings it was started with")
+                raise UserInputError(
+                    f"the partial store {partial} was started from other files (images under "
+                    f"{plan['root']} were added, removed or changed since); delete it to start again"
+                )
+            raise UserInputError(
+                f"the partial store {partial} was started with other settings ({', '.join(changed)} "
+                "differ); delete it, or run with the settings it was started with"
+            )
         if started is None and done.is_dir() and any(done.iterdir()) and not overwrite:
             raise UserInputError(f"the partial store {partial} has no readable plan.json; delete it")
         shutil.rmtree(partial)
     size = plan["image_size"]
-    free_space_check(partial.parent, sum(len(split.files) for split in splits) * size * size * 3,
-                     f"the store at {size}×{size}")
+    free_space_check(
+        partial.parent, sum(len(split.files) for split in splits) * size * size * 3, f"the store at {size}×{size}"
+    )
     (partial / "test").mkdir(parents=True)
     (partial / "done").mkdir()
     for split in splits:
-        array = np.lib.format.open_memmap(_images_path(partial, split), mode="w+", dtype=np.uint8,
-                                          shape=(len(split.files), size, size, 3))
+        array = np.lib.format.open_memmap(
+            _images_path(partial, split), mode="w+", dtype=np.uint8, shape=(len(split.files), size, size, 3)
+        )
         del array  # the header is written and the file has its full (sparse) length
         _reserve(_images_path(partial, split))
     write_json(partial / "plan.json", plan)
@@ -517,8 +578,9 @@ def _reserve(path: Path) -> None:
             os.posix_fallocate(f.fileno(), 0, length)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise UserInputError(f"not enough disk space for {path} ({length / 2**30:.1f} GiB); free space or "
-                                     "choose another --out") from None
+                raise UserInputError(
+                    f"not enough disk space for {path} ({length / 2**30:.1f} GiB); free space or choose another --out"
+                ) from None
             if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 raise
 
@@ -536,15 +598,23 @@ def _open_rows(partial: Path, split: Split, plan: dict[str, Any]) -> int:
     except (OSError, ValueError) as e:
         raise UserInputError(f"cannot open {path} ({e}); the partial store {partial} is damaged, delete it") from None
     if not isinstance(array, np.memmap) or array.dtype != np.uint8 or array.shape != (len(split.files), size, size, 3):
-        raise UserInputError(f"{path} holds {array.dtype} {array.shape}, not uint8 {(len(split.files), size, size, 3)}; "
-                             f"the partial store {partial} is damaged, delete it")
+        raise UserInputError(
+            f"{path} holds {array.dtype} {array.shape}, not uint8 {(len(split.files), size, size, 3)}; "
+            f"the partial store {partial} is damaged, delete it"
+        )
     offset = array.offset
     del array
     return offset
 
 
-def _fill(partial: Path, split: Split, plan: dict[str, Any], pool: ThreadPoolExecutor, world: distributed.World,
-          progress: bool) -> None:
+def _fill(
+    partial: Path,
+    split: Split,
+    plan: dict[str, Any],
+    pool: ThreadPoolExecutor,
+    world: distributed.World,
+    progress: bool,
+) -> None:
     """Decode this process's not yet done chunks of `split` into the partial store."""
     size, resize, chunk_size = plan["image_size"], plan["resize"], plan["chunk_size"]
     offset = _open_rows(partial, split, plan)
@@ -555,15 +625,27 @@ def _fill(partial: Path, split: Split, plan: dict[str, Any], pool: ThreadPoolExe
     total = sum(min(count, (c + 1) * chunk_size) - c * chunk_size for c in mine)
     left = sum(min(count, (c + 1) * chunk_size) - c * chunk_size for c in todo)
     in_flight: deque[tuple[int, np.memmap, list[Future[None]]]] = deque()
-    with tqdm(total=total, initial=total - left, desc=f"imagenet {split.name}", unit="img", leave=False,
-              disable=None if progress and world.main else True) as bar:
+    with tqdm(
+        total=total,
+        initial=total - left,
+        desc=f"imagenet {split.name}",
+        unit="img",
+        leave=False,
+        disable=None if progress and world.main else True,
+    ) as bar:
         try:
             for chunk in todo:
                 start, stop = chunk * chunk_size, min(count, (chunk + 1) * chunk_size)
-                rows = np.memmap(_images_path(partial, split), np.uint8, "r+", offset + start * row_bytes,
-                                 (stop - start, size, size, 3))
-                futures = [pool.submit(_decode_row, rows, i, split.files[start + i], size, resize)
-                           for i in range(stop - start)]
+                rows = np.memmap(
+                    _images_path(partial, split),
+                    np.uint8,
+                    "r+",
+                    offset + start * row_bytes,
+                    (stop - start, size, size, 3),
+                )
+                futures = [
+                    pool.submit(_decode_row, rows, i, split.files[start + i], size, resize) for i in range(stop - start)
+                ]
                 in_flight.append((chunk, rows, futures))
                 if len(in_flight) >= IN_FLIGHT:
                     _finish_chunk(partial, split, *in_flight[0], bar)
@@ -582,8 +664,9 @@ def _fill(partial: Path, split: Split, plan: dict[str, Any], pool: ThreadPoolExe
             raise
 
 
-def _finish_chunk(partial: Path, split: Split, chunk: int, rows: np.memmap, futures: list[Future[None]],
-                  bar: tqdm) -> None:
+def _finish_chunk(
+    partial: Path, split: Split, chunk: int, rows: np.memmap, futures: list[Future[None]], bar: tqdm
+) -> None:
     """Wait for a chunk's decodes, write its rows to disk, unmap them and mark the chunk done."""
     for future in futures:
         future.result()
@@ -603,19 +686,33 @@ def _finish(partial: Path, out: Path, plan: dict[str, Any], splits: tuple[Split,
         chunks = math.ceil(len(split.files) / plan["chunk_size"])
         missing = [c for c in range(chunks) if not _marker(partial, split, c).exists()]
         if missing:
-            raise UserInputError(f"chunk {missing[0]} of the {split.name} split in {partial} was never finished; "
-                                 "run the same command again to complete it")
+            raise UserInputError(
+                f"chunk {missing[0]} of the {split.name} split in {partial} was never finished; "
+                "run the same command again to complete it"
+            )
     train, test = splits
     np.save(partial / "labels.npy", train.labels)
     np.save(partial / "test" / "labels.npy", test.labels)
     size = plan["image_size"]
     names = [layout.class_names.get(w, w) for w in plan["wnids"]] if layout.class_names else None
-    write_json(partial / "meta.json", {
-        "source": {"spec": "imagenet100", "kind": "imagenet", "split": "train", "path": str(layout.root)},
-        "imagenet": {"subset": plan["subset"], "wnids": plan["wnids"], "class_names": names, "image_size": size,
-                     "resize": plan["resize"], "decoder": plan["decoder"]},
-        "classes": plan["wnids"], "num_images": len(train.files), "image_shape": [3, size, size],
-        "has_test_split": True})
+    write_json(
+        partial / "meta.json",
+        {
+            "source": {"spec": "imagenet100", "kind": "imagenet", "split": "train", "path": str(layout.root)},
+            "imagenet": {
+                "subset": plan["subset"],
+                "wnids": plan["wnids"],
+                "class_names": names,
+                "image_size": size,
+                "resize": plan["resize"],
+                "decoder": plan["decoder"],
+            },
+            "classes": plan["wnids"],
+            "num_images": len(train.files),
+            "image_shape": [3, size, size],
+            "has_test_split": True,
+        },
+    )
     shutil.rmtree(partial / "done")
     if out.exists():  # only with overwrite (_finished refused it otherwise): move it aside, then delete it
         trash = out.with_name(out.name + ".old")
@@ -627,8 +724,9 @@ def _finish(partial: Path, out: Path, plan: dict[str, Any], splits: tuple[Split,
         os.replace(partial, out)
 
 
-def default_store(root: str | os.PathLike, subset: str = "first100", image_size: int = 224,
-                  resize: str = "stretch") -> Path:
+def default_store(
+    root: str | os.PathLike, subset: str = "first100", image_size: int = 224, resize: str = "stretch"
+) -> Path:
     """Where `load_dataset("imagenet100", ...)` keeps the store of the ImageNet root `root`."""
     absolute = str(Path(root).expanduser().resolve())
     tag = hashlib.sha256(absolute.encode(errors="surrogateescape")).hexdigest()[:12]
@@ -660,8 +758,10 @@ def load_imagenet100(data_root: str | os.PathLike | None, split: str) -> ImageDa
         return load_saved(root, split)
     classes = len(_subfolders(find_layout(root).train))
     if classes < 100:
-        raise UserInputError(f"{root} has {classes} train classes and ImageNet-100 takes the first 100; for other "
-                             "classes build a store with `unlearnable prepare imagenet100 --classes ...` and give it "
-                             "as --data-root")
+        raise UserInputError(
+            f"{root} has {classes} train classes and ImageNet-100 takes the first 100; for other "
+            "classes build a store with `unlearnable prepare imagenet100 --classes ...` and give it "
+            "as --data-root"
+        )
     store = build_store(root, default_store(root), overwrite=True, world=distributed.World())
     return load_saved(store, split)

@@ -198,14 +198,14 @@ def quantise(pixels: np.ndarray, depth: int) -> np.ndarray:
     return np.clip(np.rint(pixels * top), 0, top).astype(dtype)
 
 
-def write_photo(path: str | Path, photo: Photo, pixels: np.ndarray, suffix: str, keep_exif: bool,
-                quality: int = JPEG_QUALITY) -> None:
+def write_photo(
+    path: str | Path, photo: Photo, pixels: np.ndarray, suffix: str, keep_exif: bool, quality: int = JPEG_QUALITY
+) -> None:
     """Write `encode_photo`'s bytes to `path`."""
     Path(path).write_bytes(encode_photo(photo, pixels, suffix, keep_exif, quality))
 
 
-def encode_photo(photo: Photo, pixels: np.ndarray, suffix: str, keep_exif: bool,
-                 quality: int = JPEG_QUALITY) -> bytes:
+def encode_photo(photo: Photo, pixels: np.ndarray, suffix: str, keep_exif: bool, quality: int = JPEG_QUALITY) -> bytes:
     """Encode float `pixels` (H×W×C in [0, 1]) with `photo`'s alpha, depth and profile, as `suffix` says.
 
     16-bit photos stay 16-bit in PNG (own encoder, filter-free rows, zlib level 6); a JPEG output
@@ -213,8 +213,15 @@ def encode_photo(photo: Photo, pixels: np.ndarray, suffix: str, keep_exif: bool,
     chroma subsampling (4:4:4), so the colour of the protection is not averaged away. The ICC
     profile is always kept; the EXIF block only with `keep_exif`.
     """
-    kind = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
-            ".bmp": "BMP"}[suffix.lower()]
+    kind = {
+        ".jpg": "JPEG",
+        ".jpeg": "JPEG",
+        ".png": "PNG",
+        ".webp": "WEBP",
+        ".tif": "TIFF",
+        ".tiff": "TIFF",
+        ".bmp": "BMP",
+    }[suffix.lower()]
     exif = photo.exif if keep_exif else None
     if photo.depth == 16 and kind == "PNG":
         return encode_png16(quantise(pixels, 16), photo.alpha, photo.icc, exif)
@@ -247,8 +254,9 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
-def encode_png16(values: np.ndarray, alpha: np.ndarray | None, icc: bytes | None = None,
-                 exif: bytes | None = None) -> bytes:
+def encode_png16(
+    values: np.ndarray, alpha: np.ndarray | None, icc: bytes | None = None, exif: bytes | None = None
+) -> bytes:
     """A 16-bit PNG of uint16 H×W×C `values` (C = 1 or 3) plus an optional uint16 (or uint8) alpha."""
     height, width, colour = values.shape
     planes = values

@@ -79,12 +79,18 @@ def load_saved(path: str | os.PathLike, split: str = "train", mmap: bool = True)
     try:
         meta = json.loads((root / "meta.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise UserInputError(f"cannot read {root / 'meta.json'}: {e}; re-create the dataset with `unlearnable poison`") from None
+        raise UserInputError(
+            f"cannot read {root / 'meta.json'}: {e}; re-create the dataset with `unlearnable poison`"
+        ) from None
     if not isinstance(meta, dict):
-        raise UserInputError(f"{root / 'meta.json'} holds no JSON object; re-create the dataset with `unlearnable poison`")
+        raise UserInputError(
+            f"{root / 'meta.json'} holds no JSON object; re-create the dataset with `unlearnable poison`"
+        )
     if split == "test":
         if not (root / "test" / "images.npy").is_file():
-            raise MissingSplitError(f"{root} holds no test split; load the test split from the source dataset {meta.get('source', {}).get('spec', '?')!r}")
+            raise MissingSplitError(
+                f"{root} holds no test split; load the test split from the source dataset {meta.get('source', {}).get('spec', '?')!r}"
+            )
         files = root / "test"
         meta = {"source": meta.get("source"), "split": "test", "classes": meta.get("classes")}
     elif split == "train":
@@ -104,18 +110,35 @@ def _load_array(path: Path, mmap_mode: Literal["r", "r+", "c"] | None) -> np.nda
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise UserInputError(f"cannot read {path}: {e or 'the file is empty'}; the saved dataset is corrupt, "
-                             f"re-create it with the command that wrote it") from None
+        raise UserInputError(
+            f"cannot read {path}: {e or 'the file is empty'}; the saved dataset is corrupt, "
+            f"re-create it with the command that wrote it"
+        ) from None
 
 
 META_TYPES: dict[str, type | tuple[type, ...]] = {
-    "source": dict, "attack": str, "params": dict, "seed": int, "num_images": int, "image_shape": list,
-    "has_test_split": bool, "unlearnable_version": str, "subset": dict, "imagenet": dict, "deconv": dict,
+    "source": dict,
+    "attack": str,
+    "params": dict,
+    "seed": int,
+    "num_images": int,
+    "image_shape": list,
+    "has_test_split": bool,
+    "unlearnable_version": str,
+    "subset": dict,
+    "imagenet": dict,
+    "deconv": dict,
 }
 """The type of each meta.json field the tool reads (absent or null is fine: not every dataset has each)."""
 NUMERIC_PARAMS = frozenset({"kernel_size", "blur_parameter", "mix", "eps", "norm", "patch_size", "padding"})
 """Attack parameters that are numbers (the key's "params"); `show` and the report print them."""
-META_TYPE_NAMES: dict[type | tuple[type, ...], str] = {dict: "a JSON object", str: "a string", int: "an integer", list: "a list", bool: "true or false"}
+META_TYPE_NAMES: dict[type | tuple[type, ...], str] = {
+    dict: "a JSON object",
+    str: "a string",
+    int: "an integer",
+    list: "a list",
+    bool: "true or false",
+}
 
 
 def check_saved(files: Path, meta: dict, images: np.ndarray, labels: np.ndarray) -> None:
@@ -124,11 +147,14 @@ def check_saved(files: Path, meta: dict, images: np.ndarray, labels: np.ndarray)
     dataset's (non-finite kernels, one kernel stack per class, poisoned indices within the images)."""
     fix = "re-create the dataset with the command that wrote it"
     if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (images.shape[0],):
-        raise UserInputError(f"{files} holds images {images.dtype} {images.shape} and labels {labels.shape}; "
-                             f"expected uint8 N×H×W×C and (N,); {fix}")
+        raise UserInputError(
+            f"{files} holds images {images.dtype} {images.shape} and labels {labels.shape}; "
+            f"expected uint8 N×H×W×C and (N,); {fix}"
+        )
     if images.shape[0] == 0 or min(images.shape[1:]) == 0 or images.shape[3] not in (1, 3):
-        raise UserInputError(f"{files} holds images of shape {images.shape}; expected at least one image "
-                             f"N×H×W×C with C = 1 or 3; {fix}")
+        raise UserInputError(
+            f"{files} holds images of shape {images.shape}; expected at least one image N×H×W×C with C = 1 or 3; {fix}"
+        )
     where = f"{files.parent if files.name == 'test' else files}/meta.json"
     for name, kind in META_TYPES.items():
         if name in meta and meta[name] is not None and not isinstance(meta[name], kind):
@@ -142,25 +168,35 @@ def check_saved(files: Path, meta: dict, images: np.ndarray, labels: np.ndarray)
             raise UserInputError(f"{where}: params {name!r} must be a number, not {value!r:.40}; {fix}")
     classes = meta.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise UserInputError(f"{files.parent if files.name == 'test' else files}/meta.json: 'classes' must be a "
-                             f"non-empty list of class names; {fix}")
+        raise UserInputError(
+            f"{files.parent if files.name == 'test' else files}/meta.json: 'classes' must be a "
+            f"non-empty list of class names; {fix}"
+        )
     if not np.issubdtype(labels.dtype, np.integer):
         raise UserInputError(f"{files}/labels.npy holds {labels.dtype}; expected integers; {fix}")
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= len(classes):
-        raise UserInputError(f"{files}/labels.npy holds labels {low}..{high} but meta.json lists {len(classes)} "
-                             f"classes (labels 0..{len(classes) - 1}); {fix}")
+        raise UserInputError(
+            f"{files}/labels.npy holds labels {low}..{high} but meta.json lists {len(classes)} "
+            f"classes (labels 0..{len(classes) - 1}); {fix}"
+        )
     if "kernels" in meta:
         try:
             kernels = np.asarray(meta["kernels"], dtype=np.float64)
         except (TypeError, ValueError):
             kernels = np.zeros(0)
         if kernels.ndim not in (3, 4) or kernels.shape[0] != len(classes) or not np.isfinite(kernels).all():
-            raise UserInputError(f"{files}/meta.json: 'kernels' must be finite numbers, one k×k kernel (or stack) "
-                                 f"per class ({len(classes)}); got shape {kernels.shape}; {fix}")
+            raise UserInputError(
+                f"{files}/meta.json: 'kernels' must be finite numbers, one k×k kernel (or stack) "
+                f"per class ({len(classes)}); got shape {kernels.shape}; {fix}"
+            )
     if "poisoned_indices" in meta:
         indices = meta["poisoned_indices"]
-        if (not isinstance(indices, list) or not all(isinstance(i, int) and 0 <= i < len(labels) for i in indices)
-                or len(set(indices)) != len(indices)):
-            raise UserInputError(f"{files}/meta.json: 'poisoned_indices' must list distinct image indices "
-                                 f"0..{len(labels) - 1}; {fix}")
+        if (
+            not isinstance(indices, list)
+            or not all(isinstance(i, int) and 0 <= i < len(labels) for i in indices)
+            or len(set(indices)) != len(indices)
+        ):
+            raise UserInputError(
+                f"{files}/meta.json: 'poisoned_indices' must list distinct image indices 0..{len(labels) - 1}; {fix}"
+            )

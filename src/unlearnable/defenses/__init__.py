@@ -39,59 +39,129 @@ STAGES = {
 
 DEFENSES = Registry("defense")
 _add = DEFENSES.add
-_add("rsk", "unlearnable.defenses.sharpen:RandomSharpen", "random sharpening kernel per image (Kim & Sandoval-Segura 2024)",
-     stage="before-crop")
-_add("ssk", "unlearnable.defenses.sharpen:StaticSharpen", "one static sharpening kernel (Kim & Sandoval-Segura 2024)",
-     stage="before-crop")
-_add("ff", "unlearnable.defenses.frequency:FrequencyFilter", "DCT low-pass filter (Kim & Sandoval-Segura 2024)",
-     stage="before-crop")
-_add("coin", "unlearnable.defenses.coin:Coin", "random per-pixel displacement with bilinear interpolation (COIN)",
-     stage="after-crop")
-_add("jpeg", "unlearnable.defenses.iss:JpegCompression", "JPEG round trip, quality 10 (ISS, Liu et al. 2023)",
-     stage="before-crop")
+_add(
+    "rsk",
+    "unlearnable.defenses.sharpen:RandomSharpen",
+    "random sharpening kernel per image (Kim & Sandoval-Segura 2024)",
+    stage="before-crop",
+)
+_add(
+    "ssk",
+    "unlearnable.defenses.sharpen:StaticSharpen",
+    "one static sharpening kernel (Kim & Sandoval-Segura 2024)",
+    stage="before-crop",
+)
+_add(
+    "ff",
+    "unlearnable.defenses.frequency:FrequencyFilter",
+    "DCT low-pass filter (Kim & Sandoval-Segura 2024)",
+    stage="before-crop",
+)
+_add(
+    "coin",
+    "unlearnable.defenses.coin:Coin",
+    "random per-pixel displacement with bilinear interpolation (COIN)",
+    stage="after-crop",
+)
+_add(
+    "jpeg",
+    "unlearnable.defenses.iss:JpegCompression",
+    "JPEG round trip, quality 10 (ISS, Liu et al. 2023)",
+    stage="before-crop",
+)
 _add("gray", "unlearnable.defenses.iss:Grayscale", "grayscale (ISS, Liu et al. 2023)", stage="before-crop")
-_add("bdr", "unlearnable.defenses.iss:BitDepthReduction", "bit-depth reduction (ISS, Liu et al. 2023)",
-     stage="before-crop")
-_add("cutout", "unlearnable.defenses.cutout:Cutout", "one zeroed square per image (DeVries & Taylor 2017)",
-     stage="after-crop")
+_add(
+    "bdr",
+    "unlearnable.defenses.iss:BitDepthReduction",
+    "bit-depth reduction (ISS, Liu et al. 2023)",
+    stage="before-crop",
+)
+_add(
+    "cutout",
+    "unlearnable.defenses.cutout:Cutout",
+    "one zeroed square per image (DeVries & Taylor 2017)",
+    stage="after-crop",
+)
 _add("mixup", "unlearnable.defenses.mixing:MixUp", "MixUp of images and labels (Zhang et al. 2018)", stage="mixing")
 _add("cutmix", "unlearnable.defenses.mixing:CutMix", "CutMix of images and labels (Yun et al. 2019)", stage="mixing")
-_add("at-linf", "unlearnable.defenses.hooks:linf_adversarial_training", "PGD adversarial training, L∞ (Madry et al. 2018)",
-     stage="hook")
+_add(
+    "at-linf",
+    "unlearnable.defenses.hooks:linf_adversarial_training",
+    "PGD adversarial training, L∞ (Madry et al. 2018)",
+    stage="hook",
+)
 _add("at-l2", "unlearnable.defenses.hooks:l2_adversarial_training", "PGD adversarial training, L2", stage="hook")
-_add("dat", "unlearnable.defenses.dat:DeconvolutionAT", "deconvolution-based adversarial training (the CUDA paper)",
-     stage="hook")
-_add("ueraser", "unlearnable.defenses.ueraser:UEraserMax", "UEraser-Max: worst of K strong augmentations (Qin et al. 2023)",
-     stage="hook")
-_add("deconv", "unlearnable.defenses.deconv:Deconvolve",
-     "estimate each class's blur from the zero-padded border and invert it (this project)", stage="preprocess")
-_add("deconv-spectrum", "unlearnable.defenses.deconv:DeconvolveSpectrum",
-     "estimate each class's blur from its power spectrum and invert it (this project)", stage="preprocess")
-_add("ortho-proj", "unlearnable.defenses.projection:OrthogonalProjection",
-     "project out a linear model's class directions (Sandoval-Segura et al. 2023)", stage="preprocess")
+_add(
+    "dat",
+    "unlearnable.defenses.dat:DeconvolutionAT",
+    "deconvolution-based adversarial training (the CUDA paper)",
+    stage="hook",
+)
+_add(
+    "ueraser",
+    "unlearnable.defenses.ueraser:UEraserMax",
+    "UEraser-Max: worst of K strong augmentations (Qin et al. 2023)",
+    stage="hook",
+)
+_add(
+    "deconv",
+    "unlearnable.defenses.deconv:Deconvolve",
+    "estimate each class's blur from the zero-padded border and invert it (this project)",
+    stage="preprocess",
+)
+_add(
+    "deconv-spectrum",
+    "unlearnable.defenses.deconv:DeconvolveSpectrum",
+    "estimate each class's blur from its power spectrum and invert it (this project)",
+    stage="preprocess",
+)
+_add(
+    "ortho-proj",
+    "unlearnable.defenses.projection:OrthogonalProjection",
+    "project out a linear model's class directions (Sandoval-Segura et al. 2023)",
+    stage="preprocess",
+)
 del _add
 
 _EXPORTS = {
     **{name: "unlearnable.defenses.base" for name in ("Configurable", "Transform", "resolve_generator")},
-    **{name: "unlearnable.defenses.chain" for name in ("Compose", "Identity", "TrainingDefense", "build_defense",
-                                                          "defense_kinds", "training_defense")},
-    **{name: "unlearnable.defenses.sharpen" for name in ("PADDING_MODES", "RandomSharpen", "StaticSharpen",
-                                                            "sample_sharpen_kernels", "sharpen", "static_sharpen_kernel")},
-    **{name: "unlearnable.defenses.frequency" for name in ("FrequencyFilter", "dct_low_pass", "dct_matrix",
-                                                              "kept_frequencies")},
+    **{
+        name: "unlearnable.defenses.chain"
+        for name in ("Compose", "Identity", "TrainingDefense", "build_defense", "defense_kinds", "training_defense")
+    },
+    **{
+        name: "unlearnable.defenses.sharpen"
+        for name in (
+            "PADDING_MODES",
+            "RandomSharpen",
+            "StaticSharpen",
+            "sample_sharpen_kernels",
+            "sharpen",
+            "static_sharpen_kernel",
+        )
+    },
+    **{
+        name: "unlearnable.defenses.frequency"
+        for name in ("FrequencyFilter", "dct_low_pass", "dct_matrix", "kept_frequencies")
+    },
     **{name: "unlearnable.defenses.coin" for name in ("Coin", "displace", "sample_displacements")},
-    **{name: "unlearnable.defenses.iss" for name in ("BitDepthReduction", "Grayscale", "JpegCompression",
-                                                        "jpeg_round_trip")},
+    **{
+        name: "unlearnable.defenses.iss"
+        for name in ("BitDepthReduction", "Grayscale", "JpegCompression", "jpeg_round_trip")
+    },
     "Cutout": "unlearnable.defenses.cutout",
     **{name: "unlearnable.defenses.mixing" for name in ("CutMix", "MixUp", "Mixing")},
     **{name: "unlearnable.defenses.adversarial" for name in ("AdversarialTraining", "PGD")},
-    **{name: "unlearnable.defenses.hooks" for name in ("StepHook", "l2_adversarial_training",
-                                                          "linf_adversarial_training")},
+    **{
+        name: "unlearnable.defenses.hooks"
+        for name in ("StepHook", "l2_adversarial_training", "linf_adversarial_training")
+    },
     "DeconvolutionAT": "unlearnable.defenses.dat",
     "UEraserMax": "unlearnable.defenses.ueraser",
-    **{name: "unlearnable.defenses.deconv" for name in ("Deconvolve", "Deconvolver", "estimate_kernels", "recover",
-                                                           "replay", "wiener_deconvolve")},
+    **{
+        name: "unlearnable.defenses.deconv"
+        for name in ("Deconvolve", "Deconvolver", "estimate_kernels", "recover", "replay", "wiener_deconvolve")
+    },
     "OrthogonalProjection": "unlearnable.defenses.projection",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-

@@ -77,9 +77,17 @@ def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return delta * (eps / _per_sample_norm(delta)).clamp(max=1.0)  # a zero norm gives inf → clamped to 1
 
 
-def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, alpha: float,
-             generator: torch.Generator | None = None, normalize: Normalize | None = None,
-             random_start: bool = True) -> torch.Tensor:
+def pgd_linf(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    alpha: float,
+    generator: torch.Generator | None = None,
+    normalize: Normalize | None = None,
+    random_start: bool = True,
+) -> torch.Tensor:
     """L∞ PGD: maximise the cross-entropy within ‖x' − x‖∞ ≤ eps and 0 ≤ x' ≤ 1.
 
     Args:
@@ -111,9 +119,17 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ste
     return x_adv
 
 
-def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, alpha: float,
-           generator: torch.Generator | None = None, normalize: Normalize | None = None,
-           random_start: bool = True) -> torch.Tensor:
+def pgd_l2(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    alpha: float,
+    generator: torch.Generator | None = None,
+    normalize: Normalize | None = None,
+    random_start: bool = True,
+) -> torch.Tensor:
     """L2 PGD: normalised-gradient ascent within ‖x' − x‖₂ ≤ eps per sample and 0 ≤ x' ≤ 1.
 
     Args and returns as `pgd_linf`, with `eps` and `alpha` L2 lengths over a whole C×H×W image
@@ -165,7 +181,11 @@ class AdversarialTraining:
     random_start: bool = True
 
     PARAMETER_CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
-        "norm": StrOptions(PGD), "eps": POSITIVE, "steps": POSITIVE_INT, "alpha": Options(None, POSITIVE)}
+        "norm": StrOptions(PGD),
+        "eps": POSITIVE,
+        "steps": POSITIVE_INT,
+        "alpha": Options(None, POSITIVE),
+    }
 
     def __post_init__(self) -> None:
         validate_params(self, {"norm": self.norm, "eps": self.eps, "steps": self.steps, "alpha": self.alpha})
@@ -178,12 +198,19 @@ class AdversarialTraining:
         """Build from a dict such as ``{"norm": "l2", "eps": 0.5}``; unknown keys raise UserInputError."""
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
-            raise UserInputError(f"unknown adversarial option {unknown[0]!r}: expected "
-                                 f"{', '.join(cls.__dataclass_fields__)}")
+            raise UserInputError(
+                f"unknown adversarial option {unknown[0]!r}: expected {', '.join(cls.__dataclass_fields__)}"
+            )
         return cls(**options)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
-                 normalize: Normalize | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator | None,
+        normalize: Normalize | None = None,
+    ) -> torch.Tensor:
         """The adversarial version of float B×C×H×W batch `x` in [0, 1] with labels `y` (detached)."""
         assert self.alpha is not None
         if self.random_start:
@@ -193,4 +220,3 @@ class AdversarialTraining:
     def to_dict(self) -> dict[str, Any]:
         """The resolved options (alpha filled in), JSON-ready."""
         return asdict(self)
-

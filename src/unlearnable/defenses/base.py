@@ -53,8 +53,11 @@ class Configurable:
     @classmethod
     def _parameter_names(cls) -> list[str]:
         signature = inspect.signature(cls.__init__)
-        return [name for name, parameter in signature.parameters.items()
-                if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
+        return [
+            name
+            for name, parameter in signature.parameters.items()
+            if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        ]
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters as stored (after defaults and conversions), in signature order."""
@@ -69,7 +72,9 @@ def _default_generator(device: torch.device) -> torch.Generator:
         return torch.default_generator
     if device.type == "cuda":
         return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
-    raise UserInputError(f"no default generator for a tensor on {device}; pass generator=torch.Generator({str(device)!r})")
+    raise UserInputError(
+        f"no default generator for a tensor on {device}; pass generator=torch.Generator({str(device)!r})"
+    )
 
 
 def resolve_generator(generator: torch.Generator | None, device: torch.device, owner: str) -> torch.Generator:
@@ -84,10 +89,14 @@ def resolve_generator(generator: torch.Generator | None, device: torch.device, o
     if not isinstance(generator, torch.Generator):
         raise UserInputError(f"{owner}: generator must be a torch.Generator or None (got {type(generator).__name__})")
     where = generator.device
-    if where.type != device.type or (device.type != "cpu" and (where.index if where.index is not None else 0)
-                                     != (device.index if device.index is not None else 0)):
-        raise UserInputError(f"{owner}: the generator is on {where} but the images are on {device}; "
-                             f"draw from torch.Generator({str(device)!r}) for them")
+    if where.type != device.type or (
+        device.type != "cpu"
+        and (where.index if where.index is not None else 0) != (device.index if device.index is not None else 0)
+    ):
+        raise UserInputError(
+            f"{owner}: the generator is on {where} but the images are on {device}; "
+            f"draw from torch.Generator({str(device)!r}) for them"
+        )
     return generator
 
 
@@ -122,11 +131,15 @@ class Transform(Configurable):
         """`x` itself for a float B×C×H×W tensor, x[None] for a C×H×W one; anything else raises UserInputError."""
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
-            raise UserInputError(f"{name} takes a float tensor in [0, 1] (got {type(x).__name__}); in a torchvision "
-                                 "pipeline put it after v2.ToImage() and v2.ToDtype(torch.float32, scale=True)")
+            raise UserInputError(
+                f"{name} takes a float tensor in [0, 1] (got {type(x).__name__}); in a torchvision "
+                "pipeline put it after v2.ToImage() and v2.ToDtype(torch.float32, scale=True)"
+            )
         if not x.is_floating_point():
-            raise UserInputError(f"{name} takes float images in [0, 1] (got {x.dtype}); convert with "
-                                 "v2.ToDtype(torch.float32, scale=True), or x.float() / 255")
+            raise UserInputError(
+                f"{name} takes float images in [0, 1] (got {x.dtype}); convert with "
+                "v2.ToDtype(torch.float32, scale=True), or x.float() / 255"
+            )
         if x.dim() == 3:
             return x[None]
         if x.dim() != 4:

@@ -76,9 +76,11 @@ def build_defense(spec: str, **options: Any) -> Defense:
     names = _chain_names(spec)
     for name in names:
         if DEFENSES.entry(name).tags["stage"] not in IMAGE_STAGES:
-            raise UserInputError(f"defense {name!r} in {spec!r} needs the labels, the model or the whole training set, so it works only in "
-                                 f"training (unlearnable train --defense); image transforms are "
-                                 f"{', '.join(n for stage in IMAGE_STAGES for n in DEFENSES.names(stage=stage))}")
+            raise UserInputError(
+                f"defense {name!r} in {spec!r} needs the labels, the model or the whole training set, so it works only in "
+                f"training (unlearnable train --defense); image transforms are "
+                f"{', '.join(n for stage in IMAGE_STAGES for n in DEFENSES.names(stage=stage))}"
+            )
     return _compose(_construct(names, spec, options))
 
 
@@ -89,10 +91,13 @@ def _chain_names(spec: str) -> list[str]:
         return []
     for name in names:
         if name not in DEFENSES:
-            known = "; ".join(f"{kind}: {', '.join(kind_names)}" for kind, kind_names in defense_kinds().items()
-                              if kind_names)
-            raise UserInputError(f"unknown defense {name!r} in {spec!r}: expected 'none' or a '+'-chain of known "
-                                 f"names ({known}), e.g. 'rsk+ff'")
+            known = "; ".join(
+                f"{kind}: {', '.join(kind_names)}" for kind, kind_names in defense_kinds().items() if kind_names
+            )
+            raise UserInputError(
+                f"unknown defense {name!r} in {spec!r}: expected 'none' or a '+'-chain of known "
+                f"names ({known}), e.g. 'rsk+ff'"
+            )
     return names
 
 
@@ -103,10 +108,14 @@ def _construct(names: list[str], spec: str, options: dict[str, Any]) -> list[Any
     accepted = [_accepted_options(factory) for factory in factories]
     unused = sorted(set(options).difference(*accepted))
     if unused:
-        raise UserInputError(f"option {unused[0]}={options[unused[0]]!r} does not apply to defense {spec!r}: "
-                             f"it takes {', '.join(sorted(set().union(*accepted))) or 'no options'}")
-    return [factory(**{key: value for key, value in options.items() if key in keys})
-            for factory, keys in zip(factories, accepted)]
+        raise UserInputError(
+            f"option {unused[0]}={options[unused[0]]!r} does not apply to defense {spec!r}: "
+            f"it takes {', '.join(sorted(set().union(*accepted))) or 'no options'}"
+        )
+    return [
+        factory(**{key: value for key, value in options.items() if key in keys})
+        for factory, keys in zip(factories, accepted)
+    ]
 
 
 def _compose(defenses: Sequence[Defense]) -> Defense:
@@ -148,18 +157,24 @@ def training_defense(spec: str, **options: Any) -> TrainingDefense:
     """
     names = _chain_names(spec)
     stage_of = {name: DEFENSES.entry(name).tags["stage"] for name in names}
-    for stage, kind in (("mixing", "label-mixing defense"), ("hook", "model-in-the-loop defense"),
-                        ("preprocess", "preprocessing defense")):
+    for stage, kind in (
+        ("mixing", "label-mixing defense"),
+        ("hook", "model-in-the-loop defense"),
+        ("preprocess", "preprocessing defense"),
+    ):
         chosen = [name for name in names if stage_of[name] == stage]
         if len(chosen) > 1:
             raise UserInputError(f"{spec!r} has {len(chosen)} of the {kind}s ({', '.join(chosen)}): keep at most one")
     if any(stage_of[name] == "preprocess" for name in names[1:]):
-        raise UserInputError(f"{spec!r}: a preprocessing defense ({', '.join(DEFENSES.names(stage='preprocess'))}) runs once "
-                             "before training, so put it first in the chain, e.g. 'deconv+rsk'")
+        raise UserInputError(
+            f"{spec!r}: a preprocessing defense ({', '.join(DEFENSES.names(stage='preprocess'))}) runs once "
+            "before training, so put it first in the chain, e.g. 'deconv+rsk'"
+        )
     parts = list(zip(names, _construct(names, spec, options)))
     return TrainingDefense(
         before_crop=_compose([part for name, part in parts if stage_of[name] == "before-crop"]),
         after_crop=_compose([part for name, part in parts if stage_of[name] == "after-crop"]),
         mix=next((part for name, part in parts if stage_of[name] == "mixing"), None),
         hook=next((part for name, part in parts if stage_of[name] == "hook"), None),
-        preprocess=next((part for name, part in parts if stage_of[name] == "preprocess"), None))
+        preprocess=next((part for name, part in parts if stage_of[name] == "preprocess"), None),
+    )

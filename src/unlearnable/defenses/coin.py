@@ -25,8 +25,15 @@ SEVERITY_ALPHAS = {severity: round(0.4 * (severity + 1), 1) for severity in rang
 """Published severities 1..7 → α = 0.4·(s + 1): 0.8, 1.2, 1.6, 2.0, 2.4, 2.8, 3.2."""
 
 
-def sample_displacements(batch_size: int, height: int, width: int, alpha: float, *, generator: torch.Generator,
-                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sample_displacements(
+    batch_size: int,
+    height: int,
+    width: int,
+    alpha: float,
+    *,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """One displacement field per image, every entry ~ U(-alpha, alpha), from one ``torch.rand`` call.
 
     Returns:
@@ -37,7 +44,9 @@ def sample_displacements(batch_size: int, height: int, width: int, alpha: float,
     return u.mul_(2 * alpha).sub_(alpha)
 
 
-def _neighbours(coords: torch.Tensor, size: int, published_wrap: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _neighbours(
+    coords: torch.Tensor, size: int, published_wrap: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear taps along one axis of `size` pixels: indices i0, i1 in 0..size-1 (as floats) and the weight of i1."""
     if published_wrap:  # scipy mode="wrap": coordinates outside [0, size-1] repeat with period size-1
         inside = (coords >= 0) & (coords <= size - 1)
@@ -95,14 +104,18 @@ class Coin(Transform):
             default False: true periodic wrap and rounding, round(255·v) / 255.
     """
 
-    PARAMETER_CONSTRAINTS = {"alpha": Options(None, NONNEGATIVE), "severity": Options(None, Interval(int, 1, 7)),
-                             "published_quirks": BOOLEAN}
+    PARAMETER_CONSTRAINTS = {
+        "alpha": Options(None, NONNEGATIVE),
+        "severity": Options(None, Interval(int, 1, 7)),
+        "published_quirks": BOOLEAN,
+    }
     random = True
 
     def __init__(self, alpha: float | None = None, severity: int | None = None, published_quirks: bool = False) -> None:
         if alpha is not None and severity is not None:
-            raise UserInputError(f"Coin: alpha={alpha!r} and severity={severity!r} both given: give one "
-                                 "(alpha = 0.4·(severity + 1))")
+            raise UserInputError(
+                f"Coin: alpha={alpha!r} and severity={severity!r} both given: give one (alpha = 0.4·(severity + 1))"
+            )
         self._validate(alpha=alpha, severity=severity, published_quirks=published_quirks)
         self.alpha = SEVERITY_ALPHAS[severity] if severity is not None else 2.0 if alpha is None else float(alpha)
         self.published_quirks = published_quirks

@@ -14,8 +14,9 @@ from unlearnable.defenses.base import Transform
 from unlearnable.params import POSITIVE_INT
 
 
-def sample_hole_centres(batch_size: int, height: int, width: int, *,
-                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_hole_centres(
+    batch_size: int, height: int, width: int, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Hole centres, uniform over the pixels: rows ``randint(0, height, (B,))`` then columns ``randint(0, width, (B,))``.
 
     Returns:
@@ -58,6 +59,7 @@ class Cutout(Transform):
     def transform(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """A new tensor with one hole per image set to 0."""
         height, width = x.shape[-2:]
-        hole = (_span(params["rows"], self.size, height).unsqueeze(2)
-                & _span(params["cols"], self.size, width).unsqueeze(1))  # (B, H, W)
+        hole = _span(params["rows"], self.size, height).unsqueeze(2) & _span(
+            params["cols"], self.size, width
+        ).unsqueeze(1)  # (B, H, W)
         return x.masked_fill(hole.unsqueeze(1), 0)

@@ -36,8 +36,9 @@ FILTER_BOUND = 5.0
 """Filter weights and bias are clamped to [−FILTER_BOUND, FILTER_BOUND] before each ascent step."""
 
 
-def init_filters(count: int, size: int, generator: torch.Generator,
-                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def init_filters(
+    count: int, size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` fresh filters as ConvTranspose2d(1, 1, size)'s default init: weights and bias U(−1/size, 1/size).
 
     Returns:
@@ -63,9 +64,13 @@ def deconvolve(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor) -> to
     batch, channels, height, width = x.shape
     size = weights.shape[-1]
     kernel = weights.repeat_interleave(channels, dim=0).unsqueeze(1)  # (B·C, 1, k, k): one group per channel
-    out = F.conv_transpose2d(x.reshape(1, batch * channels, height, width), kernel.to(x.dtype),
-                             bias.repeat_interleave(channels).to(x.dtype), padding=size // 2,
-                             groups=batch * channels)
+    out = F.conv_transpose2d(
+        x.reshape(1, batch * channels, height, width),
+        kernel.to(x.dtype),
+        bias.repeat_interleave(channels).to(x.dtype),
+        padding=size // 2,
+        groups=batch * channels,
+    )
     return out.view(batch, channels, height, width)
 
 
@@ -76,8 +81,15 @@ def rescale_per_image(x: torch.Tensor) -> torch.Tensor:
     return ((flat - low) / (high - low).clamp(min=1e-12)).view_as(x)
 
 
-def class_subset_losses(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, group: torch.Tensor,
-                        weights: torch.Tensor, bias: torch.Tensor, normalize: Normalize | None) -> torch.Tensor:
+def class_subset_losses(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    group: torch.Tensor,
+    weights: torch.Tensor,
+    bias: torch.Tensor,
+    normalize: Normalize | None,
+) -> torch.Tensor:
     """Each class's mean cross-entropy on its images filtered by its filter.
 
     Args:
@@ -95,9 +107,17 @@ def class_subset_losses(model: nn.Module, x: torch.Tensor, targets: torch.Tensor
     return torch.zeros(len(weights), device=x.device).index_add_(0, group, losses) / counts.clamp(min=1)
 
 
-def ascend_filters(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, group: torch.Tensor,
-                   weights: torch.Tensor, bias: torch.Tensor, steps: int, step_size: float,
-                   normalize: Normalize | None) -> tuple[torch.Tensor, torch.Tensor]:
+def ascend_filters(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    group: torch.Tensor,
+    weights: torch.Tensor,
+    bias: torch.Tensor,
+    steps: int,
+    step_size: float,
+    normalize: Normalize | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`steps` steps of w ← clamp(w) + step_size·∂L_g/∂w on every class filter g at once (bias alike).
 
     L_g is class g's mean loss (`class_subset_losses`). The model is put in eval mode and no
@@ -129,8 +149,14 @@ class DeconvolutionAT(Configurable):
         self._validate(filter_size=filter_size, steps=steps, step_size=step_size)
         self.filter_size, self.steps, self.step_size = filter_size, steps, float(step_size)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None,
-                 normalize: Normalize | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        generator: torch.Generator | None,
+        normalize: Normalize | None = None,
+    ) -> torch.Tensor:
         """The DAT batch for float B×C×H×W `x` in [0, 1]: filtered per class, rescaled per image, detached.
 
         Classes are the labels, or the arg-max of float B×K `targets` after a mixing defense.
@@ -143,4 +169,3 @@ class DeconvolutionAT(Configurable):
         weights, bias = ascend_filters(model, x, targets, group, weights, bias, self.steps, self.step_size, normalize)
         with torch.no_grad(), full_precision(x):  # float32 even inside a caller's bf16 autocast
             return rescale_per_image(deconvolve(x, weights[group], bias[group])).to(x.dtype)
-

@@ -78,18 +78,22 @@ CHUNK = 4096
 
 def _check_inputs(images: torch.Tensor, labels: torch.Tensor, num_classes: int, every_class: bool = True) -> None:
     if images.dtype != torch.uint8 or images.dim() != 4:
-        raise UserInputError(f"deconv expects uint8 images N×C×H×W, got {images.dtype} {tuple(images.shape)}; "
-                             "pass the dataset's .images")
+        raise UserInputError(
+            f"deconv expects uint8 images N×C×H×W, got {images.dtype} {tuple(images.shape)}; pass the dataset's .images"
+        )
     if labels.shape != (len(images),):
         raise UserInputError(f"deconv got {len(labels)} labels for {len(images)} images; pass one label per image")
     counts = torch.bincount(labels.long(), minlength=num_classes)
     if len(counts) > num_classes or (every_class and bool((counts == 0).any())):
-        raise UserInputError(f"deconv needs every class 0..{num_classes - 1} to have images and no larger label; "
-                             "estimate kernels on the whole training set")
+        raise UserInputError(
+            f"deconv needs every class 0..{num_classes - 1} to have images and no larger label; "
+            "estimate kernels on the whole training set"
+        )
 
 
-def class_mean_images(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                      mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def class_mean_images(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per class, the mean over its images (those where `mask` is True) of the channel-mean image.
 
     Returns:
@@ -100,9 +104,9 @@ def class_mean_images(images: torch.Tensor, labels: torch.Tensor, num_classes: i
     keep = torch.ones(len(images), dtype=torch.bool, device=device) if mask is None else mask.to(device)
     total = torch.zeros(num_classes, *images.shape[-2:], dtype=torch.float64, device=device)
     for start in range(0, len(images), CHUNK):
-        chosen = keep[start:start + CHUNK]
-        gray = images[start:start + CHUNK][chosen].double().mean(dim=1)
-        total.index_add_(0, labels[start:start + CHUNK][chosen], gray)
+        chosen = keep[start : start + CHUNK]
+        gray = images[start : start + CHUNK][chosen].double().mean(dim=1)
+        total.index_add_(0, labels[start : start + CHUNK][chosen], gray)
     counts = torch.bincount(labels[keep], minlength=num_classes)
     return total / counts.clamp_min(1)[:, None, None], counts
 
@@ -114,8 +118,9 @@ def _shifted_dct(size: int, n: int, k: int, device: torch.device) -> torch.Tenso
     return basis * ((position >= 0) & (position < size))[..., None]
 
 
-def _nnls(gram: torch.Tensor, rhs: torch.Tensor, start: torch.Tensor | None = None, steps: int = 500,
-          tolerance: float = 1e-6) -> torch.Tensor:
+def _nnls(
+    gram: torch.Tensor, rhs: torch.Tensor, start: torch.Tensor | None = None, steps: int = 500, tolerance: float = 1e-6
+) -> torch.Tensor:
     """Batched min ½xᵀGx − bᵀx subject to x ≥ 0: (B, m, m), (B, m) -> (B, m).
 
     Accelerated projected gradient from `start` (B, m) rescaled to fit, or else from the clamped
@@ -158,8 +163,11 @@ def _fit_border(means: torch.Tensor, kernel_size: int, n: int, iterations: int =
         design = torch.einsum("sha,cst,twb->cabhw", rows, kernels, cols)[..., band].flatten(1, 2)  # (K, n², P)
         coefficients = torch.linalg.lstsq(design.transpose(1, 2), target[..., None]).solution[..., 0].view(-1, n, n)
         shifted = torch.einsum("sha,cab,twb->csthw", rows, coefficients, cols)[..., band].flatten(1, 2)  # (K, k², P)
-        fitted = _nnls(shifted @ shifted.transpose(1, 2), torch.einsum("cmp,cp->cm", shifted, target),
-                       None if first else kernels.flatten(1)).view(-1, k, k)
+        fitted = _nnls(
+            shifted @ shifted.transpose(1, 2),
+            torch.einsum("cmp,cp->cm", shifted, target),
+            None if first else kernels.flatten(1),
+        ).view(-1, k, k)
         first = False
         total = fitted.sum(dim=(1, 2), keepdim=True)
         fitted = torch.where(total > 0, fitted / total.clamp_min(1e-12), kernels)
@@ -176,7 +184,9 @@ def _border_kernels(means: torch.Tensor, kernel_size: int) -> torch.Tensor:
     fits = [_fit_border(means, kernel_size, n) for n in sizes]
     if len(fits) == 1:
         return fits[0]
-    disagreement = [float(((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).mean()) for a, b in zip(fits, fits[1:])]
+    disagreement = [
+        float(((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).mean()) for a, b in zip(fits, fits[1:])
+    ]
     return fits[disagreement.index(min(disagreement))]
 
 
@@ -185,7 +195,7 @@ def _peel(kernels: torch.Tensor) -> int:
     size = kernels.shape[-1]
     while size > 1:
         offset = (kernels.shape[-1] - size) // 2
-        crop = kernels[:, offset:offset + size, offset:offset + size]
+        crop = kernels[:, offset : offset + size, offset : offset + size]
         ring = crop.sum(dim=(1, 2)) - crop[:, 1:-1, 1:-1].sum(dim=(1, 2))
         if float(ring.max()) >= RING_MASS:
             break
@@ -229,12 +239,12 @@ def blurred_mask(images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tens
     labels = labels.to(device)
     out = torch.empty(len(images), dtype=torch.bool, device=device)
     for start in range(0, len(images), CHUNK):
-        gray = images[start:start + CHUNK].double().mean(dim=1)
+        gray = images[start : start + CHUNK].double().mean(dim=1)
         inward = gray[:, inward_rows][:, :, inward_cols][:, ring]
         weight = inward.sum(dim=1).clamp_min(1e-6)
         drop = 1 - gray[:, ring].sum(dim=1) / weight
-        expected = 1 - (attenuation[labels[start:start + CHUNK]] * inward).sum(dim=1) / weight
-        out[start:start + CHUNK] = (expected >= MIN_ATTENUATION) & (drop > expected / 2)
+        expected = 1 - (attenuation[labels[start : start + CHUNK]] * inward).sum(dim=1) / weight
+        out[start : start + CHUNK] = (expected >= MIN_ATTENUATION) & (drop > expected / 2)
     return out
 
 
@@ -249,15 +259,16 @@ def class_log_spectra(images: torch.Tensor, labels: torch.Tensor, num_classes: i
     """
     _, _, h, w = images.shape
     device = images.device
-    window = torch.outer(torch.hann_window(h, periodic=False, device=device),
-                         torch.hann_window(w, periodic=False, device=device))
+    window = torch.outer(
+        torch.hann_window(h, periodic=False, device=device), torch.hann_window(w, periodic=False, device=device)
+    )
     total = torch.zeros(num_classes, h, w // 2 + 1, dtype=torch.float64, device=device)
     for start in range(0, len(images), CHUNK):
-        y = images[start:start + CHUNK].float()
+        y = images[start : start + CHUNK].float()
         y = y / y.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
         y = (y - y.mean(dim=(2, 3), keepdim=True)) * window
         power = torch.fft.rfft2(y).abs().square().mean(dim=1).double()
-        total.index_add_(0, labels[start:start + CHUNK].to(device), power)
+        total.index_add_(0, labels[start : start + CHUNK].to(device), power)
     counts = torch.bincount(labels.to(device), minlength=num_classes).clamp_min(1)
     return (total / counts[:, None, None]).clamp_min(1e-12).log()
 
@@ -273,8 +284,15 @@ def _centred_misfit(residual: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
     return ((residual - mean).square() * weight).sum(dim=(-2, -1)) / weight.sum()
 
 
-def _fit_kernels(target: torch.Tensor, shape: tuple[int, int], kernel_size: int, theta: torch.Tensor | None, generator: torch.Generator,
-                 restarts: int, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fit_kernels(
+    target: torch.Tensor,
+    shape: tuple[int, int],
+    kernel_size: int,
+    theta: torch.Tensor | None,
+    generator: torch.Generator,
+    restarts: int,
+    steps: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per class, the k×k softmax kernel whose log|K|² best fits `target` (K, H, W') up to a constant.
 
     Returns (kernels (K, k, k), their logits (K, k·k) to warm-start the next round, misfit (K,)).
@@ -282,8 +300,9 @@ def _fit_kernels(target: torch.Tensor, shape: tuple[int, int], kernel_size: int,
     num_classes = target.shape[0]
     weight = torch.ones_like(target[0])
     weight[0, 0] = 0  # the DC term carries only the mean, which every image was normalised by
-    logits = torch.randn(restarts, num_classes, kernel_size ** 2, generator=generator,
-                         device=generator.device, dtype=torch.float64).to(target.device)
+    logits = torch.randn(
+        restarts, num_classes, kernel_size**2, generator=generator, device=generator.device, dtype=torch.float64
+    ).to(target.device)
     if theta is not None:
         logits[0] = theta
     logits.requires_grad_()
@@ -301,41 +320,64 @@ def _fit_kernels(target: torch.Tensor, shape: tuple[int, int], kernel_size: int,
     return kernels, theta, misfit.detach().min(dim=0).values
 
 
-def _fit_size(log_spectra: torch.Tensor, shape: tuple[int, int], kernel_size: int, rounds: int, restarts: int, steps: int,
-              seed: int) -> tuple[torch.Tensor, float]:
+def _fit_size(
+    log_spectra: torch.Tensor,
+    shape: tuple[int, int],
+    kernel_size: int,
+    rounds: int,
+    restarts: int,
+    steps: int,
+    seed: int,
+) -> tuple[torch.Tensor, float]:
     """Alternate the shared clean spectrum and the class kernels; returns (kernels, mean misfit)."""
     generator = torch.Generator().manual_seed(seed)
     log_clean = log_spectra.mean(dim=0)
     theta = None
     for _ in range(rounds):
-        kernels, theta, misfit = _fit_kernels(log_spectra - log_clean, shape, kernel_size, theta, generator, restarts, steps)
+        kernels, theta, misfit = _fit_kernels(
+            log_spectra - log_clean, shape, kernel_size, theta, generator, restarts, steps
+        )
         log_clean = (log_spectra - _log_transfer(kernels, shape)).mean(dim=0)
     return kernels.float(), float(misfit.mean())
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
     """Anisotropic total variation of float B×C×H×W images divided by their mean absolute value: (B,)."""
-    tv = ((images[..., 1:, :] - images[..., :-1, :]).abs().mean(dim=(1, 2, 3))
-          + (images[..., :, 1:] - images[..., :, :-1]).abs().mean(dim=(1, 2, 3)))
+    tv = (images[..., 1:, :] - images[..., :-1, :]).abs().mean(dim=(1, 2, 3)) + (
+        images[..., :, 1:] - images[..., :, :-1]
+    ).abs().mean(dim=(1, 2, 3))
     return tv / images.abs().mean(dim=(1, 2, 3)).clamp_min(1e-6)
 
 
-def _resolve_flips(images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tensor, regularization: float,
-                   per_class: int = 256) -> torch.Tensor:
+def _resolve_flips(
+    images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tensor, regularization: float, per_class: int = 256
+) -> torch.Tensor:
     """Per class, keep the kernel or its 180° rotation: the one whose deconvolution has the lower total variation."""
     chosen = []
     for c, kernel in enumerate(kernels):
         sample = images[torch.nonzero(labels == c).flatten()[:per_class]].float()
         candidates = torch.stack([kernel, kernel.flip(-2, -1)])
-        scores = [total_variation(_tikhonov(sample, candidate.expand(len(sample), -1, -1), regularization)).mean()
-                  for candidate in candidates]
+        scores = [
+            total_variation(_tikhonov(sample, candidate.expand(len(sample), -1, -1), regularization)).mean()
+            for candidate in candidates
+        ]
         chosen.append(candidates[int(scores[1] < scores[0])])
     return torch.stack(chosen)
 
 
-def estimate_kernels(images: torch.Tensor, labels: torch.Tensor, num_classes: int, kernel_size: int | None = None,
-                     *, method: str = "border", mask: torch.Tensor | None = None, rounds: int = 6, restarts: int = 32,
-                     steps: int = 300, seed: int = 0) -> torch.Tensor:
+def estimate_kernels(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    kernel_size: int | None = None,
+    *,
+    method: str = "border",
+    mask: torch.Tensor | None = None,
+    rounds: int = 6,
+    restarts: int = 32,
+    steps: int = 300,
+    seed: int = 0,
+) -> torch.Tensor:
     """Estimate every class's blur kernel from the poisoned images and their labels only.
 
     Args:
@@ -378,13 +420,23 @@ def estimate_kernels(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     return kernels.float()
 
 
-def _spectrum_kernels(images: torch.Tensor, labels: torch.Tensor, num_classes: int, kernel_size: int | None, rounds: int,
-                      restarts: int, steps: int, seed: int) -> torch.Tensor:
+def _spectrum_kernels(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    kernel_size: int | None,
+    rounds: int,
+    restarts: int,
+    steps: int,
+    seed: int,
+) -> torch.Tensor:
     """The ``spectrum`` estimator (see `estimate_kernels`)."""
     h, w = images.shape[-2:]
     log_spectra = class_log_spectra(images, labels, num_classes)
-    fits = [_fit_size(log_spectra, (h, w), size, rounds, restarts, steps, seed)
-            for size in (KERNEL_SIZES if kernel_size is None else (kernel_size,))]
+    fits = [
+        _fit_size(log_spectra, (h, w), size, rounds, restarts, steps, seed)
+        for size in (KERNEL_SIZES if kernel_size is None else (kernel_size,))
+    ]
     largest = fits[-1][1]
     kernels = next(k for k, misfit in fits if misfit <= 1.05 * largest)
     return _resolve_flips(images, labels.to(images.device), kernels, REGULARIZATION)
@@ -398,14 +450,24 @@ def _tikhonov(images: torch.Tensor, kernels: torch.Tensor, regularization: float
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), mode="replicate")
     shape = padded.shape[-2:]
     # conv2d correlates: y = x ⋆ s = x * flip(s); place flip(s) with its centre at the origin.
-    transfer = torch.fft.rfft2(torch.roll(torch.nn.functional.pad(kernels.flip(-2, -1), (0, shape[1] - k, 0, shape[0] - k)),
-                                          (-(k // 2), -(k // 2)), dims=(-2, -1)))[:, None]
+    transfer = torch.fft.rfft2(
+        torch.roll(
+            torch.nn.functional.pad(kernels.flip(-2, -1), (0, shape[1] - k, 0, shape[0] - k)),
+            (-(k // 2), -(k // 2)),
+            dims=(-2, -1),
+        )
+    )[:, None]
     spectrum = torch.fft.rfft2(padded) * transfer.conj() / (transfer.abs().square() + regularization)
-    return torch.fft.irfft2(spectrum, s=shape)[..., pad:pad + h, pad:pad + w]
+    return torch.fft.irfft2(spectrum, s=shape)[..., pad : pad + h, pad : pad + w]
 
 
-def wiener_deconvolve(images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tensor,
-                      regularization: float = REGULARIZATION, zero_padded: bool = True) -> torch.Tensor:
+def wiener_deconvolve(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    kernels: torch.Tensor,
+    regularization: float = REGULARIZATION,
+    zero_padded: bool = True,
+) -> torch.Tensor:
     """Undo each image's class kernel: X = conj(G)·Y / (|G|² + λ), in batches on the images' device.
 
     With `zero_padded` (CUDA's blur), each image is first divided by its kernel's
@@ -468,14 +530,18 @@ class Deconvolver(Configurable):
             the first estimate found blurred; ``spectrum``: all), or None after `from_state_dict`.
     """
 
-    PARAMETER_CONSTRAINTS = {"kernel_size": Options(None, Interval(int, 1, odd=True)), "regularization": POSITIVE,
-                             "method": StrOptions(METHODS)}
+    PARAMETER_CONSTRAINTS = {
+        "kernel_size": Options(None, Interval(int, 1, odd=True)),
+        "regularization": POSITIVE,
+        "method": StrOptions(METHODS),
+    }
     kernels_: torch.Tensor
     kernel_size_: int
     blurred_: torch.Tensor | None
 
-    def __init__(self, kernel_size: int | None = None, regularization: float = REGULARIZATION,
-                 method: str = "border") -> None:
+    def __init__(
+        self, kernel_size: int | None = None, regularization: float = REGULARIZATION, method: str = "border"
+    ) -> None:
         self._validate(kernel_size=kernel_size, regularization=regularization, method=method)
         self.kernel_size = kernel_size
         self.regularization = float(regularization)
@@ -499,8 +565,10 @@ class Deconvolver(Configurable):
         images were deconvolved). Raises UserInputError before `fit`.
         """
         if not hasattr(self, "kernels_"):
-            raise UserInputError(f"this {type(self).__name__} is not fitted yet: call fit(training_set) first "
-                                 "(or build it with Deconvolver.from_state_dict)")
+            raise UserInputError(
+                f"this {type(self).__name__} is not fitted yet: call fit(training_set) first "
+                "(or build it with Deconvolver.from_state_dict)"
+            )
         out, mask = deconvolve_blurred(dataset.images, dataset.labels, self.kernels_, self.regularization, self.method)
         record = {**self.state_dict(), "deconvolved": int(mask.sum())}
         return ImageDataset(out, dataset.labels.clone(), list(dataset.classes), {**dataset.meta, "deconv": record})
@@ -516,8 +584,12 @@ class Deconvolver(Configurable):
         """
         if not hasattr(self, "kernels_"):
             raise UserInputError(f"this {type(self).__name__} is not fitted yet: call fit(training_set) first")
-        return {"kernels": self.kernels_.cpu().tolist(), "kernel_size": self.kernel_size_,
-                "regularization": self.regularization, "method": self.method}
+        return {
+            "kernels": self.kernels_.cpu().tolist(),
+            "kernel_size": self.kernel_size_,
+            "regularization": self.regularization,
+            "method": self.method,
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Deconvolver:
@@ -528,8 +600,12 @@ class Deconvolver(Configurable):
         return fitted
 
 
-def recover(dataset: ImageDataset, kernel_size: int | None = None, regularization: float = REGULARIZATION,
-            method: str = "border") -> ImageDataset:
+def recover(
+    dataset: ImageDataset,
+    kernel_size: int | None = None,
+    regularization: float = REGULARIZATION,
+    method: str = "border",
+) -> ImageDataset:
     """Estimate the class kernels of `dataset` and deconvolve its blurred images: `Deconvolver.fit_transform`.
 
     Returns:
@@ -540,20 +616,29 @@ def recover(dataset: ImageDataset, kernel_size: int | None = None, regularizatio
     return Deconvolver(kernel_size, regularization, method).fit_transform(dataset)
 
 
-def deconvolve_blurred(images: torch.Tensor, labels: torch.Tensor, kernels: torch.Tensor,
-                       regularization: float = REGULARIZATION, method: str = "border") -> tuple[torch.Tensor, torch.Tensor]:
+def deconvolve_blurred(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    kernels: torch.Tensor,
+    regularization: float = REGULARIZATION,
+    method: str = "border",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Wiener-deconvolve the images `method` counts as blurred: ``border`` those `blurred_mask`
     finds (and their zero-padding border is undone: it is their trace), ``spectrum`` every one.
 
     Returns:
         (a uint8 N×C×H×W copy of `images` with those deconvolved, the bool (N,) mask of them).
     """
-    mask = (blurred_mask(images, labels, kernels) if method == "border"
-            else torch.ones(len(images), dtype=torch.bool, device=images.device))
+    mask = (
+        blurred_mask(images, labels, kernels)
+        if method == "border"
+        else torch.ones(len(images), dtype=torch.bool, device=images.device)
+    )
     out = images.clone()
     if bool(mask.any()):
-        out[mask] = wiener_deconvolve(images[mask], labels.to(mask.device)[mask], kernels, regularization,
-                                      zero_padded=method == "border")
+        out[mask] = wiener_deconvolve(
+            images[mask], labels.to(mask.device)[mask], kernels, regularization, zero_padded=method == "border"
+        )
     return out, mask
 
 
@@ -581,17 +666,25 @@ def diagnostics(poisoned: ImageDataset, recovered: ImageDataset, clean: ImageDat
     if true is not None:
         blurred[torch.tensor(poisoned.meta.get("poisoned_indices", range(len(poisoned))), dtype=torch.long)] = True
     errors = kernel_errors(estimated, true) if true is not None and true.shape == estimated.shape else None
-    result: dict[str, Any] = {"deconvolved": int(changed.sum()), "poisoned": int(blurred.sum()) if true is not None else None,
-                              "hits": int((changed & blurred).sum()), "false_alarms": int((changed & ~blurred).sum()),
-                              "kernel_error": None if errors is None else errors.tolist(),
-                              "mean_kernel_error": None if errors is None else float(errors.mean())}
+    result: dict[str, Any] = {
+        "deconvolved": int(changed.sum()),
+        "poisoned": int(blurred.sum()) if true is not None else None,
+        "hits": int((changed & blurred).sum()),
+        "false_alarms": int((changed & ~blurred).sum()),
+        "kernel_error": None if errors is None else errors.tolist(),
+        "mean_kernel_error": None if errors is None else float(errors.mean()),
+    }
     if clean is not None and true is not None and bool(blurred.any()):
         labels = poisoned.labels.cpu()
-        scores = {"psnr_poisoned": psnr_per_image(poisoned.images, clean.images).cpu(),
-                  "psnr_recovered": psnr_per_image(recovered.images, clean.images).cpu()}
+        scores = {
+            "psnr_poisoned": psnr_per_image(poisoned.images, clean.images).cpu(),
+            "psnr_recovered": psnr_per_image(recovered.images, clean.images).cpu(),
+        }
         for name, values in scores.items():
-            result[name] = [float(values[(labels == c) & blurred].mean()) if bool(((labels == c) & blurred).any()) else None
-                            for c in range(poisoned.num_classes)]
+            result[name] = [
+                float(values[(labels == c) & blurred].mean()) if bool(((labels == c) & blurred).any()) else None
+                for c in range(poisoned.num_classes)
+            ]
             result[f"mean_{name}"] = float(values[blurred].mean())
     return result
 
@@ -607,7 +700,9 @@ class Deconvolve(Configurable):
 
     PARAMETER_CONSTRAINTS = Deconvolver.PARAMETER_CONSTRAINTS
 
-    def __init__(self, kernel_size: int | None = None, regularization: float = REGULARIZATION, method: str = "border") -> None:
+    def __init__(
+        self, kernel_size: int | None = None, regularization: float = REGULARIZATION, method: str = "border"
+    ) -> None:
         self._validate(kernel_size=kernel_size, regularization=regularization, method=method)
         self.kernel_size = kernel_size
         self.regularization = float(regularization)

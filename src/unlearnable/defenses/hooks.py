@@ -30,12 +30,18 @@ __all__ = ["AutocastModel", "StepHook", "full_precision", "l2_adversarial_traini
 class StepHook(Protocol):
     """What every model-in-the-loop defense is (see the module docstring)."""
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None,
-                 normalize: Normalize | None = None) -> torch.Tensor: ...
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        generator: torch.Generator | None,
+        normalize: Normalize | None = None,
+    ) -> torch.Tensor: ...
 
 
 def linf_adversarial_training(eps: float = 4 / 255, steps: int = 10) -> AdversarialTraining:
-    """"at-linf": PGD L∞ adversarial training as the CUDA paper (SPEC §5).
+    """ "at-linf": PGD L∞ adversarial training as the CUDA paper (SPEC §5).
 
     ε = 4/255 by default (the RSK+FF paper's Table 1; 8/255 and 16/255 via `eps`), `steps` steps
     of α = 1.5·ε/steps from a uniform random start.
@@ -44,7 +50,7 @@ def linf_adversarial_training(eps: float = 4 / 255, steps: int = 10) -> Adversar
 
 
 def l2_adversarial_training(eps: float = 0.5, steps: int = 10) -> AdversarialTraining:
-    """"at-l2": PGD L2 adversarial training (SPEC §5): ε = 0.5 by default (0.25, 0.75 via `eps`),
+    """ "at-l2": PGD L2 adversarial training (SPEC §5): ε = 0.5 by default (0.25, 0.75 via `eps`),
     `steps` normalised-gradient steps of α = 2.5·ε/steps, per-sample projection onto the ball."""
     return AdversarialTraining("l2", eps, steps)
 
@@ -63,8 +69,9 @@ class AutocastModel:
         dtype: the autocast dtype.
     """
 
-    def __init__(self, model: nn.Module, device_type: str, enabled: bool = True,
-                 dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(
+        self, model: nn.Module, device_type: str, enabled: bool = True, dtype: torch.dtype = torch.bfloat16
+    ) -> None:
         self.model, self.device_type, self.enabled, self.dtype = model, device_type, enabled, dtype
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

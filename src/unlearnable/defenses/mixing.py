@@ -23,8 +23,9 @@ from unlearnable.params import POSITIVE
 class Mixing(Protocol):
     """What every mixing defense is: (x, soft targets, generator) → (mixed x, mixed targets)."""
 
-    def __call__(self, x: torch.Tensor, targets: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def __call__(
+        self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def sample_gamma(shape: float, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -76,8 +77,9 @@ class MixUp(Configurable):
         self._validate(mix_alpha=mix_alpha)
         self.mix_alpha = float(mix_alpha)
 
-    def __call__(self, x: torch.Tensor, targets: torch.Tensor,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix float B×C×H×W `x` in [0, 1] and float B×K `targets`; returns new tensors, same shapes.
 
         `generator`: on x's device, or None for torch's global generator there.
@@ -124,8 +126,9 @@ class CutMix(Configurable):
         self._validate(mix_alpha=mix_alpha)
         self.mix_alpha = float(mix_alpha)
 
-    def __call__(self, x: torch.Tensor, targets: torch.Tensor,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix float B×C×H×W `x` in [0, 1] and float B×K `targets`; returns new tensors, same shapes.
 
         `generator`: on x's device, or None for torch's global generator there.

@@ -58,8 +58,15 @@ _QUANTILE_SAMPLE = 1 << 24
 """torch.quantile takes at most 2**24 values; larger sets are measured on an evenly spaced sample."""
 
 
-def train_linear(images: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int = 20, lr: float = 0.1,
-                 batch_size: int = 1024, seed: int = 0) -> tuple[torch.Tensor, float]:
+def train_linear(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 20,
+    lr: float = 0.1,
+    batch_size: int = 1024,
+    seed: int = 0,
+) -> tuple[torch.Tensor, float]:
     """Train the published bias-free linear classifier on float N×D `images` (in [0, 1], not normalised).
 
     SGD at `lr`, `batch_size` in dataset order (no shuffling, as the published loader), `epochs`
@@ -80,7 +87,7 @@ def train_linear(images: torch.Tensor, labels: torch.Tensor, num_classes: int, e
     for _ in range(epochs):
         correct = 0
         for start in range(0, n, batch_size):
-            x, y = images[start:start + batch_size], labels[start:start + batch_size]
+            x, y = images[start : start + batch_size], labels[start : start + batch_size]
             logits = x @ weight.t()
             correct += int((logits.argmax(dim=1) == y).sum())
             loss = torch.nn.functional.cross_entropy(logits, y)
@@ -98,8 +105,10 @@ def orthonormal_basis(weight: torch.Tensor) -> torch.Tensor:
     rows = weight.double()
     norms = rows.norm(dim=1, keepdim=True)
     if not bool((norms > 0).all()) or not bool(torch.isfinite(rows).all()):
-        raise UserInputError("the linear model's weights are zero or not finite, so there is no direction to project out; "
-                             "lower lr or check that the training images vary")
+        raise UserInputError(
+            "the linear model's weights are zero or not finite, so there is no direction to project out; "
+            "lower lr or check that the training images vary"
+        )
     q, _ = torch.linalg.qr((rows / norms).t(), mode="reduced")
     return q
 
@@ -110,8 +119,9 @@ def project_out(images: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return x - (x @ q) @ q.t()
 
 
-def quantize(projected: torch.Tensor, storage: str = "offset", clip_quantile: float = CLIP_QUANTILE,
-             mean: float | None = None) -> tuple[torch.Tensor, float, dict[str, float]]:
+def quantize(
+    projected: torch.Tensor, storage: str = "offset", clip_quantile: float = CLIP_QUANTILE, mean: float | None = None
+) -> tuple[torch.Tensor, float, dict[str, float]]:
     """Store float N×D `projected` (in [0, 1] units) as uint8 0..255 (see the module docstring for `storage`).
 
     `mean` is the brightness in [0, 1] that "offset" restores (default: the projected mean, i.e. no shift).
@@ -123,11 +133,16 @@ def quantize(projected: torch.Tensor, storage: str = "offset", clip_quantile: fl
     """
     if storage == "global":
         flat = projected.flatten()
-        sample = flat if flat.numel() <= _QUANTILE_SAMPLE else flat[torch.linspace(0, flat.numel() - 1, _QUANTILE_SAMPLE,
-                                                                                    dtype=torch.float64).long()]
+        sample = (
+            flat
+            if flat.numel() <= _QUANTILE_SAMPLE
+            else flat[torch.linspace(0, flat.numel() - 1, _QUANTILE_SAMPLE, dtype=torch.float64).long()]
+        )
         if clip_quantile > 0:
-            low, high = (float(v) for v in torch.quantile(sample, torch.tensor([clip_quantile, 1 - clip_quantile],
-                                                                               dtype=sample.dtype)))
+            low, high = (
+                float(v)
+                for v in torch.quantile(sample, torch.tensor([clip_quantile, 1 - clip_quantile], dtype=sample.dtype))
+            )
         else:
             low, high = float(flat.min()), float(flat.max())
         scale = 255.0 / (high - low) if high > low else 1.0
@@ -142,8 +157,9 @@ def quantize(projected: torch.Tensor, storage: str = "offset", clip_quantile: fl
     elif storage == "per-image":
         lows = projected.amin(dim=1, keepdim=True)
         spans = projected.amax(dim=1, keepdim=True) - lows
-        scaled = torch.where(spans > 0, (projected - lows) * (255.0 / spans.clamp_min(1e-12)),
-                             torch.full_like(projected, 127.5))
+        scaled = torch.where(
+            spans > 0, (projected - lows) * (255.0 / spans.clamp_min(1e-12)), torch.full_like(projected, 127.5)
+        )
         mapping = {}
     else:
         raise UserInputError(f"unknown ortho-proj storage {storage!r}; choose one of {', '.join(STORAGES)}")
@@ -151,15 +167,28 @@ def quantize(projected: torch.Tensor, storage: str = "offset", clip_quantile: fl
     return scaled.round().clamp_(0, 255).to(torch.uint8), clipped, mapping
 
 
-def linear_accuracy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int = 20, lr: float = 0.1,
-                    batch_size: int = 1024, seed: int = 0) -> float:
+def linear_accuracy(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 20,
+    lr: float = 0.1,
+    batch_size: int = 1024,
+    seed: int = 0,
+) -> float:
     """Training accuracy of the published linear probe on uint8 N×C×H×W `images`: how linearly separable they are."""
     return train_linear(to_unit_float(images).flatten(1), labels, num_classes, epochs, lr, batch_size, seed)[1]
 
 
-def orthogonal_projection(dataset: ImageDataset, epochs: int = 20, lr: float = 0.1, batch_size: int = 1024,
-                          seed: int = 0, storage: str = "offset",
-                          clip_quantile: float = CLIP_QUANTILE) -> tuple[ImageDataset, torch.Tensor, torch.Tensor]:
+def orthogonal_projection(
+    dataset: ImageDataset,
+    epochs: int = 20,
+    lr: float = 0.1,
+    batch_size: int = 1024,
+    seed: int = 0,
+    storage: str = "offset",
+    clip_quantile: float = CLIP_QUANTILE,
+) -> tuple[ImageDataset, torch.Tensor, torch.Tensor]:
     """Train the linear model on `dataset`, project its directions out of every image, store as uint8.
 
     Returns:
@@ -178,23 +207,43 @@ def orthogonal_projection(dataset: ImageDataset, epochs: int = 20, lr: float = 0
     q = orthonormal_basis(weight)
     projected = project_out(images, q)
     stored, clipped, mapping = quantize(projected, storage, clip_quantile, float(images.mean()))
-    record: dict[str, Any] = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "storage": storage,
-                              "clip_quantile": clip_quantile if storage == "global" else None,
-                              "linear_train_accuracy": accuracy, "clipped_fraction": clipped,
-                              "rank": int(q.shape[1]), **mapping}
-    out = ImageDataset(stored.reshape(dataset.images.shape), dataset.labels.clone(), list(dataset.classes),
-                       {**dataset.meta, "ortho_proj": record})
+    record: dict[str, Any] = {
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "storage": storage,
+        "clip_quantile": clip_quantile if storage == "global" else None,
+        "linear_train_accuracy": accuracy,
+        "clipped_fraction": clipped,
+        "rank": int(q.shape[1]),
+        **mapping,
+    }
+    out = ImageDataset(
+        stored.reshape(dataset.images.shape),
+        dataset.labels.clone(),
+        list(dataset.classes),
+        {**dataset.meta, "ortho_proj": record},
+    )
     return out, q, projected
 
 
-OPTION_CONSTRAINTS: dict[str, Constraint] = {"epochs": POSITIVE_INT, "lr": POSITIVE, "batch_size": POSITIVE_INT, "storage": StrOptions(STORAGES),
-                         "clip_quantile": Interval(float, 0, 0.5, closed="left")}
+OPTION_CONSTRAINTS: dict[str, Constraint] = {
+    "epochs": POSITIVE_INT,
+    "lr": POSITIVE,
+    "batch_size": POSITIVE_INT,
+    "storage": StrOptions(STORAGES),
+    "clip_quantile": Interval(float, 0, 0.5, closed="left"),
+}
 """The options of `orthogonal_projection` and `OrthogonalProjection` (published: 20 epochs, lr 0.1, batch 1024)."""
 
 
 def _check_options(epochs: int, lr: float, batch_size: int, storage: str, clip_quantile: float) -> None:
-    validate_params("ortho-proj", {"epochs": epochs, "lr": lr, "batch_size": batch_size, "storage": storage,
-                                   "clip_quantile": clip_quantile}, OPTION_CONSTRAINTS)
+    validate_params(
+        "ortho-proj",
+        {"epochs": epochs, "lr": lr, "batch_size": batch_size, "storage": storage, "clip_quantile": clip_quantile},
+        OPTION_CONSTRAINTS,
+    )
 
 
 class OrthogonalProjection(Configurable):
@@ -210,13 +259,20 @@ class OrthogonalProjection(Configurable):
 
     PARAMETER_CONSTRAINTS = OPTION_CONSTRAINTS
 
-    def __init__(self, epochs: int = 20, lr: float = 0.1, batch_size: int = 1024, seed: int = 0,
-                 storage: str = "offset", clip_quantile: float = CLIP_QUANTILE) -> None:
+    def __init__(
+        self,
+        epochs: int = 20,
+        lr: float = 0.1,
+        batch_size: int = 1024,
+        seed: int = 0,
+        storage: str = "offset",
+        clip_quantile: float = CLIP_QUANTILE,
+    ) -> None:
         self._validate(epochs=epochs, lr=lr, batch_size=batch_size, storage=storage, clip_quantile=clip_quantile)
         self.epochs, self.lr, self.batch_size, self.seed = epochs, float(lr), batch_size, seed
         self.storage, self.clip_quantile = storage, float(clip_quantile)
 
     def __call__(self, dataset: ImageDataset) -> ImageDataset:
-        return orthogonal_projection(dataset, self.epochs, self.lr, self.batch_size, self.seed, self.storage,
-                                     self.clip_quantile)[0]
-
+        return orthogonal_projection(
+            dataset, self.epochs, self.lr, self.batch_size, self.seed, self.storage, self.clip_quantile
+        )[0]

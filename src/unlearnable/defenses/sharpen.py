@@ -25,8 +25,9 @@ _NEIGHBOURS = (1, 3, 5, 7)
 """Flat (row-major 3×3) positions of n1 (top), n2 (left), n3 (right), n4 (bottom); the centre is 4."""
 
 
-def static_sharpen_kernel(center: float = 2.5, *, device: torch.device | str | None = None,
-                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def static_sharpen_kernel(
+    center: float = 2.5, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The SSK kernel: centre `center`, every neighbour weight (center - 1) / 4, so it sums to 1.
 
     Returns:
@@ -37,8 +38,9 @@ def static_sharpen_kernel(center: float = 2.5, *, device: torch.device | str | N
 
 
 @functools.lru_cache(maxsize=32)
-def _kernel_distribution(center: float, std: float, device: torch.device,
-                         dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _kernel_distribution(
+    center: float, std: float, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """RSK kernels as an affine map of five standard normals z: vec(K) = mean + z @ loading.
 
     c = center + std·z0 and n_i = (c - 1)/4 + std·z_i = (center - 1)/4 + std·(z0/4 + z_i), so
@@ -53,8 +55,14 @@ def _kernel_distribution(center: float, std: float, device: torch.device,
     return mean.to(device, dtype), loading.to(device, dtype)
 
 
-def sample_sharpen_kernels(batch_size: int, center: float = 2.5, std: float = 0.1, *,
-                           generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sample_sharpen_kernels(
+    batch_size: int,
+    center: float = 2.5,
+    std: float = 0.1,
+    *,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Draw one RSK kernel per image: c ~ N(center, std²), then n1..n4 ~ N((c - 1) / 4, std²).
 
     The neighbours' mean uses the sampled c. All randomness comes from one
@@ -122,7 +130,9 @@ class RandomSharpen(Transform):
     def make_params(self, x: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         """One kernel per image: {"kernels": (B, 3, 3)} in x's dtype, on the generator's device."""
         assert generator is not None
-        return {"kernels": sample_sharpen_kernels(x.shape[0], self.center, self.std, generator=generator, dtype=x.dtype)}
+        return {
+            "kernels": sample_sharpen_kernels(x.shape[0], self.center, self.std, generator=generator, dtype=x.dtype)
+        }
 
     def transform(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return sharpen(x, params["kernels"], self.padding)

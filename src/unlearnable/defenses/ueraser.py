@@ -47,9 +47,18 @@ PLASMA_ROUGHNESS = (0.3, 0.7)
 BRIGHTNESS_INTENSITY = (0.5, 1.0)
 
 TRIVIAL_AUGMENT_OPS: tuple[tuple[str, float, float], ...] = (
-    ("auto_contrast", 0.0, 0.0), ("equalize", 0.0, 0.0), ("rotate", -30.0, 30.0), ("posterize", 1.0, 4.0),
-    ("solarize", 0.0, 1.0), ("contrast", 0.1, 1.9), ("brightness", 0.1, 1.9), ("sharpness", 0.1, 1.9),
-    ("shear_x", -0.3, 0.3), ("shear_y", -0.3, 0.3), ("translate_x", -0.5, 0.5), ("translate_y", -0.5, 0.5),
+    ("auto_contrast", 0.0, 0.0),
+    ("equalize", 0.0, 0.0),
+    ("rotate", -30.0, 30.0),
+    ("posterize", 1.0, 4.0),
+    ("solarize", 0.0, 1.0),
+    ("contrast", 0.1, 1.9),
+    ("brightness", 0.1, 1.9),
+    ("sharpness", 0.1, 1.9),
+    ("shear_x", -0.3, 0.3),
+    ("shear_y", -0.3, 0.3),
+    ("translate_x", -0.5, 0.5),
+    ("translate_y", -0.5, 0.5),
 )
 """(name, low, high) of each TrivialAugment op; the magnitude is uniform in [low, high] (posterize: integer bits)."""
 
@@ -161,9 +170,13 @@ def affine_warp(x: torch.Tensor, name: str, magnitude: torch.Tensor) -> torch.Te
 
     angle = part("rotate").deg2rad()
     cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack([torch.stack([cos, (part("shear_x") - sin) * height / width, -2 * part("translate_x")], 1),
-                         torch.stack([(sin + part("shear_y")) * width / height, cos, -2 * part("translate_y")], 1)],
-                        1).to(x.dtype)  # B×2×3, output → input coordinates
+    theta = torch.stack(
+        [
+            torch.stack([cos, (part("shear_x") - sin) * height / width, -2 * part("translate_x")], 1),
+            torch.stack([(sin + part("shear_y")) * width / height, cos, -2 * part("translate_y")], 1),
+        ],
+        1,
+    ).to(x.dtype)  # B×2×3, output → input coordinates
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -245,8 +258,14 @@ class UEraserMax(Configurable):
         self._validate(draws=draws)
         self.draws = draws
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None,
-                 normalize: Normalize | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        generator: torch.Generator | None,
+        normalize: Normalize | None = None,
+    ) -> torch.Tensor:
         """Each image's highest-loss draw, float B×C×H×W in [0, 1], detached.
 
         `targets` are int64 labels (B,) or float B×K probabilities (after a mixing defense).
@@ -258,4 +277,3 @@ class UEraserMax(Configurable):
         losses = draw_losses(model, candidates, targets.repeat(self.draws, *[1] * (targets.dim() - 1)), normalize)
         worst = losses.view(self.draws, batch).argmax(0)
         return candidates.reshape(self.draws, batch, *x.shape[1:])[worst, torch.arange(batch, device=x.device)]
-

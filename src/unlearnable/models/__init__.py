@@ -18,15 +18,23 @@ if TYPE_CHECKING:
     from torch import nn
 
 MODELS = Registry("model")
-MODELS.add("small", "unlearnable.models.small:small_net", "airbench-style 4-stage CNN, 0.46 M parameters: the CPU model")
+MODELS.add(
+    "small", "unlearnable.models.small:small_net", "airbench-style 4-stage CNN, 0.46 M parameters: the CPU model"
+)
 MODELS.add("resnet18", "unlearnable.models.resnet:resnet18", "CIFAR ResNet-18, 11.2 M parameters: the paper's model")
 MODELS.add("resnet50", "unlearnable.models.resnet:resnet50", "CIFAR ResNet-50, 23.5 M parameters")
 MODELS.add("vgg16-bn", "unlearnable.models.vgg:vgg16_bn", "CIFAR VGG-16 with batch norm, 14.7 M parameters")
 MODELS.add("wrn-28-10", "unlearnable.models.wide_resnet:wrn_28_10", "Wide ResNet-28-10, 36.5 M parameters")
-MODELS.add("wrn-34-10", "unlearnable.models.wide_resnet:wrn_34_10",
-           "Wide ResNet-34-10, 46.2 M parameters (adversarial training)")
-MODELS.add("resnet18-imagenet", "unlearnable.models.resnet:resnet18_imagenet",
-           "torchvision's ImageNet ResNet-18 (224×224 inputs)")
+MODELS.add(
+    "wrn-34-10",
+    "unlearnable.models.wide_resnet:wrn_34_10",
+    "Wide ResNet-34-10, 46.2 M parameters (adversarial training)",
+)
+MODELS.add(
+    "resnet18-imagenet",
+    "unlearnable.models.resnet:resnet18_imagenet",
+    "torchvision's ImageNet ResNet-18 (224×224 inputs)",
+)
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:

@@ -81,8 +81,9 @@ class ResNet(nn.Module):
         in_channels: image channels (3 for RGB, 1 for Fashion-MNIST).
     """
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], num_blocks: Sequence[int], num_classes: int,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, block: type[BasicBlock | Bottleneck], num_blocks: Sequence[int], num_classes: int, in_channels: int = 3
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)

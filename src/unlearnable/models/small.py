@@ -67,8 +67,9 @@ class SmallNet(nn.Module):
         widths: channels of each block; each block halves H and W.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, stem_width: int = 24,
-                 widths: Sequence[int] = (40, 80, 160)) -> None:
+    def __init__(
+        self, num_classes: int, in_channels: int = 3, stem_width: int = 24, widths: Sequence[int] = (40, 80, 160)
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(*conv_bn_gelu(in_channels, stem_width, pool=True))
         blocks = []

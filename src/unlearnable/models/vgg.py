@@ -14,8 +14,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-VGG16_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                                    512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_CFG: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 """Output widths of the conv layers in order; "M" is a 2×2 max-pool."""
 
 
@@ -36,8 +54,11 @@ class VGG(nn.Module):
             if item == "M":
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             else:
-                layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.BatchNorm2d(int(item)),
-                           nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(channels, int(item), 3, padding=1),
+                    nn.BatchNorm2d(int(item)),
+                    nn.ReLU(inplace=True),
+                ]
                 channels = int(item)
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -28,8 +28,9 @@ class WideBasic(nn.Module):
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.shortcut = (nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
-                         if stride != 1 or in_planes != planes else None)
+        self.shortcut = (
+            nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False) if stride != 1 or in_planes != planes else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B×in_planes×H×W → B×planes×⌈H/stride⌉×⌈W/stride⌉."""
@@ -57,8 +58,14 @@ class WideResNet(nn.Module):
         stages = []
         in_planes = 16
         for planes, stride in zip((16 * widen_factor, 32 * widen_factor, 64 * widen_factor), (1, 2, 2)):
-            stages.append(nn.Sequential(*(WideBasic(in_planes if i == 0 else planes, planes, stride if i == 0 else 1)
-                                          for i in range(blocks))))
+            stages.append(
+                nn.Sequential(
+                    *(
+                        WideBasic(in_planes if i == 0 else planes, planes, stride if i == 0 else 1)
+                        for i in range(blocks)
+                    )
+                )
+            )
             in_planes = planes
         self.block1, self.block2, self.block3 = stages
         self.bn = nn.BatchNorm2d(in_planes)

@@ -22,10 +22,16 @@ from typing import TYPE_CHECKING
 from unlearnable.registry import lazy_exports
 from unlearnable.training.recipes import RECIPES, Recipe, resolve_recipe
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "TrainConfig": "unlearnable.training.config", "resolve_config": "unlearnable.training.config",
-    "Trainer": "unlearnable.training.trainer", "train": "unlearnable.training.trainer",
-    "RunResults": "unlearnable.training.results"})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TrainConfig": "unlearnable.training.config",
+        "resolve_config": "unlearnable.training.config",
+        "Trainer": "unlearnable.training.trainer",
+        "train": "unlearnable.training.trainer",
+        "RunResults": "unlearnable.training.results",
+    },
+)
 
 if TYPE_CHECKING:
     from unlearnable.training.config import TrainConfig, resolve_config

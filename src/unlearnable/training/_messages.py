@@ -8,7 +8,7 @@ from typing import Any
 def short(value: Any, limit: int = 40) -> str:
     """repr(value), cut to `limit` characters with an ellipsis."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def first_line(error: BaseException) -> str:

@@ -70,9 +70,14 @@ RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 RESIZED_CROP_ATTEMPTS = 10
 
 
-def resized_crop_boxes(batch: int, height: int, width: int, generator: torch.Generator,
-                       scale: tuple[float, float] = RESIZED_CROP_SCALE,
-                       ratio: tuple[float, float] = RESIZED_CROP_RATIO) -> torch.Tensor:
+def resized_crop_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    scale: tuple[float, float] = RESIZED_CROP_SCALE,
+    ratio: tuple[float, float] = RESIZED_CROP_RATIO,
+) -> torch.Tensor:
     """torchvision's RandomResizedCrop.get_params for `batch` images at once.
 
     Per image, up to 10 candidate boxes: area ~ U(scale)·H·W, aspect ratio log-uniform in `ratio`,
@@ -150,8 +155,9 @@ def random_rotation(x: torch.Tensor, degrees: float, generator: torch.Generator)
     angle = torch.rand(batch, generator=generator, device=x.device).mul_(2).sub_(1).mul_(math.radians(degrees))
     cos, sin = angle.cos(), angle.sin()
     zero = torch.zeros_like(angle)
-    theta = torch.stack([torch.stack([cos, -sin * height / width, zero], 1),
-                         torch.stack([sin * width / height, cos, zero], 1)], 1)  # B×2×3
+    theta = torch.stack(
+        [torch.stack([cos, -sin * height / width, zero], 1), torch.stack([sin * width / height, cos, zero], 1)], 1
+    )  # B×2×3
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
@@ -183,7 +189,7 @@ def normalization_stats(choice: str, train_set: ImageDataset) -> tuple[str, list
     total, squares, count = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
     step = max(1, STATS_CHUNK_PIXELS // train_set.images[0].numel())
     for start in range(0, len(train_set), step):
-        chunk = train_set.images[start:start + step].to(torch.float64).transpose(0, 1).reshape(channels, -1) / 255
+        chunk = train_set.images[start : start + step].to(torch.float64).transpose(0, 1).reshape(channels, -1) / 255
         total += chunk.sum(1)
         squares += chunk.square().sum(1)
         count += chunk.shape[1]
@@ -206,8 +212,7 @@ class Normalize:
 
 
 def resolve_augment(choice: str, image_size: tuple[int, int]) -> str:
-    """"crop" or "resized-crop" for `choice` ("auto": resized-crop for images of at least 64×64)."""
+    """ "crop" or "resized-crop" for `choice` ("auto": resized-crop for images of at least 64×64)."""
     if choice != "auto":
         return choice
     return "resized-crop" if min(image_size) >= IMAGENET_MIN_SIZE else "crop"
-

@@ -46,12 +46,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise  # not damage: the CLI reports these as they are
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise UserInputError(f"cannot resume: {path} is damaged ({first_line(e)}); it cannot be continued: move it "
-                             f"and {path.with_name(RESULTS).name} away to start over, or choose another --out") from None
+        raise UserInputError(
+            f"cannot resume: {path} is damaged ({first_line(e)}); it cannot be continued: move it "
+            f"and {path.with_name(RESULTS).name} away to start over, or choose another --out"
+        ) from None
     missing = [key for key in REQUIRED if key not in state] if isinstance(state, dict) else ["everything"]
     if missing:
-        raise UserInputError(f"cannot resume: {path} is not a training checkpoint (no {missing[0]!r}); move it away "
-                             "to start over, or choose another --out")
+        raise UserInputError(
+            f"cannot resume: {path} is not a training checkpoint (no {missing[0]!r}); move it away "
+            "to start over, or choose another --out"
+        )
     return state
 
 

@@ -103,7 +103,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if not _is_int(config.seed, 0) or config.seed > MAX_SEED:
         raise UserInputError(f"seed must be an integer from 0 to {MAX_SEED} (got {config.seed!r})")
     if not isinstance(config.defense_options, dict):
-        raise UserInputError(f"defense_options must be a dict of option names to values (got {config.defense_options!r})")
+        raise UserInputError(
+            f"defense_options must be a dict of option names to values (got {config.defense_options!r})"
+        )
     device = resolve_device(config.device)
     on_cuda = device.type == "cuda"
 
@@ -122,14 +124,21 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if config.data_placement not in PLACEMENTS:
         raise UserInputError(f"data_placement must be one of {', '.join(PLACEMENTS)} (got {config.data_placement!r})")
     if config.sync_batchnorm and not on_cuda:
-        raise UserInputError("sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
-                             "drop --sync-batchnorm")
-    return dataclasses.replace(config, out=str(config.out), recipe=recipe, device=str(device),
-                               amp=flag("amp", config.amp, on_cuda),
-                               channels_last=flag("channels_last", config.channels_last, True),
-                               compile=bool(config.compile), rotate=bool(config.rotate),
-                               sync_batchnorm=bool(config.sync_batchnorm),
-                               name=config.name or Path(config.out).name)
+        raise UserInputError(
+            "sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); drop --sync-batchnorm"
+        )
+    return dataclasses.replace(
+        config,
+        out=str(config.out),
+        recipe=recipe,
+        device=str(device),
+        amp=flag("amp", config.amp, on_cuda),
+        channels_last=flag("channels_last", config.channels_last, True),
+        compile=bool(config.compile),
+        rotate=bool(config.rotate),
+        sync_batchnorm=bool(config.sync_batchnorm),
+        name=config.name or Path(config.out).name,
+    )
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -39,8 +39,14 @@ def probe_batch(image_shape: tuple[int, int, int], device: torch.device, batch_s
     return max(2, size)  # BatchNorm needs two values per channel
 
 
-def measure_speed(model: str, image_shape: tuple[int, int, int], num_classes: int,
-                  device: str | torch.device = "cpu", batch_size: int | None = None, steps: int = 2) -> float:
+def measure_speed(
+    model: str,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    device: str | torch.device = "cpu",
+    batch_size: int | None = None,
+    steps: int = 2,
+) -> float:
     """Training images per second of `model` on `device`, from one warm-up and `steps` timed steps.
 
     Args:

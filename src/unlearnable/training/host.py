@@ -34,9 +34,13 @@ def host_info(device: torch.device | None = None) -> dict[str, Any]:
     which picks convolution kernels by ISA), deterministic_algorithms (``torch.use_deterministic_algorithms``),
     and on CUDA cudnn (its version) and cudnn_benchmark.
     """
-    info: dict[str, Any] = {"threads": torch.get_num_threads(), "cpu": _cpu_model(),
-                            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn": _onednn_version(),
-                            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    info: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn": _onednn_version(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
     if device is not None and device.type == "cuda":
         info["cudnn"] = torch.backends.cudnn.version()
         info["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
@@ -62,5 +66,10 @@ def versions() -> dict[str, str]:
     """Versions of the software that produced a result."""
     import torchvision
 
-    return {"unlearnable": unlearnable.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(), "numpy": np.__version__}
+    return {
+        "unlearnable": unlearnable.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }

@@ -41,8 +41,13 @@ def resident_bytes_allowed(device: torch.device) -> int:
     return int(CPU_RESIDENT_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def make_loader(dataset: ImageDataset, device: torch.device, batch_size: int, indices: torch.Tensor | None = None,
-                placement: str = "auto") -> DeviceLoader | StreamLoader:
+def make_loader(
+    dataset: ImageDataset,
+    device: torch.device,
+    batch_size: int,
+    indices: torch.Tensor | None = None,
+    placement: str = "auto",
+) -> DeviceLoader | StreamLoader:
     """A loader over `dataset[indices]` (all of it when None): "device", "stream", or "auto" (see above)."""
     count = len(dataset) if indices is None else len(indices)
     if placement == "auto":
@@ -64,15 +69,16 @@ class DeviceLoader:
 
     placement = "device"
 
-    def __init__(self, dataset: ImageDataset, device: torch.device, batch_size: int,
-                 indices: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, dataset: ImageDataset, device: torch.device, batch_size: int, indices: torch.Tensor | None = None
+    ) -> None:
         indices = torch.arange(len(dataset)) if indices is None else indices.cpu()
         self.images = torch.empty((len(indices), *dataset.shape), dtype=torch.uint8, device=device)
         # Copied in chunks, so a memory-mapped store never has a second full copy in host memory.
         step = max(1, COPY_CHUNK_BYTES // max(1, dataset.images[0].numel()))
         for start in range(0, len(indices), step):
-            chunk = indices[start:start + step]
-            self.images[start:start + len(chunk)] = dataset.images[chunk].to(device)
+            chunk = indices[start : start + step]
+            self.images[start : start + len(chunk)] = dataset.images[chunk].to(device)
         self.labels = dataset.labels[indices].to(device)
         self.batch_size = batch_size
 
@@ -83,13 +89,13 @@ class DeviceLoader:
         """`len(self)` batches (uint8 B×C×H×W, int64 (B,)) of a seeded permutation; drop_last."""
         order = torch.randperm(len(self.labels), generator=generator, device=self.labels.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start:start + self.batch_size]
+            index = order[start : start + self.batch_size]
             yield self.images[index], self.labels[index]
 
     def in_order(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every image once, in order, as (uint8 B×C×H×W, int64 (B,)) slices."""
         for start in range(0, len(self.labels), self.batch_size):
-            yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
+            yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
 
 
 class StreamLoader:
@@ -102,8 +108,14 @@ class StreamLoader:
 
     placement = "stream"
 
-    def __init__(self, dataset: ImageDataset, device: torch.device, batch_size: int,
-                 indices: torch.Tensor | None = None, workers: int = 4) -> None:
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        device: torch.device,
+        batch_size: int,
+        indices: torch.Tensor | None = None,
+        workers: int = 4,
+    ) -> None:
         self.nhwc = dataset.images.permute(0, 2, 3, 1)
         self.indices = torch.arange(len(dataset)) if indices is None else indices.cpu()
         self.labels = dataset.labels[self.indices].to(device)
@@ -117,15 +129,17 @@ class StreamLoader:
     def shuffled(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """As `DeviceLoader.shuffled`: the same permutation for the same generator."""
         order = torch.randperm(len(self.labels), generator=generator, device=generator.device).cpu()
-        batches = [order[start:start + self.batch_size] for start in range(0, len(self) * self.batch_size,
-                                                                           self.batch_size)]
+        batches = [
+            order[start : start + self.batch_size] for start in range(0, len(self) * self.batch_size, self.batch_size)
+        ]
         yield from self._stream(batches)
 
     def in_order(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """As `DeviceLoader.in_order`."""
         positions = torch.arange(len(self.labels))
-        yield from self._stream([positions[start:start + self.batch_size]
-                                 for start in range(0, len(self.labels), self.batch_size)])
+        yield from self._stream(
+            [positions[start : start + self.batch_size] for start in range(0, len(self.labels), self.batch_size)]
+        )
 
     def _gather(self, positions: torch.Tensor) -> torch.Tensor:
         """uint8 B×H×W×C images at `positions` (0..len-1 of this loader), pinned for a GPU."""

@@ -61,20 +61,35 @@ class Recipe:
             ("test_batch_size", _is_int(self.test_batch_size, 1), "an integer >= 1"),
             ("lr", _is_number(self.lr) and self.lr > 0, "a number > 0"),
             ("momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)"),
-            ("nesterov", isinstance(self.nesterov, bool) and (not self.nesterov or self.momentum > 0),
-             "true or false (true needs momentum > 0)"),
+            (
+                "nesterov",
+                isinstance(self.nesterov, bool) and (not self.nesterov or self.momentum > 0),
+                "true or false (true needs momentum > 0)",
+            ),
             ("weight_decay", _is_number(self.weight_decay) and self.weight_decay >= 0, "a number >= 0"),
             ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            ("milestones", all(_is_int(m, 1) for m in self.milestones)
-             and list(self.milestones) == sorted(self.milestones), "increasing epoch numbers >= 1"),
+            (
+                "milestones",
+                all(_is_int(m, 1) for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+                "increasing epoch numbers >= 1",
+            ),
             ("gamma", _is_number(self.gamma) and 0 < self.gamma <= 1, "a number in (0, 1]"),
-            ("warmup_fraction", _is_number(self.warmup_fraction) and 0 <= self.warmup_fraction < 1,
-             "a number in [0, 1)"),
-            ("clip_grad_norm", self.clip_grad_norm is None
-             or (_is_number(self.clip_grad_norm) and self.clip_grad_norm > 0), "a number > 0, or None to turn it off"),
+            (
+                "warmup_fraction",
+                _is_number(self.warmup_fraction) and 0 <= self.warmup_fraction < 1,
+                "a number in [0, 1)",
+            ),
+            (
+                "clip_grad_norm",
+                self.clip_grad_norm is None or (_is_number(self.clip_grad_norm) and self.clip_grad_norm > 0),
+                "a number > 0, or None to turn it off",
+            ),
             ("normalize", isinstance(self.normalize, bool), "true or false"),
-            ("label_smoothing", _is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
-             "a number in [0, 1)"),
+            (
+                "label_smoothing",
+                _is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+                "a number in [0, 1)",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -89,14 +104,29 @@ def _is_int(value: object, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-_PAPER = Recipe(name="paper", epochs=60, batch_size=512, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine",
-                clip_grad_norm=5.0, normalize=True)
+_PAPER = Recipe(
+    name="paper",
+    epochs=60,
+    batch_size=512,
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="cosine",
+    clip_grad_norm=5.0,
+    normalize=True,
+)
 
 RECIPES = Registry("recipe")
-RECIPES.add("paper", _PAPER, "the RSK+FF paper's Table 1: SGD 0.1, cosine, 60 epochs, batch 512 (Kim & Sandoval-Segura 2024)")
-RECIPES.add("cuda-paper", dataclasses.replace(_PAPER, name="cuda-paper", epochs=100, schedule="step",
-                                             milestones=(40, 80), gamma=0.1, normalize=False),
-            "the CUDA paper's runs: SGD 0.1, steps at 40 and 80, 100 epochs, no normalisation (Sadasivan et al. 2023)")
+RECIPES.add(
+    "paper", _PAPER, "the RSK+FF paper's Table 1: SGD 0.1, cosine, 60 epochs, batch 512 (Kim & Sandoval-Segura 2024)"
+)
+RECIPES.add(
+    "cuda-paper",
+    dataclasses.replace(
+        _PAPER, name="cuda-paper", epochs=100, schedule="step", milestones=(40, 80), gamma=0.1, normalize=False
+    ),
+    "the CUDA paper's runs: SGD 0.1, steps at 40 and 80, 100 epochs, no normalisation (Sadasivan et al. 2023)",
+)
 # A small CNN on a 2-core CPU in about a dozen epochs, in the manner of airbench and one-cycle
 # training: a peak rate twice the paper's, reached by a linear warm-up over the first 10% of
 # the steps (the first steps, on BatchNorm's first noisy statistics, stay small), then a linear
@@ -106,10 +136,24 @@ RECIPES.add("cuda-paper", dataclasses.replace(_PAPER, name="cuda-paper", epochs=
 # per class of the CIFAR-10 JPEG copy, ~170 s a run on one core), last-epoch test accuracy:
 # this recipe 62.8%; lr 0.4 63.6%; batch 512 57.8%; the paper's cosine at lr 0.1 without
 # smoothing or Nesterov 61.4% (one seed, 1,000 test images: gaps under ~3 points are noise).
-RECIPES.add("quick", Recipe(name="quick", epochs=12, batch_size=256, lr=0.2, momentum=0.9, nesterov=True,
-                            weight_decay=5e-4, schedule="linear-warmup", warmup_fraction=0.1, clip_grad_norm=5.0,
-                            normalize=True, label_smoothing=0.2),
-            "a small CNN on a CPU in a dozen epochs: SGD 0.2, linear warm-up and decay, label smoothing 0.2")
+RECIPES.add(
+    "quick",
+    Recipe(
+        name="quick",
+        epochs=12,
+        batch_size=256,
+        lr=0.2,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="linear-warmup",
+        warmup_fraction=0.1,
+        clip_grad_norm=5.0,
+        normalize=True,
+        label_smoothing=0.2,
+    ),
+    "a small CNN on a CPU in a dozen epochs: SGD 0.2, linear warm-up and decay, label smoothing 0.2",
+)
 
 
 def resolve_recipe(name: str, **overrides: Any) -> Recipe:

@@ -39,10 +39,14 @@ DIGEST_IMAGES = 2048
 DIGEST_ROWS = 8
 """... and of each such image at most this many whole rows (all channels), evenly spaced."""
 
-CPU_NOTE = ("CPU runs repeat bit for bit on the same machine with the same host.threads, "
-            "host.cpu_capability and versions; a change in any of them changes the numbers slightly")
-GPU_NOTE = ("GPU kernels (cuDNN autotuning, atomics in backward passes) are nondeterministic: "
-            "reruns with the same seed differ slightly")
+CPU_NOTE = (
+    "CPU runs repeat bit for bit on the same machine with the same host.threads, "
+    "host.cpu_capability and versions; a change in any of them changes the numbers slightly"
+)
+GPU_NOTE = (
+    "GPU kernels (cuDNN autotuning, atomics in backward passes) are nondeterministic: "
+    "reruns with the same seed differ slightly"
+)
 
 
 @dataclass
@@ -117,8 +121,21 @@ class RunResults:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, keys in the order results.json has always had (``command`` after ``name``)."""
         data: dict[str, Any] = {"name": self.name, "command": self.command}
-        for key in ("config", "model", "normalization", "versions", "device", "host", "deterministic", "seed",
-                    "train_data", "test_data", "epochs", "final", "status"):
+        for key in (
+            "config",
+            "model",
+            "normalization",
+            "versions",
+            "device",
+            "host",
+            "deterministic",
+            "seed",
+            "train_data",
+            "test_data",
+            "epochs",
+            "final",
+            "status",
+        ):
             data[key] = getattr(self, key)
         if self.preprocessed is not None:
             data["preprocessed"] = self.preprocessed
@@ -154,11 +171,15 @@ class RunResults:
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserInputError(f"{path} is damaged ({first_line(e)}); delete it and run again with --resume: it "
-                                 f"is rewritten from {CHECKPOINT}") from None
+            raise UserInputError(
+                f"{path} is damaged ({first_line(e)}); delete it and run again with --resume: it "
+                f"is rewritten from {CHECKPOINT}"
+            ) from None
         if not isinstance(data, dict):
-            raise UserInputError(f"{path} is damaged (not a JSON object); delete it and run again with --resume: it "
-                                 f"is rewritten from {CHECKPOINT}")
+            raise UserInputError(
+                f"{path} is damaged (not a JSON object); delete it and run again with --resume: it "
+                f"is rewritten from {CHECKPOINT}"
+            )
         return cls.from_dict(data)
 
     def write(self, path: str | Path) -> None:
@@ -167,9 +188,24 @@ class RunResults:
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "name": str, "command": str, "config": dict, "model": dict, "normalization": dict, "versions": dict,
-    "device": str, "host": dict, "deterministic": bool, "seed": int, "train_data": dict, "test_data": dict,
-    "epochs": list, "final": dict, "status": str, "preprocessed": dict, "note": str, "pipeline": dict,
+    "name": str,
+    "command": str,
+    "config": dict,
+    "model": dict,
+    "normalization": dict,
+    "versions": dict,
+    "device": str,
+    "host": dict,
+    "deterministic": bool,
+    "seed": int,
+    "train_data": dict,
+    "test_data": dict,
+    "epochs": list,
+    "final": dict,
+    "status": str,
+    "preprocessed": dict,
+    "note": str,
+    "pipeline": dict,
     "world_size": int,
 }
 
@@ -196,14 +232,19 @@ def legacy_adversarial_chain(config: dict[str, Any]) -> dict[str, Any]:
 
     options: dict[str, Any] = rest["defense_options"] if isinstance(rest.get("defense_options"), dict) else {}
     try:
-        default = AdversarialTraining.from_options({key: adversarial[key] for key in ("norm", "eps", "steps")
-                                                    if key in adversarial}).to_dict()
+        default = AdversarialTraining.from_options(
+            {key: adversarial[key] for key in ("norm", "eps", "steps") if key in adversarial}
+        ).to_dict()
     except (UserInputError, TypeError, ValueError):
         return config
     norm = default["norm"]
     alpha = adversarial.get("alpha")
-    if (alpha is not None and alpha != default["alpha"]) or adversarial.get("random_start", True) is not True \
-            or "eps" in options or "steps" in options:
+    if (
+        (alpha is not None and alpha != default["alpha"])
+        or adversarial.get("random_start", True) is not True
+        or "eps" in options
+        or "steps" in options
+    ):
         return config
     defense = str(rest.get("defense") or "none")
     chain = f"at-{norm}" if defense.strip().lower() == "none" else f"{defense}+at-{norm}"
@@ -231,14 +272,25 @@ def data_fingerprint(dataset: ImageDataset, spec: str | None = None) -> dict[str
         rows = (rows[None, :] + images[:, None]) % height  # shifted per image, so every row is sampled somewhere
         sample = dataset.images[images[:, None], :, rows, :]  # images × rows × C × W: only those bytes are read
         digest.update(sample.contiguous().numpy().tobytes())
-    return {"spec": spec, "num_images": count, "shape": [channels, height, width], "classes": list(dataset.classes),
-            "digest": digest.hexdigest()}
+    return {
+        "spec": spec,
+        "num_images": count,
+        "shape": [channels, height, width],
+        "classes": list(dataset.classes),
+        "digest": digest.hexdigest(),
+    }
 
 
 def data_summary(dataset: ImageDataset) -> dict[str, Any]:
     """What the reader of results.json learns about a dataset: source, attack, size, shape and classes."""
-    return {"source": dataset.meta.get("source"), "attack": dataset.meta.get("attack"), "num_images": len(dataset),
-            "shape": list(dataset.shape), "num_classes": dataset.num_classes, "classes": list(dataset.classes)}
+    return {
+        "source": dataset.meta.get("source"),
+        "attack": dataset.meta.get("attack"),
+        "num_images": len(dataset),
+        "shape": list(dataset.shape),
+        "num_classes": dataset.num_classes,
+        "classes": list(dataset.classes),
+    }
 
 
 def final_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -246,34 +298,61 @@ def final_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     best = max(history, key=lambda record: record["test_acc"]) if history else None
     train_seconds = sum(record["train_seconds"] for record in history)
     images = sum(record["images_per_s"] * record["train_seconds"] for record in history)
-    return {"test_acc_last": history[-1]["test_acc"] if history else None,
-            "test_acc_best": best["test_acc"] if best else None,
-            "best_epoch": best["epoch"] if best else None,
-            "wall_seconds": sum(record["seconds"] for record in history),
-            "images_per_s": images / train_seconds if train_seconds else None}
+    return {
+        "test_acc_last": history[-1]["test_acc"] if history else None,
+        "test_acc_best": best["test_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "wall_seconds": sum(record["seconds"] for record in history),
+        "images_per_s": images / train_seconds if train_seconds else None,
+    }
 
 
-def run_results(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, model: nn.Module,
-                normalization: tuple[str, list[float], list[float]] | None, history: list[dict[str, Any]],
-                complete: bool, preprocessed: dict[str, Any] | None = None,
-                fingerprints: tuple[dict[str, Any], dict[str, Any]] | None = None,
-                pipeline: dict[str, Any] | None = None, world_size: int = 1,
-                command: str | None = None) -> RunResults:
+def run_results(
+    config: TrainConfig,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    model: nn.Module,
+    normalization: tuple[str, list[float], list[float]] | None,
+    history: list[dict[str, Any]],
+    complete: bool,
+    preprocessed: dict[str, Any] | None = None,
+    fingerprints: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    pipeline: dict[str, Any] | None = None,
+    world_size: int = 1,
+    command: str | None = None,
+) -> RunResults:
     """The record of a resolved `config` after the epochs in `history` (see `RunResults`).
 
     `fingerprints` are the (train, test) `data_fingerprint` records when already computed.
     """
     device = torch.device(config.device or "cpu")
     on_cuda = device.type == "cuda"
-    train_print, test_print = fingerprints or (data_fingerprint(train_set, config.train),
-                                               data_fingerprint(test_set, config.test))
+    train_print, test_print = fingerprints or (
+        data_fingerprint(train_set, config.train),
+        data_fingerprint(test_set, config.test),
+    )
     return RunResults(
-        name=config.name, command=command, config=config_to_dict(config),
-        model={"name": config.model, "class": type(model).__name__,
-               "parameters": sum(p.numel() for p in model.parameters())},
+        name=config.name,
+        command=command,
+        config=config_to_dict(config),
+        model={
+            "name": config.model,
+            "class": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
         normalization=None if normalization is None else dict(zip(("stats", "mean", "std"), normalization)),
-        versions=versions(), device=device_name(device), host=host_info(device), deterministic=not on_cuda,
-        seed=config.seed, train_data={**data_summary(train_set), **train_print},
-        test_data={**data_summary(test_set), **test_print}, epochs=history, final=final_summary(history),
-        status="complete" if complete else "running", preprocessed=preprocessed,
-        note=GPU_NOTE if on_cuda else CPU_NOTE, pipeline=pipeline, world_size=world_size)
+        versions=versions(),
+        device=device_name(device),
+        host=host_info(device),
+        deterministic=not on_cuda,
+        seed=config.seed,
+        train_data={**data_summary(train_set), **train_print},
+        test_data={**data_summary(test_set), **test_print},
+        epochs=history,
+        final=final_summary(history),
+        status="complete" if complete else "running",
+        preprocessed=preprocessed,
+        note=GPU_NOTE if on_cuda else CPU_NOTE,
+        pipeline=pipeline,
+        world_size=world_size,
+    )

@@ -21,28 +21,45 @@ from unlearnable.training.checkpoint import load_checkpoint, peek_checkpoint
 from unlearnable.training.config import TrainConfig, config_to_dict, resolve_config
 from unlearnable.training.results import CHECKPOINT, RESULTS, RunResults, data_fingerprint, legacy_adversarial_chain
 
-MUST_MATCH_ON_RESUME = ("model", "recipe", "defense", "defense_options", "seed", "rotate", "augment",
-                        "sync_batchnorm", "normalization")
+MUST_MATCH_ON_RESUME = (
+    "model",
+    "recipe",
+    "defense",
+    "defense_options",
+    "seed",
+    "rotate",
+    "augment",
+    "sync_batchnorm",
+    "normalization",
+)
 """Config fields a resumed run must share with the run it continues (adversarial training is in the defense chain)."""
 DATA_MUST_MATCH = ("num_images", "shape", "classes", "digest")
 """Fields of a data fingerprint (`data_fingerprint`) a resumed run must see again; the spec and the
 recorded source may differ (a dataset moved or named by another path is the same data)."""
 
 
-def run_identity(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset,
-                 world: distributed.World) -> dict[str, Any]:
+def run_identity(
+    config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, world: distributed.World
+) -> dict[str, Any]:
     """What a resumed run must share with the run it continues (JSON-ready; kept in every checkpoint)."""
-    return {"config": config_to_dict(config), "world_size": world.size,
-            "train_data": data_fingerprint(train_set, config.train),
-            "test_data": data_fingerprint(test_set, config.test)}
+    return {
+        "config": config_to_dict(config),
+        "world_size": world.size,
+        "train_data": data_fingerprint(train_set, config.train),
+        "test_data": data_fingerprint(test_set, config.test),
+    }
 
 
 def identity_from_results(results: RunResults | None) -> dict[str, Any]:
     """The identity of a run whose checkpoint predates ``run`` records: what its results.json says."""
     if results is None:
         return {}
-    return {"config": results.config, "world_size": results.world_size, "train_data": results.train_data,
-            "test_data": results.test_data}
+    return {
+        "config": results.config,
+        "world_size": results.world_size,
+        "train_data": results.train_data,
+        "test_data": results.test_data,
+    }
 
 
 def recorded_identity(state: dict[str, Any], results: RunResults | None) -> dict[str, Any]:
@@ -60,8 +77,11 @@ def open_run(out: Path, resume: bool, identity: dict[str, Any]) -> dict[str, Any
     if not resume:
         if has_checkpoint or (out / RESULTS).is_file():
             where = run_state(out)
-            advice = ("pass --resume to keep it as it is, or choose another --out" if where["complete"]
-                      else "continue it with --resume, or choose another --out")
+            advice = (
+                "pass --resume to keep it as it is, or choose another --out"
+                if where["complete"]
+                else "continue it with --resume, or choose another --out"
+            )
             raise UserInputError(f"{describe_run(out)}; {advice}")
         return None
     previous = RunResults.read(out / RESULTS)
@@ -70,8 +90,10 @@ def open_run(out: Path, resume: bool, identity: dict[str, Any]) -> dict[str, Any
             return None  # nothing to continue: a new run
         if previous.complete:
             raise UserInputError(f"{out} holds a finished run but no {CHECKPOINT} to resume from; choose another --out")
-        raise UserInputError(f"cannot resume: {describe_run(out)} but its {CHECKPOINT} is missing; choose another "
-                             f"--out, or delete {out / RESULTS} to start over")
+        raise UserInputError(
+            f"cannot resume: {describe_run(out)} but its {CHECKPOINT} is missing; choose another "
+            f"--out, or delete {out / RESULTS} to start over"
+        )
     state = load_checkpoint(out / CHECKPOINT)
     check_same_run(identity, recorded_identity(state, previous), out)
     return state
@@ -84,8 +106,9 @@ def check_finished_run(config: TrainConfig, train_set: ImageDataset, test_set: I
     config = resolve_config(dataclasses.replace(config, device=distributed.training_device(world, config.device)))
     out = Path(config.out)
     state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else {}
-    check_same_run(run_identity(config, train_set, test_set, world),
-                   recorded_identity(state, RunResults.read(out / RESULTS)), out)
+    check_same_run(
+        run_identity(config, train_set, test_set, world), recorded_identity(state, RunResults.read(out / RESULTS)), out
+    )
 
 
 def check_same_run(current: dict[str, Any], recorded: dict[str, Any], out: Path) -> None:
@@ -109,19 +132,27 @@ def check_same_run(current: dict[str, Any], recorded: dict[str, Any], out: Path)
             differences.append(f"device type {old_type} → {new_type}")
     for part, label in (("train_data", "training data"), ("test_data", "test data")):
         old_data, new_data = recorded.get(part) or {}, current[part]
-        changed = [change for key in DATA_MUST_MATCH if key in old_data
-                   for change in _differences(f"{label} {key}", old_data[key], new_data[key])]
+        changed = [
+            change
+            for key in DATA_MUST_MATCH
+            if key in old_data
+            for change in _differences(f"{label} {key}", old_data[key], new_data[key])
+        ]
         if changed and old_data.get("spec") != new_data.get("spec"):
             changed.append(f"{label} spec {short(old_data.get('spec'))} → {short(new_data.get('spec'))}")
         differences += changed
     if differences:
-        raise UserInputError(f"cannot resume {out}: it was started with other settings or data: "
-                             f"{'; '.join(differences)}; use the same ones, or choose another --out")
+        raise UserInputError(
+            f"cannot resume {out}: it was started with other settings or data: "
+            f"{'; '.join(differences)}; use the same ones, or choose another --out"
+        )
     old_size = recorded.get("world_size", 1)
     if old_size != current["world_size"]:
-        raise UserInputError(f"cannot resume {out}: it was trained by {old_size} processes, now "
-                             f"{current['world_size']}; the data shards and random streams depend on it, so resume "
-                             f"with torchrun --nproc-per-node {old_size} (in all), or choose another --out")
+        raise UserInputError(
+            f"cannot resume {out}: it was trained by {old_size} processes, now "
+            f"{current['world_size']}; the data shards and random streams depend on it, so resume "
+            f"with torchrun --nproc-per-node {old_size} (in all), or choose another --out"
+        )
 
 
 def _device_type(device: str) -> str:
@@ -131,8 +162,11 @@ def _device_type(device: str) -> str:
 def _differences(name: str, old: Any, new: Any) -> list[str]:
     """["name.sub old → new", ...] for the leaves where `old` and `new` differ (dicts compared key by key)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [change for key in sorted(set(old) | set(new), key=str)
-                for change in _differences(f"{name}.{key}", old.get(key), new.get(key))]
+        return [
+            change
+            for key in sorted(set(old) | set(new), key=str)
+            for change in _differences(f"{name}.{key}", old.get(key), new.get(key))
+        ]
     if old == new:
         return []
     if isinstance(old, list) and isinstance(new, list) and len(repr(old)) + len(repr(new)) > 80:
@@ -179,7 +213,7 @@ def run_state(out: str | Path) -> dict[str, Any]:
 
 
 def describe_run(out: str | Path) -> str:
-    """"OUT holds a finished run ..." / "an interrupted run at epoch E of N" / "an earlier run": the run in `out`."""
+    """ "OUT holds a finished run ..." / "an interrupted run at epoch E of N" / "an earlier run": the run in `out`."""
     where = run_state(out)
     if where["complete"]:
         return f"{out} holds a finished run ({where['epochs']} epochs)"

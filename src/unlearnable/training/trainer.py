@@ -68,10 +68,27 @@ from unlearnable.training.recipes import Recipe, lr_factor, resolve_recipe
 from unlearnable.training.results import CHECKPOINT, RESULTS, RunResults, run_results
 from unlearnable.training.run_dir import interrupted_message, open_run, run_identity
 
-__all__ = ["PREPROCESS_RECORDS", "Trainer", "build_model", "restore", "run_epoch", "shard_indices", "train",
-           # defined in the modules beside this one, and importable from here as before the split
-           "CHECKPOINT", "NORMALIZATION_STATS", "RESULTS", "TrainConfig", "interrupted_message", "random_crop",
-           "random_flip", "resolve_config", "resolve_device", "resolve_recipe", "save_checkpoint"]
+__all__ = [
+    "PREPROCESS_RECORDS",
+    "Trainer",
+    "build_model",
+    "restore",
+    "run_epoch",
+    "shard_indices",
+    "train",
+    # defined in the modules beside this one, and importable from here as before the split
+    "CHECKPOINT",
+    "NORMALIZATION_STATS",
+    "RESULTS",
+    "TrainConfig",
+    "interrupted_message",
+    "random_crop",
+    "random_flip",
+    "resolve_config",
+    "resolve_device",
+    "resolve_recipe",
+    "save_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +107,7 @@ def shard_indices(count: int, seed: int, world: World) -> torch.Tensor | None:
         return None
     per_rank = count // world.size
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    return order[world.rank * per_rank:(world.rank + 1) * per_rank].sort().values
-
+    return order[world.rank * per_rank : (world.rank + 1) * per_rank].sort().values
 
 
 class Trainer:
@@ -111,14 +127,23 @@ class Trainer:
         world: the processes of the run (`unlearnable.distributed.init`).
     """
 
-    def __init__(self, config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, model: nn.Module,
-                 normalization: tuple[list[float], list[float]] | None, world: World = World()) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_set: ImageDataset,
+        test_set: ImageDataset,
+        model: nn.Module,
+        normalization: tuple[list[float], list[float]] | None,
+        world: World = World(),
+    ) -> None:
         assert isinstance(config.recipe, Recipe)
         self.config, self.recipe, self.world = config, config.recipe, world
         self.device = torch.device(config.device or "cpu")
         if self.recipe.batch_size % world.size:
-            raise UserInputError(f"batch size {self.recipe.batch_size} does not split over {world.size} processes; "
-                                 f"use a multiple of {world.size}")
+            raise UserInputError(
+                f"batch size {self.recipe.batch_size} does not split over {world.size} processes; "
+                f"use a multiple of {world.size}"
+            )
         self.model = model
         self.forward = cast(nn.Module, torch.compile(model)) if config.compile else model
         self.train_forward = self.forward  # the training step's forward: through DDP with several processes
@@ -131,13 +156,21 @@ class Trainer:
             train_set = self.defense.preprocess(train_set)
             self.preprocessed = {key: train_set.meta[key] for key in PREPROCESS_RECORDS if key in train_set.meta}
         test_shard = torch.arange(world.rank, len(test_set), world.size) if world.distributed else None
-        self.train_loader = make_loader(train_set, self.device, self.recipe.batch_size // world.size,
-                                        shard_indices(len(train_set), config.seed, world), config.data_placement)
-        self.test_loader = make_loader(test_set, self.device, self.recipe.test_batch_size, test_shard,
-                                       config.data_placement)
+        self.train_loader = make_loader(
+            train_set,
+            self.device,
+            self.recipe.batch_size // world.size,
+            shard_indices(len(train_set), config.seed, world),
+            config.data_placement,
+        )
+        self.test_loader = make_loader(
+            test_set, self.device, self.recipe.test_batch_size, test_shard, config.data_placement
+        )
         if len(self.train_loader) == 0:
-            raise UserInputError(f"the training set has {len(train_set)} images, fewer than one batch of "
-                                 f"{self.recipe.batch_size}; lower the batch size")
+            raise UserInputError(
+                f"the training set has {len(train_set)} images, fewer than one batch of "
+                f"{self.recipe.batch_size}; lower the batch size"
+            )
         self.image_size: tuple[int, int] = tuple(train_set.shape[1:])  # type: ignore[assignment]
         self.augmentation = resolve_augment(config.augment, self.image_size)
         self.num_classes = train_set.num_classes
@@ -148,10 +181,16 @@ class Trainer:
         mean, std = normalization if normalization is not None else (None, None)
         self.normalize = Normalize(mean, std, device=self.device)
         self.generator = torch.Generator(self.device).manual_seed(config.seed + (world.rank << 32))
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.recipe.lr, momentum=self.recipe.momentum,
-                                         nesterov=self.recipe.nesterov, weight_decay=self.recipe.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           lr_factor(self.recipe, len(self.train_loader)))
+        self.optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=self.recipe.lr,
+            momentum=self.recipe.momentum,
+            nesterov=self.recipe.nesterov,
+            weight_decay=self.recipe.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(self.recipe, len(self.train_loader))
+        )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -231,8 +270,13 @@ class Trainer:
             if step % 10 == 0 or step == len(self.train_loader):  # reading a value syncs the GPU: not every step
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}")
         loss_total, correct_total, seen_total = self.sum_over_ranks(loss_sum, correct, seen)
-        return {"train_loss": loss_total / seen_total, "train_acc": 100 * correct_total / seen_total, "lr": lr,
-                "train_seconds": time.perf_counter() - start, "images": int(seen_total)}
+        return {
+            "train_loss": loss_total / seen_total,
+            "train_acc": 100 * correct_total / seen_total,
+            "lr": lr,
+            "train_seconds": time.perf_counter() - start,
+            "images": int(seen_total),
+        }
 
     def sum_over_ranks(self, *values: torch.Tensor | float) -> list[float]:
         """The sums of `values` over every process (the values themselves for one process)."""
@@ -275,12 +319,18 @@ class Trainer:
         A collective with several processes: every rank calls it; "ranks" then holds each rank's
         random states, in rank order.
         """
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "world_size": self.world.size, **self.random_states()}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "world_size": self.world.size,
+            **self.random_states(),
+        }
         if self.world.distributed:
             gathered = {name: gather_tensors(self.world, value) for name, value in self.random_states().items()}
-            state["ranks"] = [{name: values[rank] for name, values in gathered.items()}
-                              for rank in range(self.world.size)]
+            state["ranks"] = [
+                {name: values[rank] for name, values in gathered.items()} for rank in range(self.world.size)
+            ]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -301,9 +351,16 @@ def _cpu_bytes(state: torch.Tensor) -> torch.Tensor:
     return state.to(device="cpu", dtype=torch.uint8)
 
 
-
-def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, model: nn.Module | None = None,
-          resume: bool = False, progress: bool = True, *, command: str | None = None) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    model: nn.Module | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    *,
+    command: str | None = None,
+) -> dict[str, Any]:
     """Train a classifier on `train_set`, test it on `test_set` every epoch, and record the run.
 
     Writes ``config.out/results.json`` (`RunResults`) and ``config.out/checkpoint.pt`` atomically
@@ -352,10 +409,20 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
         command = state["command"]
 
     def record(complete: bool) -> RunResults:
-        return run_results(config, train_set, test_set, net, stats, history, complete, trainer.preprocessed,
-                           (identity["train_data"], identity["test_data"]),
-                           pipeline={"augment": trainer.augmentation, "data_placement": trainer.train_loader.placement},
-                           world_size=world.size, command=command)
+        return run_results(
+            config,
+            train_set,
+            test_set,
+            net,
+            stats,
+            history,
+            complete,
+            trainer.preprocessed,
+            (identity["train_data"], identity["test_data"]),
+            pipeline={"augment": trainer.augmentation, "data_placement": trainer.train_loader.placement},
+            world_size=world.size,
+            command=command,
+        )
 
     epochs = config.recipe.epochs
     for epoch in range(len(history) + 1, epochs + 1):
@@ -364,8 +431,9 @@ def train(config: TrainConfig, train_set: ImageDataset, test_set: ImageDataset, 
             log_epoch(config.name, history[-1], epochs)
         state = trainer.state_dict()  # every rank: it gathers the ranks' random states
         if world.main:
-            save_checkpoint(out / CHECKPOINT, {**state, "epoch": epoch, "history": history, "run": identity,
-                                               "command": command})
+            save_checkpoint(
+                out / CHECKPOINT, {**state, "epoch": epoch, "history": history, "run": identity, "command": command}
+            )
             record(complete=epoch == epochs).write(out / RESULTS)
         distributed.barrier(world)
     final = record(complete=True)
@@ -403,8 +471,9 @@ def restore(trainer: Trainer, state: dict[str, Any] | None, out: Path) -> list[d
     try:
         trainer.load_state_dict(state)
     except (KeyError, IndexError, RuntimeError, ValueError) as e:
-        raise UserInputError(f"cannot resume {out}: {CHECKPOINT} does not fit this run ({first_line(e)}); "
-                             "choose another --out") from None
+        raise UserInputError(
+            f"cannot resume {out}: {CHECKPOINT} does not fit this run ({first_line(e)}); choose another --out"
+        ) from None
     return state["history"]
 
 
@@ -413,23 +482,44 @@ def run_epoch(trainer: Trainer, epoch: int, progress: bool) -> dict[str, Any]:
     for results.json (see `RunResults.epochs`)."""
     epochs = trainer.recipe.epochs
     start = time.perf_counter()
-    with tqdm(total=len(trainer.train_loader), desc=f"epoch {epoch}/{epochs}", unit="batch",
-              disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(trainer.train_loader),
+        desc=f"epoch {epoch}/{epochs}",
+        unit="batch",
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
         record = trainer.train_epoch(bar)
         test_loss, test_acc = trainer.evaluate()
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.1f}",
-                        test_acc=f"{test_acc:.2f}")
-    return {"epoch": epoch, "train_loss": record["train_loss"], "train_acc": record["train_acc"],
-            "test_loss": test_loss, "test_acc": test_acc, "lr": record["lr"],
-            "seconds": time.perf_counter() - start, "train_seconds": record["train_seconds"],
-            "images_per_s": record["images"] / record["train_seconds"]}
+        bar.set_postfix(
+            loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.1f}", test_acc=f"{test_acc:.2f}"
+        )
+    return {
+        "epoch": epoch,
+        "train_loss": record["train_loss"],
+        "train_acc": record["train_acc"],
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "lr": record["lr"],
+        "seconds": time.perf_counter() - start,
+        "train_seconds": record["train_seconds"],
+        "images_per_s": record["images"] / record["train_seconds"],
+    }
 
 
 def log_epoch(name: str, record: dict[str, Any], epochs: int) -> None:
     """One INFO line for a finished epoch's record."""
-    logger.info("%s: epoch %d/%d: train loss %.3f, train acc %.1f%%, test loss %.3f, test acc %.2f%% (%.1f s)",
-                name, record["epoch"], epochs, record["train_loss"], record["train_acc"], record["test_loss"],
-                record["test_acc"], record["seconds"])
+    logger.info(
+        "%s: epoch %d/%d: train loss %.3f, train acc %.1f%%, test loss %.3f, test acc %.2f%% (%.1f s)",
+        name,
+        record["epoch"],
+        epochs,
+        record["train_loss"],
+        record["train_acc"],
+        record["test_loss"],
+        record["test_acc"],
+        record["seconds"],
+    )
 
 
 def _create_model(name: str, train_set: ImageDataset) -> nn.Module:
@@ -440,8 +530,12 @@ def _create_model(name: str, train_set: ImageDataset) -> nn.Module:
 
 def _check_data(train_set: ImageDataset, test_set: ImageDataset) -> None:
     if train_set.shape[0] != test_set.shape[0]:
-        raise UserInputError(f"the training images have {train_set.shape[0]} channels but the test images "
-                             f"{test_set.shape[0]}; give a test split of the same dataset")
+        raise UserInputError(
+            f"the training images have {train_set.shape[0]} channels but the test images "
+            f"{test_set.shape[0]}; give a test split of the same dataset"
+        )
     if len(test_set) == 0 or int(test_set.labels.max()) >= train_set.num_classes:
-        raise UserInputError(f"the test labels do not fit the training set's {train_set.num_classes} classes; give "
-                             "a test split of the same dataset")
+        raise UserInputError(
+            f"the test labels do not fit the training set's {train_set.num_classes} classes; give "
+            "a test split of the same dataset"
+        )

@@ -29,8 +29,22 @@ from unlearnable import __version__
 from unlearnable.app.cli.train import defense_options  # noqa: F401 - part of this module's interface
 from unlearnable.errors import UserInputError
 
-COMMANDS = ("poison", "prepare", "recover", "show", "demo", "train", "reproduce", "report", "audit", "detect",
-            "compare", "protect", "verify", "list")
+COMMANDS = (
+    "poison",
+    "prepare",
+    "recover",
+    "show",
+    "demo",
+    "train",
+    "reproduce",
+    "report",
+    "audit",
+    "detect",
+    "compare",
+    "protect",
+    "verify",
+    "list",
+)
 """The subcommands, in the order --help lists them; each is the module app/cli/<command>.py."""
 
 
@@ -47,7 +61,9 @@ def command_module(name: str) -> ModuleType:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="unlearnable", description="Make image datasets unlearnable and test whether they stay that way.")
+    parser = Parser(
+        prog="unlearnable", description="Make image datasets unlearnable and test whether they stay that way."
+    )
     parser.add_argument("--version", action="version", version=f"unlearnable {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in COMMANDS:
@@ -56,6 +72,7 @@ def build_parser() -> Parser:
 
 
 # --- how library messages look on the terminal ---------------------------------------------------
+
 
 class _Lines(logging.Handler):
     """INFO records as plain lines on stdout; WARNING and above as one line on stderr,
@@ -84,8 +101,9 @@ def _one_line(kind: str, message: object) -> str:
     return f"{prog}: {kind}: {' '.join(str(message).split())}"
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,
-                  line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line: str | None = None
+) -> None:
     """`warnings.showwarning` while a command runs: a UserWarning as one line, others as Python shows them."""
     if issubclass(category, UserWarning):
         print(_one_line("warning", message), file=sys.stderr if file is None else file, flush=True)
@@ -116,6 +134,7 @@ def rendering(command: str) -> Iterator[None]:
 
 
 # --- dispatch ------------------------------------------------------------------------------------
+
 
 def interrupted_note(args: argparse.Namespace, argv: list[str] | None = None) -> str:
     """What an interrupted command kept, and how to continue."""

@@ -28,15 +28,19 @@ ATTACK_OPTIONS = ("kernel_size", "blur_parameter", "grayscale", "eps", "norm", "
 
 
 def names(registry: Any, **tags: Any) -> str:
-    """"a, b, c": the names in `registry` (with `tags`, only those entries), for help texts."""
+    """ "a, b, c": the names in `registry` (with `tags`, only those entries), for help texts."""
     return ", ".join(registry.names(**tags))
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     """--data SPEC (required) and --data-root."""
-    p.add_argument("--data", required=True, metavar="SPEC",
-                   help="dataset name (cifar10, cifar100, fashion-mnist), an ImageFolder directory or "
-                        ".tar/.tar.gz archive (with train/ and test/), or a saved dataset directory")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="SPEC",
+        help="dataset name (cifar10, cifar100, fashion-mnist), an ImageFolder directory or "
+        ".tar/.tar.gz archive (with train/ and test/), or a saved dataset directory",
+    )
     p.add_argument("--data-root", metavar="DIR", help="where named datasets live or are downloaded to")
 
 
@@ -51,22 +55,44 @@ def add_training_run_args(p: argparse.ArgumentParser, out: str) -> None:
 def add_attack_args(p: argparse.ArgumentParser) -> None:
     """--attack and its options, --seed, --mix and --device (`poison`)."""
     from unlearnable.attacks import ATTACKS
+
     p.add_argument("--attack", default="cuda", help=f"attack name ({names(ATTACKS)}); default cuda")
-    p.add_argument("--kernel-size", type=P.KERNEL_SIZE, help="cuda/vuda/huda: odd kernel size k (default 3; paper: 3 for 32×32, 9 for 224×224)")
-    p.add_argument("--blur-parameter", type=P.POSITIVE, help="cuda/vuda/huda: p_b, kernel entries are U[0, p_b) (default 0.3; 0.06 for ImageNet-100)")
-    p.add_argument("--seed", type=P.SEED, default=0, help="seed of the key (cuda: RandomState seed, 0 is the published key)")
+    p.add_argument(
+        "--kernel-size",
+        type=P.KERNEL_SIZE,
+        help="cuda/vuda/huda: odd kernel size k (default 3; paper: 3 for 32×32, 9 for 224×224)",
+    )
+    p.add_argument(
+        "--blur-parameter",
+        type=P.POSITIVE,
+        help="cuda/vuda/huda: p_b, kernel entries are U[0, p_b) (default 0.3; 0.06 for ImageNet-100)",
+    )
+    p.add_argument(
+        "--seed", type=P.SEED, default=0, help="seed of the key (cuda: RandomState seed, 0 is the published key)"
+    )
     p.add_argument("--mix", type=P.FRACTION, default=1.0, help="fraction of training images poisoned, in (0, 1]")
     p.add_argument("--grayscale", action="store_true", default=None, help="cuda/vuda/huda: channel mean after the blur")
-    p.add_argument("--eps", type=P.POSITIVE, help="noise: L∞ bound of the class patterns (default 8/255); lsp: per-value RMS, "
-                                             "every perturbation has L2 norm √(C·H·W)·eps (default 6/255)")
-    p.add_argument("--norm", type=P.POSITIVE, help="ar: L2 norm of every perturbation over C·H·W in [0, 1] units (default 1.0)")
-    p.add_argument("--patch-size", type=P.POSITIVE_INT, help="lsp: side of the constant patches (default ⌈min(H, W)/4⌉: 8 for 32×32)")
+    p.add_argument(
+        "--eps",
+        type=P.POSITIVE,
+        help="noise: L∞ bound of the class patterns (default 8/255); lsp: per-value RMS, "
+        "every perturbation has L2 norm √(C·H·W)·eps (default 6/255)",
+    )
+    p.add_argument(
+        "--norm", type=P.POSITIVE, help="ar: L2 norm of every perturbation over C·H·W in [0, 1] units (default 1.0)"
+    )
+    p.add_argument(
+        "--patch-size",
+        type=P.POSITIVE_INT,
+        help="lsp: side of the constant patches (default ⌈min(H, W)/4⌉: 8 for 32×32)",
+    )
     p.add_argument("--device", type=P.device, default=None, help="cpu or cuda (default: cuda when available)")
 
 
 def attack_params(args: argparse.Namespace) -> dict:
     """seed, mix and the attack options given; one the attack does not take is a UserInputError."""
     from unlearnable.attacks import ATTACKS
+
     takes = inspect.signature(ATTACKS.get(args.attack)).parameters
     params = {"seed": args.seed, "mix": args.mix}
     for name in ATTACK_OPTIONS:
@@ -74,13 +100,17 @@ def attack_params(args: argparse.Namespace) -> dict:
             continue
         if name not in takes:
             own = [f"--{n.replace('_', '-')}" for n in ATTACK_OPTIONS if n in takes]
-            raise UserInputError(f"--{name.replace('_', '-')} does not apply to --attack {args.attack}; "
-                                 f"it takes {', '.join(own + ['--seed', '--mix'])}")
+            raise UserInputError(
+                f"--{name.replace('_', '-')} does not apply to --attack {args.attack}; "
+                f"it takes {', '.join(own + ['--seed', '--mix'])}"
+            )
         params[name] = getattr(args, name)
     return params
 
 
 def kept_runs_note(args: argparse.Namespace, command_line: str) -> str:
     """What an interrupted command that trains several runs (demo, reproduce, audit, compare) kept."""
-    return (f"finished runs are kept under {args.out} and the run in progress at its last checkpoint: run the "
-            f"same command to continue")
+    return (
+        f"finished runs are kept under {args.out} and the run in progress at its last checkpoint: run the "
+        f"same command to continue"
+    )

@@ -11,12 +11,15 @@ from unlearnable.attacks import ATTACKS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("compare", help="the defense × poison table: train every defense on every poison and "
-                                              "on clean data")
+    p = subparsers.add_parser(
+        "compare", help="the defense × poison table: train every defense on every poison and on clean data"
+    )
     p.add_argument("--data", required=True, metavar="SPEC", help="the clean dataset to poison")
-    p.add_argument("--poisons", default="cuda,ops,lsp,ar,noise",
-                   help=f"comma-separated attacks ({', '.join(ATTACKS)}); default cuda,ops,lsp,ar,noise, each with "
-                        "its defaults")
+    p.add_argument(
+        "--poisons",
+        default="cuda,ops,lsp,ar,noise",
+        help=f"comma-separated attacks ({', '.join(ATTACKS)}); default cuda,ops,lsp,ar,noise, each with its defaults",
+    )
     p.add_argument("--defenses", help="comma-separated defense chains (default: the audit battery of --budget)")
     p.add_argument("--budget", default="quick", choices=BUDGET_NAMES, help="protocol as for `audit`")
     add_training_run_args(p, "out/compare")
@@ -29,9 +32,13 @@ def run(args: argparse.Namespace) -> None:
     from unlearnable.app.experiments import grid_table, prepare_data, run_grid
     from unlearnable.app.report import write_report
     from unlearnable.defenses import training_defense
+
     plan = BUDGETS[args.budget]
-    defenses = plan.defenses if args.defenses is None else {name: plan.defenses.get(name, {"defense": name})
-                                                            for name in args.defenses.split(",")}
+    defenses = (
+        plan.defenses
+        if args.defenses is None
+        else {name: plan.defenses.get(name, {"defense": name}) for name in args.defenses.split(",")}
+    )
     for settings in defenses.values():
         training_defense(settings["defense"], **settings.get("defense_options", {}))  # fail before any work
     poisons: dict[str, tuple[str, dict]] = {name: (name, {}) for name in args.poisons.split(",")}
@@ -56,6 +63,7 @@ def training_images(spec: str, data_root: str | None, per_class: int | None) -> 
     import numpy as np
 
     from unlearnable.data import load_dataset
+
     train = load_dataset(spec, "train", data_root)
     counts = np.bincount(train.labels.numpy(), minlength=train.num_classes)
     return int(np.minimum(counts, per_class).sum()) if per_class else len(train)

@@ -11,11 +11,15 @@ from unlearnable.app.cli.common import kept_runs_note
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("demo", help="the quick CPU protocol: clean, CUDA, CUDA+AT, CUDA+RSK+FF on CIFAR-10, "
-                                           "and the report")
-    p.add_argument("--data", default="cifar10",
-                   help="dataset (default cifar10: found under --data-root or downloaded; a CIFAR-10 ImageFolder "
-                        "archive works too)")
+    p = subparsers.add_parser(
+        "demo", help="the quick CPU protocol: clean, CUDA, CUDA+AT, CUDA+RSK+FF on CIFAR-10, and the report"
+    )
+    p.add_argument(
+        "--data",
+        default="cifar10",
+        help="dataset (default cifar10: found under --data-root or downloaded; a CIFAR-10 ImageFolder "
+        "archive works too)",
+    )
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--device", type=P.device, default=None)
     p.add_argument("--out", default="out/demo", metavar="DIR", help="output directory (default out/demo)")
@@ -26,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> None:
     from unlearnable.app.experiments import DEMO, run_table1, summarize
     from unlearnable.app.report import write_report
+
     t = time.perf_counter()
     runs = run_table1(args.data, args.out, DEMO, args.data_root, device=args.device)
     md, html = write_report(runs, Path(args.out) / "report", title=f"CPU demo: Table 1 conditions on {args.data}")

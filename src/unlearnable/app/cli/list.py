@@ -13,10 +13,9 @@ from unlearnable.app.cli.common import DATASET_ALIASES, DATASET_NAMES
 DATASETS = {
     "cifar10": "CIFAR-10: 50,000 + 10,000 32×32 colour images, 10 classes (downloaded when missing)",
     "cifar100": "CIFAR-100: 50,000 + 10,000 32×32 colour images, 100 classes (downloaded when missing)",
-    "fashion-mnist": "Fashion-MNIST: 60,000 + 10,000 28×28 grayscale images, 10 classes (downloaded when "
-                     "missing)",
+    "fashion-mnist": "Fashion-MNIST: 60,000 + 10,000 28×28 grayscale images, 10 classes (downloaded when missing)",
     "imagenet100": "ImageNet-100: 100 ImageNet classes at 224×224, from the store `unlearnable prepare` builds "
-                   "(--data-root)",
+    "(--data-root)",
 }
 """One line per name in DATASET_NAMES."""
 PATHS = "or a path: an ImageFolder directory or .tar/.tar.gz archive (train/ and test/), or a saved dataset"
@@ -37,10 +36,14 @@ def lines() -> list[str]:
 
     aliases = {name: [alias for alias, target in DATASET_ALIASES.items() if target == name] for name in DATASET_NAMES}
     datasets = [(name + "".join(f" ({alias})" for alias in aliases[name]), DATASETS[name]) for name in DATASET_NAMES]
-    by_stage = {stage: [(e.name, e.summary) for e in DEFENSES.entries() if e.tags.get("stage") == stage]
-                for stage in STAGES}
-    rows = [*datasets, *((e.name, e.summary) for registry in (ATTACKS, MODELS, RECIPES) for e in registry.entries()),
-            *(row for group in by_stage.values() for row in group)]
+    by_stage = {
+        stage: [(e.name, e.summary) for e in DEFENSES.entries() if e.tags.get("stage") == stage] for stage in STAGES
+    }
+    rows = [
+        *datasets,
+        *((e.name, e.summary) for registry in (ATTACKS, MODELS, RECIPES) for e in registry.entries()),
+        *(row for group in by_stage.values() for row in group),
+    ]
     column = 4 + max(len(name) for name, _ in rows) + 2  # defenses are indented 4, the rest 2
 
     def table(entries: Iterable[tuple[str, str]], indent: str = "  ") -> list[str]:
@@ -48,8 +51,11 @@ def lines() -> list[str]:
 
     out = [f"datasets (--data, --train: a name below, {PATHS}):", *table(datasets)]
     out += ["", "attacks (poison --attack):", *table((e.name, e.summary) for e in ATTACKS.entries())]
-    out += ["", "defenses (train --defense: 'none' or a '+'-chain, e.g. rsk+ff, rsk+ff+coin, cutmix, rsk+ff+at-linf), "
-                "by stage:"]
+    out += [
+        "",
+        "defenses (train --defense: 'none' or a '+'-chain, e.g. rsk+ff, rsk+ff+coin, cutmix, rsk+ff+at-linf), "
+        "by stage:",
+    ]
     for stage, description in STAGES.items():
         entries = by_stage[stage]
         if entries:

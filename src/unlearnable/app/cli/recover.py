@@ -9,15 +9,24 @@ from unlearnable.params import Interval
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("recover", help="estimate the class-wise blur kernels of DATA and deconvolve it "
-                                              "(deconv defense)")
+    p = subparsers.add_parser(
+        "recover", help="estimate the class-wise blur kernels of DATA and deconvolve it (deconv defense)"
+    )
     p.add_argument("data", metavar="DATA", help="a (poisoned) dataset: a saved dataset directory, a name or a path")
-    p.add_argument("--out", required=True, metavar="DIR", help="output saved dataset (written atomically), with kernels.png")
-    p.add_argument("--kernel-size", type=Interval(int, 1, 9, odd=True), help="odd kernel size (default: search up to 9)")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output saved dataset (written atomically), with kernels.png"
+    )
+    p.add_argument(
+        "--kernel-size", type=Interval(int, 1, 9, odd=True), help="odd kernel size (default: search up to 9)"
+    )
     p.add_argument("--regularization", type=P.POSITIVE, default=0.01, help="Tikhonov lambda > 0 (default 0.01)")
-    p.add_argument("--method", choices=("border", "spectrum"), default="border",
-                   help="kernel estimator: border (zero-padding drop of the class mean, default) or spectrum "
-                        "(class power spectra, for blurs without a border cue)")
+    p.add_argument(
+        "--method",
+        choices=("border", "spectrum"),
+        default="border",
+        help="kernel estimator: border (zero-padding drop of the class mean, default) or spectrum "
+        "(class power spectra, for blurs without a border cue)",
+    )
     p.add_argument("--data-root", metavar="DIR", help="where the clean source dataset lives (evaluation only)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=run)
@@ -26,6 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> None:
     from unlearnable.app.recover import recover_command
-    lines = recover_command(args.data, args.out, args.kernel_size, args.regularization, args.method,
-                            args.data_root, args.overwrite)
+
+    lines = recover_command(
+        args.data, args.out, args.kernel_size, args.regularization, args.method, args.data_root, args.overwrite
+    )
     print("\n".join(lines))

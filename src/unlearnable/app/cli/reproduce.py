@@ -12,10 +12,15 @@ from unlearnable.training import RECIPES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("reproduce", help="the paper's Table 1: clean, CUDA, CUDA+AT, CUDA+RSK+FF, and the report")
-    p.add_argument("--dataset", required=True,
-                   help="cifar10, cifar100 or imagenet100 (with --data-root: an ImageNet folder or a store from "
-                        "`unlearnable prepare`), or a path, e.g. the CIFAR-10 JPEG archive")
+    p = subparsers.add_parser(
+        "reproduce", help="the paper's Table 1: clean, CUDA, CUDA+AT, CUDA+RSK+FF, and the report"
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="cifar10, cifar100 or imagenet100 (with --data-root: an ImageNet folder or a store from "
+        "`unlearnable prepare`), or a path, e.g. the CIFAR-10 JPEG archive",
+    )
     p.add_argument("--source", help="read the dataset from this path instead (e.g. ../shared/data/cifar10-jpeg.tar.gz)")
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--epochs", type=P.POSITIVE_INT, help="override the recipe's epochs (paper: 60)")
@@ -35,10 +40,15 @@ def run(args: argparse.Namespace) -> None:
     from unlearnable import distributed
     from unlearnable.app.experiments import IMAGENET100, TrainingProtocol, run_table1
     from unlearnable.app.report import write_report
+
     base = IMAGENET100 if args.dataset == "imagenet100" else TrainingProtocol()
-    protocol = dataclasses.replace(base, model=args.model or base.model, recipe=args.recipe,
-                                   overrides={"epochs": args.epochs} if args.epochs is not None else {},
-                                   rotate=args.dataset == "cifar100" or args.rotate)
+    protocol = dataclasses.replace(
+        base,
+        model=args.model or base.model,
+        recipe=args.recipe,
+        overrides={"epochs": args.epochs} if args.epochs is not None else {},
+        rotate=args.dataset == "cifar100" or args.rotate,
+    )
     source = args.source or args.dataset
     runs = run_table1(source, args.out, protocol, args.data_root, args.seed, args.device)
     if distributed.init().main:

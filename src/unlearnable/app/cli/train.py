@@ -35,51 +35,81 @@ DEFAULT_PGD_STEPS = 10
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("train", help="train a model on a (protected) dataset with a defense; writes "
-                                            "RUN/results.json")
-    p.add_argument("--train", required=True, metavar="DATA", help="training data: dataset name, path, or saved "
-                                                                  "(protected) dataset")
+    p = subparsers.add_parser(
+        "train", help="train a model on a (protected) dataset with a defense; writes RUN/results.json"
+    )
+    p.add_argument(
+        "--train", required=True, metavar="DATA", help="training data: dataset name, path, or saved (protected) dataset"
+    )
     p.add_argument("--test", metavar="DATA", help="test data (default: the test split of --train)")
     p.add_argument("--data-root", metavar="DIR")
-    p.add_argument("--defense", default="none",
-                   help="defense chain: 'none' (default) or a '+'-chain, e.g. rsk+ff, cutmix, rsk+ff+at-linf "
-                        "(adversarial training); by stage: "
-                        + "; ".join(f"{description}: {names(DEFENSES, stage=stage)}" for stage, description in
-                                    STAGES.items())
-                        + " (`unlearnable list` says what each does)")
-    p.add_argument("--model", help=f"{names(MODELS)} (default: {GPU_DEFAULTS['model']} on CUDA, "
-                                   f"{CPU_DEFAULTS['model']} on the CPU)")
-    p.add_argument("--recipe", help=f"{names(RECIPES)} (default: {GPU_DEFAULTS['recipe']} on CUDA, "
-                                    f"{CPU_DEFAULTS['recipe']} on the CPU)")
+    p.add_argument(
+        "--defense",
+        default="none",
+        help="defense chain: 'none' (default) or a '+'-chain, e.g. rsk+ff, cutmix, rsk+ff+at-linf "
+        "(adversarial training); by stage: "
+        + "; ".join(f"{description}: {names(DEFENSES, stage=stage)}" for stage, description in STAGES.items())
+        + " (`unlearnable list` says what each does)",
+    )
+    p.add_argument(
+        "--model",
+        help=f"{names(MODELS)} (default: {GPU_DEFAULTS['model']} on CUDA, {CPU_DEFAULTS['model']} on the CPU)",
+    )
+    p.add_argument(
+        "--recipe",
+        help=f"{names(RECIPES)} (default: {GPU_DEFAULTS['recipe']} on CUDA, {CPU_DEFAULTS['recipe']} on the CPU)",
+    )
     p.add_argument("--epochs", type=P.POSITIVE_INT, help="override the recipe's epochs")
     p.add_argument("--batch-size", type=P.POSITIVE_INT, help="override the recipe's batch size")
     p.add_argument("--lr", type=P.POSITIVE, help="override the recipe's learning rate")
     p.add_argument("--weight-decay", type=P.NONNEGATIVE, help="override the recipe's weight decay")
-    p.add_argument("--eps", type=P.POSITIVE, help="PGD radius of at-linf / at-l2 in --defense (default 4/255 for "
-                                             "at-linf, 0.5 for at-l2)")
+    p.add_argument(
+        "--eps",
+        type=P.POSITIVE,
+        help="PGD radius of at-linf / at-l2 in --defense (default 4/255 for at-linf, 0.5 for at-l2)",
+    )
     p.add_argument("--steps", type=P.POSITIVE_INT, help="steps of at-linf, at-l2 or dat in --defense (default 10)")
     p.add_argument("--filter-size", type=int, choices=(3, 5, 7), help="dat's filter size: 3, 5 or 7 (default 5)")
     p.add_argument("--mix-alpha", type=P.POSITIVE, help="mixup / cutmix: λ ~ Beta(α, α) (default 1: uniform)")
-    p.add_argument("--imagenet-variant", action="store_true",
-                   help="ff keeps int(0.4·N·p/100) frequencies per axis, the published ImageNet-100 setting")
-    p.add_argument("--adversarial", choices=("linf", "l2"),
-                   help="deprecated: add at-linf / at-l2 to --defense instead (--adversarial linf = --defense "
-                        "...+at-linf)")
-    p.add_argument("--at-steps", type=P.POSITIVE_INT, help="deprecated: use --steps (with at-linf / at-l2 in "
-                                                           "--defense)")
+    p.add_argument(
+        "--imagenet-variant",
+        action="store_true",
+        help="ff keeps int(0.4·N·p/100) frequencies per axis, the published ImageNet-100 setting",
+    )
+    p.add_argument(
+        "--adversarial",
+        choices=("linf", "l2"),
+        help="deprecated: add at-linf / at-l2 to --defense instead (--adversarial linf = --defense ...+at-linf)",
+    )
+    p.add_argument(
+        "--at-steps", type=P.POSITIVE_INT, help="deprecated: use --steps (with at-linf / at-l2 in --defense)"
+    )
     p.add_argument("--rotate", action="store_true", help="RandomRotation(15°) after the flip (the CIFAR-100 recipe)")
-    p.add_argument("--augment", default="auto", choices=("auto", "crop", "resized-crop"),
-                   help="crop: RandomCrop(pad 4) (CIFAR); resized-crop: RandomResizedCrop (ImageNet); auto: "
-                        "resized-crop for images of at least 64×64 (default)")
-    p.add_argument("--data-placement", default="auto", choices=("auto", "device", "stream"),
-                   help="device: copy the training images to the device; stream: read batches from the (memory-mapped) "
-                        "dataset; auto: device when they fit (default)")
-    p.add_argument("--sync-batchnorm", action="store_true",
-                   help="under torchrun: BatchNorm statistics over the global batch (CUDA only)")
-    p.add_argument("--train-per-class", type=P.POSITIVE_INT, help="train on a stratified subset of this many images "
-                                                                  "per class")
-    p.add_argument("--test-per-class", type=P.POSITIVE_INT, help="test on a stratified subset of this many images "
-                                                                 "per class")
+    p.add_argument(
+        "--augment",
+        default="auto",
+        choices=("auto", "crop", "resized-crop"),
+        help="crop: RandomCrop(pad 4) (CIFAR); resized-crop: RandomResizedCrop (ImageNet); auto: "
+        "resized-crop for images of at least 64×64 (default)",
+    )
+    p.add_argument(
+        "--data-placement",
+        default="auto",
+        choices=("auto", "device", "stream"),
+        help="device: copy the training images to the device; stream: read batches from the (memory-mapped) "
+        "dataset; auto: device when they fit (default)",
+    )
+    p.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics over the global batch (CUDA only)",
+    )
+    p.add_argument(
+        "--train-per-class", type=P.POSITIVE_INT, help="train on a stratified subset of this many images per class"
+    )
+    p.add_argument(
+        "--test-per-class", type=P.POSITIVE_INT, help="test on a stratified subset of this many images per class"
+    )
     p.add_argument("--seed", type=P.SEED, default=0)
     p.add_argument("--device", type=P.device, default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--name", help="run name in reports (default: the --out folder name)")
@@ -91,10 +121,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 # --- the command line's meaning ------------------------------------------------------------------
 
+
 def recipe_overrides(args: argparse.Namespace) -> dict:
     """Recipe fields given on the command line (None = keep the recipe's value)."""
-    fields = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-              "weight_decay": args.weight_decay}
+    fields = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay}
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -104,8 +134,12 @@ def defense_options(args: argparse.Namespace) -> dict:
     On a command line that still has --adversarial (before `rewrite_deprecated`), --eps is that
     option's radius and is left out.
     """
-    options = {"steps": args.steps, "filter_size": args.filter_size, "mix_alpha": args.mix_alpha,
-               "imagenet_variant": True if args.imagenet_variant else None}
+    options = {
+        "steps": args.steps,
+        "filter_size": args.filter_size,
+        "mix_alpha": args.mix_alpha,
+        "imagenet_variant": True if args.imagenet_variant else None,
+    }
     if args.adversarial is None:
         options["eps"] = args.eps
     return {k: v for k, v in options.items() if v is not None}
@@ -128,23 +162,30 @@ def rewrite_deprecated(args: argparse.Namespace) -> tuple[argparse.Namespace, st
     if args.adversarial is None and args.at_steps is None:
         return args, None
     if args.adversarial is None:  # as before: --at-steps applied to --adversarial only
-        return (argparse.Namespace(**{**vars(args), "at_steps": None}),
-                f"--at-steps {args.at_steps} is deprecated and ignored without --adversarial; give --steps with "
-                f"at-linf or at-l2 in --defense")
+        return (
+            argparse.Namespace(**{**vars(args), "at_steps": None}),
+            f"--at-steps {args.at_steps} is deprecated and ignored without --adversarial; give --steps with "
+            f"at-linf or at-l2 in --defense",
+        )
     hooks = [name for name in chain_names(args.defense) if name in DEFENSES.names(stage="hook")]
     hook = f"at-{args.adversarial}"
     if hooks:
-        raise UserInputError(f"--adversarial {args.adversarial} adds {hook} to --defense {args.defense}, which already "
-                             f"has the model-in-the-loop step {hooks[0]} (at most one); drop --adversarial")
+        raise UserInputError(
+            f"--adversarial {args.adversarial} adds {hook} to --defense {args.defense}, which already "
+            f"has the model-in-the-loop step {hooks[0]} (at most one); drop --adversarial"
+        )
     if args.at_steps is not None and args.steps is not None and args.at_steps != args.steps:
-        raise UserInputError(f"--at-steps {args.at_steps} and --steps {args.steps} disagree: --at-steps is the old "
-                             f"name of --steps; give --steps only")
+        raise UserInputError(
+            f"--at-steps {args.at_steps} and --steps {args.steps} disagree: --at-steps is the old "
+            f"name of --steps; give --steps only"
+        )
     defense = hook if not chain_names(args.defense) else f"{args.defense}+{hook}"
     steps = args.at_steps if args.at_steps is not None else args.steps
     old = f"--adversarial {args.adversarial}" + (f" --at-steps {args.at_steps}" if args.at_steps is not None else "")
     new = f"--defense {defense}" + (f" --steps {steps}" if args.at_steps is not None else "")
-    rewritten = argparse.Namespace(**{**vars(args), "defense": defense, "steps": steps, "adversarial": None,
-                                      "at_steps": None})
+    rewritten = argparse.Namespace(
+        **{**vars(args), "defense": defense, "steps": steps, "adversarial": None, "at_steps": None}
+    )
     return rewritten, f"{old} is deprecated and will be removed; use {new} (the same training)"
 
 
@@ -153,6 +194,7 @@ def on_cuda(device: str | None) -> bool:
     if device is not None:
         return device.split(":")[0] == "cuda"
     import torch
+
     return torch.cuda.is_available()
 
 
@@ -165,14 +207,22 @@ def resolve_defaults(args: argparse.Namespace) -> tuple[str, str, str | None]:
     model, recipe = args.model or defaults["model"], args.recipe or defaults["recipe"]
     if cuda:
         return model, recipe, None
-    taken = " ".join(f"--{key} {value}" for key, value in (("model", model), ("recipe", recipe))
-                     if getattr(args, key) is None)
+    taken = " ".join(
+        f"--{key} {value}" for key, value in (("model", model), ("recipe", recipe)) if getattr(args, key) is None
+    )
     other = " ".join(f"--{key} {GPU_DEFAULTS[key]}" for key in ("model", "recipe") if getattr(args, key) is None)
-    return model, recipe, (f"training on the CPU, so {taken} (the CPU defaults); give {other} for the paper's "
-                           f"setting (`unlearnable list` shows the others)")
+    return (
+        model,
+        recipe,
+        (
+            f"training on the CPU, so {taken} (the CPU defaults); give {other} for the paper's "
+            f"setting (`unlearnable list` shows the others)"
+        ),
+    )
 
 
 # --- what the run will cost ----------------------------------------------------------------------
+
 
 def count(n: float) -> str:
     """3000000 → "3.0 M", 45000 → "45 k", 800 → "800"."""
@@ -205,14 +255,25 @@ def passes(defense: str, options: dict) -> tuple[int, str]:
     return 1, f" (plus the passes of {hooks[0]}, not counted)"
 
 
-def cost_line(images: int, epochs: int, speed: float | None, model: str, device: str, defense: str,
-              options: dict, processes: int = 1, done: int = 0) -> str:
-    """"cost: 50,000 images × 60 epochs = 3.0 M image-steps; ~4.1 h at ~205 images/s measured here (resnet18, cpu)"."""
+def cost_line(
+    images: int,
+    epochs: int,
+    speed: float | None,
+    model: str,
+    device: str,
+    defense: str,
+    options: dict,
+    processes: int = 1,
+    done: int = 0,
+) -> str:
+    """ "cost: 50,000 images × 60 epochs = 3.0 M image-steps; ~4.1 h at ~205 images/s measured here (resnet18, cpu)"."""
     left = epochs - done
     factor, hook = passes(defense, options)
-    line = (f"cost: {images:,} images × {left} epoch{'s' if left != 1 else ''}"
-            + (f" (of {epochs}; {done} done)" if done else "")
-            + f" = {count(images * left)} image-steps{hook}")
+    line = (
+        f"cost: {images:,} images × {left} epoch{'s' if left != 1 else ''}"
+        + (f" (of {epochs}; {done} done)" if done else "")
+        + f" = {count(images * left)} image-steps{hook}"
+    )
     if speed is None:
         return line
     where = f"{model}, {device}" + (f", {processes} processes" if processes > 1 else "")
@@ -220,25 +281,40 @@ def cost_line(images: int, epochs: int, speed: float | None, model: str, device:
     return line + f"; ~{duration(seconds)} at ~{speed:,.0f} images/s measured here ({where})"
 
 
-def report_cost(args: argparse.Namespace, model: str, recipe: Any, options: dict, train_set: Any, device: Any,
-                processes: int) -> None:
+def report_cost(
+    args: argparse.Namespace, model: str, recipe: Any, options: dict, train_set: Any, device: Any, processes: int
+) -> None:
     """Print what the run will cost, unless it will not train (a finished run, or one that is refused)."""
     from unlearnable.training.run_dir import run_state
+
     state = run_state(args.out)
     if state["files"] and (not args.resume or state["complete"]):
         return  # returned as it is, or refused by the trainer
     done = (state["epoch"] or 0) if args.resume else 0
     try:
         from unlearnable.training.cost import measure_speed
+
         speed: float | None = measure_speed(model, train_set.shape, train_set.num_classes, device, recipe.batch_size)
     except (RuntimeError, ValueError) as e:  # the run reports a real problem itself
         log.debug("speed not measured: %s", e)
         speed = None
-    print(cost_line(len(train_set), recipe.epochs, speed, model, str(device), args.defense, options, processes,
-                    min(done, recipe.epochs)))
+    print(
+        cost_line(
+            len(train_set),
+            recipe.epochs,
+            speed,
+            model,
+            str(device),
+            args.defense,
+            options,
+            processes,
+            min(done, recipe.epochs),
+        )
+    )
 
 
 # --- the command ---------------------------------------------------------------------------------
+
 
 def run(args: argparse.Namespace) -> None:
     args, deprecated = rewrite_deprecated(args)
@@ -264,10 +340,22 @@ def run(args: argparse.Namespace) -> None:
         train_set = stratified_subset(train_set, args.train_per_class, args.seed)
     if args.test_per_class:
         test_set = stratified_subset(test_set, args.test_per_class, args.seed)
-    config = TrainConfig(out=args.out, model=model, defense=args.defense, defense_options=options,
-                         recipe=recipe, seed=args.seed, device=args.device, rotate=args.rotate, augment=args.augment,
-                         data_placement=args.data_placement, sync_batchnorm=args.sync_batchnorm,
-                         name=args.name or Path(args.out).name, train=args.train, test=test_spec)
+    config = TrainConfig(
+        out=args.out,
+        model=model,
+        defense=args.defense,
+        defense_options=options,
+        recipe=recipe,
+        seed=args.seed,
+        device=args.device,
+        rotate=args.rotate,
+        augment=args.augment,
+        data_placement=args.data_placement,
+        sync_batchnorm=args.sync_batchnorm,
+        name=args.name or Path(args.out).name,
+        train=args.train,
+        test=test_spec,
+    )
     device = resolve_device(distributed.training_device(world, args.device))  # every rank: it may agree on it
     if world.main:
         if defaults:
@@ -277,10 +365,13 @@ def run(args: argparse.Namespace) -> None:
     results = train(config, train_set, test_set, resume=args.resume, command=command)
     final = results["final"]
     if world.main:
-        print(f"{config.name}: test accuracy {final['test_acc_last']:.2f}% (best {final['test_acc_best']:.2f}% "
-              f"at epoch {final['best_epoch']}) in {final['wall_seconds']:.0f} s -> {Path(args.out) / 'results.json'}")
+        print(
+            f"{config.name}: test accuracy {final['test_acc_last']:.2f}% (best {final['test_acc_best']:.2f}% "
+            f"at epoch {final['best_epoch']}) in {final['wall_seconds']:.0f} s -> {Path(args.out) / 'results.json'}"
+        )
 
 
 def interrupted_note(args: argparse.Namespace, command_line: str) -> str:
     from unlearnable.training.run_dir import interrupted_message
+
     return interrupted_message(args.out, command_line)

@@ -31,8 +31,17 @@ from unlearnable.app.report.sections import (
 from unlearnable.errors import UserInputError
 from unlearnable.io import MARKER, atomic_write_bytes, write_marker, written_by_tool
 
-__all__ = ["CONDITION_LABELS", "DEFAULT_TITLE", "Run", "check_report_dir", "condition_of", "dataset_name",
-           "describe_adversarial", "load_run", "write_report"]
+__all__ = [
+    "CONDITION_LABELS",
+    "DEFAULT_TITLE",
+    "Run",
+    "check_report_dir",
+    "condition_of",
+    "dataset_name",
+    "describe_adversarial",
+    "load_run",
+    "write_report",
+]
 
 DEFAULT_TITLE = "Unlearnable data: results report"
 REPORT_ENTRIES = frozenset({"report.md", "report.html", "figures", MARKER})
@@ -54,9 +63,10 @@ def write_report(run_dirs: list[Path], out: Path, title: str | None = None) -> t
     loaded = [load_run(Path(d)) for d in run_dirs]
     runs = [r for r in loaded if isinstance(r, Run)]
     groups = group_by_dataset(runs)
-    blocks: list[Block] = [Heading(1, title),
-                           Paragraph(f"Generated {datetime.now():%Y-%m-%d %H:%M} from {len(runs)} of "
-                                     f"{len(loaded)} run directories.")]
+    blocks: list[Block] = [
+        Heading(1, title),
+        Paragraph(f"Generated {datetime.now():%Y-%m-%d %H:%M} from {len(runs)} of {len(loaded)} run directories."),
+    ]
     blocks += [Paragraph(note, note=True) for note in loaded if isinstance(note, str)]
     if runs:
         blocks += results_sections(groups)
@@ -76,6 +86,10 @@ def check_report_dir(out: Path) -> None:
     """Refuse a report directory that holds anything but an earlier report (which is replaced)."""
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} exists and is not a directory; choose a new path")
-    if out.is_dir() and any(out.iterdir()) and not written_by_tool(out) \
-            and not {e.name for e in out.iterdir()} <= REPORT_ENTRIES:
+    if (
+        out.is_dir()
+        and any(out.iterdir())
+        and not written_by_tool(out)
+        and not {e.name for e in out.iterdir()} <= REPORT_ENTRIES
+    ):
         raise UserInputError(f"--out {out} holds files unlearnable did not write; choose a new or empty directory")

@@ -50,19 +50,20 @@ def mean_log_power(images: torch.Tensor, chunk: int = 64) -> np.ndarray:
     """Mean over images and channels of log(|F|² + LOG_EPS), F the centred 2-D FFT; float N×C×H×W → H×W."""
     total = torch.zeros(images.shape[-2:], dtype=torch.float64)
     for start in range(0, len(images), chunk):
-        total += log_power_spectrum(images[start:start + chunk], LOG_EPS, centred=True).double().sum(dim=(0, 1))
+        total += log_power_spectrum(images[start : start + chunk], LOG_EPS, centred=True).double().sum(dim=(0, 1))
     return (total / (len(images) * images.shape[1])).numpy()
 
 
-def spectra_by_class(protected: ImageDataset, clean: ImageDataset | None, seed: int = 0,
-                  chunk: int = 128) -> dict[str, dict[str, np.ndarray]]:
+def spectra_by_class(
+    protected: ImageDataset, clean: ImageDataset | None, seed: int = 0, chunk: int = 128
+) -> dict[str, dict[str, np.ndarray]]:
     """Per class (up to MAX_CLASSES; up to SPECTRA_PER_CLASS of its poisoned images): the mean log-power
     spectra of the clean, poisoned and defended images and the poisoned − clean difference."""
     defense, generator = build_defense(DEFENSE), torch.Generator().manual_seed(seed)
     spectra = {}
     for c, idx in pick_samples(protected, SPECTRA_PER_CLASS, MAX_CLASSES).items():
         poisoned = to_unit_float(protected.images[idx])
-        defended = torch.cat([defense(poisoned[s:s + chunk], generator) for s in range(0, len(idx), chunk)])
+        defended = torch.cat([defense(poisoned[s : s + chunk], generator) for s in range(0, len(idx), chunk)])
         row = {"poisoned": mean_log_power(poisoned), "defended": mean_log_power(defended)}
         if clean is not None:
             row["clean"] = mean_log_power(to_unit_float(clean.images[idx]))
@@ -74,11 +75,16 @@ def spectra_by_class(protected: ImageDataset, clean: ImageDataset | None, seed: 
 def spectra_png(spectra: dict[str, dict[str, np.ndarray]], attack: str) -> bytes:
     """Rows = classes, columns = clean | poisoned | defended | poisoned − clean, one colour scale per column."""
     keys = [k for k in ("clean", "poisoned", "defended", "difference") if k in next(iter(spectra.values()))]
-    titles = {"clean": "clean", "poisoned": f"poisoned ({attack})", "defended": f"defended ({DEFENSE})",
-              "difference": "poisoned − clean"}
+    titles = {
+        "clean": "clean",
+        "poisoned": f"poisoned ({attack})",
+        "defended": f"defended ({DEFENSE})",
+        "difference": "poisoned − clean",
+    }
     n_rows, n_cols = len(spectra), len(keys)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.7 * n_cols + 1.2, 1.6 * n_rows + 1.1),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(1.7 * n_cols + 1.2, 1.6 * n_rows + 1.1), squeeze=False, layout="constrained"
+    )
     for j, key in enumerate(keys):
         stack = np.stack([row[key] for row in spectra.values()])
         if key == "difference":

@@ -48,7 +48,6 @@ def describe_adversarial(adversarial: Any) -> str:
     return text + (f", {steps} steps" if steps is not None else "")
 
 
-
 @dataclass
 class Heading:
     """A section title; level 1 is the report's title."""
@@ -159,7 +158,7 @@ def inline(text: str) -> str:
 
 def html_cells(values: list[str], tag: str, numeric: set[int]) -> str:
     """One table row's cells; numeric columns are right-aligned."""
-    return "".join(f'<{tag}{" class=num" if i in numeric else ""}>{inline(v)}</{tag}>' for i, v in enumerate(values))
+    return "".join(f"<{tag}{' class=num' if i in numeric else ''}>{inline(v)}</{tag}>" for i, v in enumerate(values))
 
 
 def to_html(blocks: list[Block], title: str) -> str:
@@ -175,16 +174,22 @@ def to_html(blocks: list[Block], title: str) -> str:
                 body.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in items) + "</ul>")
             case Table(header, rows, numeric, flagged):
                 lines = [f"<tr>{html_cells(header, 'th', numeric)}</tr>"]
-                lines += [f'<tr{" class=flagged" if r in flagged else ""}>{html_cells(row, "td", numeric)}</tr>'
-                          for r, row in enumerate(rows)]
+                lines += [
+                    f"<tr{' class=flagged' if r in flagged else ''}>{html_cells(row, 'td', numeric)}</tr>"
+                    for r, row in enumerate(rows)
+                ]
                 body.append('<div class="scroll"><table>' + "".join(lines) + "</table></div>")
             case Figure(_, png, caption):
                 data = base64.b64encode(png).decode()
-                body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{inline(caption)}</figcaption></figure>")
+                body.append(
+                    f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{inline(caption)}</figcaption></figure>"
+                )
             case Code(text):
                 body.append(f"<pre><code>{html.escape(text)}</code></pre>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

@@ -35,8 +35,12 @@ PUBLISHED: dict[str, dict[str, float]] = {
     "ImageNet-100": {"clean": 81.76, "cuda": 2.68, "cuda+at": 38.68, "cuda+rsk+ff": 43.08},
 }
 
-KIND_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet100": "ImageNet-100",
-              "fashion-mnist": "Fashion-MNIST"}
+KIND_NAMES = {
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "imagenet100": "ImageNet-100",
+    "fashion-mnist": "Fashion-MNIST",
+}
 JPEG_COPY = " (JPEG copy)"
 
 
@@ -221,8 +225,9 @@ def load_run(run_dir: Path) -> Run | str:
     if source is None and isinstance(train_spec, str):
         source = {"kind": train_spec, "spec": train_spec, "path": train_spec}
     run.dataset = dataset_name(source)
-    run.condition = condition_of(attack, run.config.get("defense"), run.config.get("defense_options"),
-                                 run.config.get("adversarial"))
+    run.condition = condition_of(
+        attack, run.config.get("defense"), run.config.get("defense_options"), run.config.get("adversarial")
+    )
     if saved is not None and saved[1].get("attack"):
         run.saved_poison = saved[0]
     return run

@@ -48,7 +48,6 @@ def recipe_cell(config: dict[str, Any]) -> str:
     return str(recipe) if recipe else DASH
 
 
-
 def summary_line(dataset: str, runs: list[Run]) -> str:
     """One line per dataset: how many runs, and the last-epoch accuracy of each Table-1 condition."""
     published = published_for(dataset) or {}
@@ -66,8 +65,19 @@ def summary_line(dataset: str, runs: list[Run]) -> str:
     return f"{head} — {tail}" + (f"; {others} other run{'s' if others != 1 else ''}" if others else "") + "."
 
 
-MEASURED_HEADER = ["condition", "model", "recipe", "epochs", "defense", "adversarial", "last test acc (%)",
-                   "best test acc (%)", "wall time", "images/s", "device"]
+MEASURED_HEADER = [
+    "condition",
+    "model",
+    "recipe",
+    "epochs",
+    "defense",
+    "adversarial",
+    "last test acc (%)",
+    "best test acc (%)",
+    "wall time",
+    "images/s",
+    "device",
+]
 
 
 def measured_table(runs: list[Run]) -> Table:
@@ -75,11 +85,21 @@ def measured_table(runs: list[Run]) -> Table:
     rows = []
     for run in runs:
         config, final = run.config, run.results.final
-        rows.append([run.label, str(config.get("model") or DASH), recipe_cell(config), epochs_cell(run),
-                     str(config.get("defense") or "none"), describe_adversarial(run.adversarial),
-                     number(run.last_acc), number(dig(final, "test_acc_best")),
-                     duration(dig(final, "wall_seconds")), number(dig(final, "images_per_s"), ",.0f"),
-                     str(run.results.device or config.get("device") or DASH)])
+        rows.append(
+            [
+                run.label,
+                str(config.get("model") or DASH),
+                recipe_cell(config),
+                epochs_cell(run),
+                str(config.get("defense") or "none"),
+                describe_adversarial(run.adversarial),
+                number(run.last_acc),
+                number(dig(final, "test_acc_best")),
+                duration(dig(final, "wall_seconds")),
+                number(dig(final, "images_per_s"), ",.0f"),
+                str(run.results.device or config.get("device") or DASH),
+            ]
+        )
     flagged = {i for i, run in enumerate(runs) if not run.complete}
     return Table(MEASURED_HEADER, rows, numeric={3, 6, 7, 8, 9}, flagged=flagged)
 
@@ -105,24 +125,37 @@ def published_table(runs: list[Run], published: dict[str, float]) -> Table:
 
 def results_sections(groups: dict[str, list[Run]]) -> list[Block]:
     """Summary, the measured tables and the comparison with the published numbers."""
-    blocks: list[Block] = [Heading(2, "Summary"), Bullets([summary_line(d, runs) for d, runs in groups.items()]),
-                           Heading(2, "Runs as measured here")]
+    blocks: list[Block] = [
+        Heading(2, "Summary"),
+        Bullets([summary_line(d, runs) for d, runs in groups.items()]),
+        Heading(2, "Runs as measured here"),
+    ]
     for dataset, runs in groups.items():
         blocks += [Heading(3, dataset), measured_table(runs)]
     blocks.append(Heading(2, "Compared with the published numbers"))
-    blocks.append(Paragraph("Published: Kim & Sandoval-Segura (2024), Table 1 — ResNet-18, 60 epochs, last-epoch "
-                            "test accuracy; its AT column is the CUDA paper's (Sadasivan et al. 2023). Difference = "
-                            "measured − published, in percentage points."))
+    blocks.append(
+        Paragraph(
+            "Published: Kim & Sandoval-Segura (2024), Table 1 — ResNet-18, 60 epochs, last-epoch "
+            "test accuracy; its AT column is the CUDA paper's (Sadasivan et al. 2023). Difference = "
+            "measured − published, in percentage points."
+        )
+    )
     for dataset, runs in groups.items():
         blocks.append(Heading(3, dataset))
         published = published_for(dataset)
         if published is None:
-            blocks.append(Paragraph(f"No published number for {dataset}; the measured table above is all there is.",
-                                    note=True))
+            blocks.append(
+                Paragraph(f"No published number for {dataset}; the measured table above is all there is.", note=True)
+            )
             continue
         if dataset.endswith(JPEG_COPY):
-            blocks.append(Paragraph("Compared with the numbers for the original dataset; JPEG compression costs the "
-                                    "copy a little clean accuracy.", note=True))
+            blocks.append(
+                Paragraph(
+                    "Compared with the numbers for the original dataset; JPEG compression costs the "
+                    "copy a little clean accuracy.",
+                    note=True,
+                )
+            )
         blocks.append(published_table(runs, published))
         others = [run.label for run in runs if run.condition == "other"]
         if others:
@@ -152,8 +185,10 @@ READ_ERRORS = (UserInputError, OSError, ValueError, RuntimeError)
 
 def samples_section(saved: Path, out: Path) -> list[Block]:
     """The clean / poisoned / defended sample grid of `saved` (via `unlearnable show`)."""
-    blocks: list[Block] = [Heading(2, "Samples: clean, poisoned, defended"),
-                           Paragraph(f"From the saved training set `{saved}` (the spectra below use it too).")]
+    blocks: list[Block] = [
+        Heading(2, "Samples: clean, poisoned, defended"),
+        Paragraph(f"From the saved training set `{saved}` (the spectra below use it too)."),
+    ]
     try:
         png = show_command(saved, out / "figures" / "samples.png", defense=DEFENSE, per_class=1).read_bytes()
     except READ_ERRORS as e:
@@ -174,10 +209,16 @@ def spectra_section(saved: Path, out: Path) -> list[Block]:
         return blocks + [Paragraph(f"No spectra: {e}", note=True)]
     blocks.append(Paragraph("The class-wise blur shows up as a distinct spectral fingerprint per class."))
     if clean is None:
-        blocks.append(Paragraph("The clean source of this dataset is not available, so the clean and difference "
-                                "columns are left out.", note=True))
-    caption = (f"Rows: classes of `{saved.name}` (up to {MAX_CLASSES}), up to {SPECTRA_PER_CLASS} images each, "
-               f"channels averaged; {DEFENSE} drawn with a generator seeded 0. Each column shares one colour scale.")
+        blocks.append(
+            Paragraph(
+                "The clean source of this dataset is not available, so the clean and difference columns are left out.",
+                note=True,
+            )
+        )
+    caption = (
+        f"Rows: classes of `{saved.name}` (up to {MAX_CLASSES}), up to {SPECTRA_PER_CLASS} images each, "
+        f"channels averaged; {DEFENSE} drawn with a generator seeded 0. Each column shares one colour scale."
+    )
     return blocks + [save_figure(out, "spectra.png", png, caption)]
 
 
@@ -185,8 +226,9 @@ def poison_sections(runs: list[Run], out: Path) -> list[Block]:
     """Samples and spectra of the first run's saved poisoned training set, or a note when there is none."""
     saved = next((run.saved_poison for run in runs if run.saved_poison is not None), None)
     if saved is None:
-        note = Paragraph("No run was trained on a saved poisoned dataset, so there are no samples or spectra.",
-                         note=True)
+        note = Paragraph(
+            "No run was trained on a saved poisoned dataset, so there are no samples or spectra.", note=True
+        )
         return [Heading(2, "Samples and spectra"), note]
     return samples_section(saved, out) + spectra_section(saved, out)
 
@@ -198,11 +240,15 @@ def deconv_section(runs: list[Run], out: Path) -> list[Block]:
     if run is None or run.saved_poison is None or run.results.preprocessed is None:
         return []
     record = run.results.preprocessed["deconv"]
-    blocks: list[Block] = [Heading(2, "Deconvolution diagnostics"),
-                           Paragraph(f"Run `{run.name}` estimated {len(record['kernels'])} class kernels of size "
-                                     f"{record['kernel_size']} ({record.get('method', 'border')}) from `{run.saved_poison}` "
-                                     f"alone and deconvolved {record.get('deconvolved', 'its')} images; the key is used "
-                                     "here only to judge them.")]
+    blocks: list[Block] = [
+        Heading(2, "Deconvolution diagnostics"),
+        Paragraph(
+            f"Run `{run.name}` estimated {len(record['kernels'])} class kernels of size "
+            f"{record['kernel_size']} ({record.get('method', 'border')}) from `{run.saved_poison}` "
+            f"alone and deconvolved {record.get('deconvolved', 'its')} images; the key is used "
+            "here only to judge them."
+        ),
+    ]
     try:
         poisoned = load_saved(run.saved_poison)
         found = diagnostics(poisoned, replay(poisoned, record), load_source(poisoned, None))
@@ -217,18 +263,30 @@ def deconv_section(runs: list[Run], out: Path) -> list[Block]:
             values = found.get(key)
             cells.append("–" if values is None or values[c] is None else fmt.format(values[c]))
         rows.append(cells)
-    blocks.append(Paragraph(f"{found['hits']} of the {found['poisoned']} poisoned images were deconvolved, and "
-                            f"{found['false_alarms']} clean ones. PSNR is against the clean source over the poisoned "
-                            "images (raw: CUDA rescaled each image to max 255, which caps it)."))
-    blocks.append(Table(["class", "kernel error", "PSNR poisoned (dB)", "PSNR recovered (dB)"], rows, numeric={1, 2, 3}))
+    blocks.append(
+        Paragraph(
+            f"{found['hits']} of the {found['poisoned']} poisoned images were deconvolved, and "
+            f"{found['false_alarms']} clean ones. PSNR is against the clean source over the poisoned "
+            "images (raw: CUDA rescaled each image to max 255, which caps it)."
+        )
+    )
+    blocks.append(
+        Table(["class", "kernel error", "PSNR poisoned (dB)", "PSNR recovered (dB)"], rows, numeric={1, 2, 3})
+    )
     png = kernels_png(estimated, true if true is not None and true.shape == estimated.shape else None)
-    return blocks + [save_figure(out, "kernels.png", png, "Estimated class kernels (top) and the key's (bottom), each "
-                                 "normalised to sum 1, one colour scale.")]
+    return blocks + [
+        save_figure(
+            out,
+            "kernels.png",
+            png,
+            "Estimated class kernels (top) and the key's (bottom), each normalised to sum 1, one colour scale.",
+        )
+    ]
 
 
 HOW_TO_READ = (
     "Each row of the tables is one training run; accuracies are top-1 on the clean test set, in percent. "
-    "\"Last\" is the final epoch's accuracy (what the papers report), \"best\" the best epoch's. A poison works when "
+    '"Last" is the final epoch\'s accuracy (what the papers report), "best" the best epoch\'s. A poison works when '
     "a model trained on it does badly on clean test data (the CUDA row far below the clean row); a defense works when "
     "it brings that number back towards clean. Runs on a smaller budget than the paper's (fewer epochs, a subset, a "
     "small model) are not expected to match the published numbers; compare the gaps between conditions rather than "
