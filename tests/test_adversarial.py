@@ -12,7 +12,7 @@ from torch import nn
 
 from unlearnable.defenses.adversarial import PGD, AdversarialTraining
 from unlearnable.errors import UserInputError
-from unlearnable.training.trainer import Trainer, TrainConfig, resolve_config, resolve_recipe
+from unlearnable.training.trainer import TrainConfig, Trainer, resolve_config, resolve_recipe
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
 

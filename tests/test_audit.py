@@ -32,7 +32,6 @@ from unlearnable.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8})
 
 
 def test_verdict_rules():
@@ -105,10 +104,10 @@ def test_every_battery_entry_builds(budget):
     assert budget in WORKING_SIZE
 
 
-def test_audit_end_to_end(tiny_folder, tmp_path, monkeypatch, capsys):
+def test_audit_end_to_end(tiny_protocol, tiny_folder, tmp_path, monkeypatch, capsys):
     protected = tmp_path / "protected"
     assert main(["poison", "--data", str(tiny_folder), "--out", str(protected)]) == 0
-    monkeypatch.setitem(BUDGETS, "quick", Budget(TINY, {"none": {"defense": "none", "defense_options": {}},
+    monkeypatch.setitem(BUDGETS, "quick", Budget(tiny_protocol, {"none": {"defense": "none", "defense_options": {}},
                                                       "rsk+ff": {"defense": "rsk+ff", "defense_options": {}}}))
     assert main(["audit", str(protected), "--out", str(tmp_path / "audit")]) == 0
     out = capsys.readouterr().out
@@ -133,10 +132,10 @@ def _mixed_folder(root, classes=("a", "b"), per_class=6, seed=0):
             Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / c / f"{i}.jpg")
 
 
-def test_audit_of_a_mixed_size_collection(tmp_path, monkeypatch):
+def test_audit_of_a_mixed_size_collection(tiny_protocol, tmp_path, monkeypatch):
     _mixed_folder(tmp_path / "photos" / "train", per_class=8)
     _mixed_folder(tmp_path / "photos" / "test", per_class=3, seed=1)
-    monkeypatch.setitem(BUDGETS, "quick", Budget(TINY, {"none": {"defense": "none", "defense_options": {}}}))
+    monkeypatch.setitem(BUDGETS, "quick", Budget(tiny_protocol, {"none": {"defense": "none", "defense_options": {}}}))
     line, table = run_audit(str(tmp_path / "photos"), tmp_path / "audit", clean=str(tmp_path / "photos"),
                             progress=False)
     assert line.startswith("cannot judge") and "quick budget at 32×32" in line and "16 training and 6 test" in line
@@ -157,10 +156,10 @@ def test_audit_of_a_mixed_size_collection(tmp_path, monkeypatch):
     ({"image_size": 2}, "--image-size"), ({"protocol": TrainingProtocol(model="nope")}, "unknown model 'nope'"),
     ({"defense": "sharpen"}, "unknown defense"),
 ])
-def test_bad_arguments_fail_before_any_copy(tiny_folder, tmp_path, monkeypatch, kwargs, needle):
+def test_bad_arguments_fail_before_any_copy(tiny_protocol, tiny_folder, tmp_path, monkeypatch, kwargs, needle):
     protected = tmp_path / "protected"
     assert main(["poison", "--data", str(tiny_folder), "--out", str(protected)]) == 0
-    protocol = kwargs.pop("protocol", TINY)
+    protocol = kwargs.pop("protocol", tiny_protocol)
     defense = kwargs.pop("defense", "none")
     monkeypatch.setitem(BUDGETS, "quick", Budget(protocol, {"none": {"defense": defense, "defense_options": {}}}))
     with pytest.raises(UserInputError, match=needle):
@@ -181,13 +180,13 @@ def test_audit_without_a_clean_reference_is_a_clear_error(tiny_folder, tmp_path,
     assert not (tmp_path / "audit").exists()
 
 
-def test_compare_command_writes_the_table(tiny_folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(BUDGETS, "quick", Budget(TINY, {}))
+def test_compare_command_writes_the_table(tiny_protocol, tiny_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(BUDGETS, "quick", Budget(tiny_protocol, {}))
     out = tmp_path / "cmp"
     assert main(["compare", "--data", str(tiny_folder), "--poisons", "cuda,huda", "--defenses", "none,gray",
                  "--out", str(out)]) == 0
     lines = (out / "table.md").read_text().splitlines()
-    assert lines[0] == "| defense | clean | cuda | huda |" and [l.split("|")[1].strip() for l in lines[2:]] == ["none", "gray"]
+    assert lines[0] == "| defense | clean | cuda | huda |" and [line.split("|")[1].strip() for line in lines[2:]] == ["none", "gray"]
     assert json.loads((out / "runs" / "huda" / "gray" / "results.json").read_text())["config"]["defense"] == "gray"
     assert lines[0] in capsys.readouterr().out
 

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 import unlearnable.app.poison
-from unlearnable.app.cli import main
+from unlearnable.app.cli import build_parser, defense_options, main
 from unlearnable.data import load_dataset, load_saved
+from unlearnable.defenses import defense_kinds
 
 
 def run_ok(*argv: str) -> None:
@@ -333,3 +334,20 @@ def test_train_defaults_follow_the_device(monkeypatch):
     model, recipe, note = resolve_defaults(SimpleNamespace(model="resnet18", recipe=None, device=None))
     assert (model, recipe) == ("resnet18", "quick") and "--recipe quick" in note and "--model" not in note
     assert resolve_defaults(SimpleNamespace(model="vgg16-bn", recipe="paper", device=None)) == ("vgg16-bn", "paper", None)
+
+
+# --- train's defense options ------------------------------------------------------------------
+
+
+def test_cli_defense_options_and_list(capsys: pytest.CaptureFixture) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["train", "--train", "x", "--out", "o", "--defense", "rsk+ff+at-linf", "--eps",
+                              str(8 / 255), "--steps", "5"])
+    assert defense_options(args) == {"eps": 8 / 255, "steps": 5}
+    args = parser.parse_args(["train", "--train", "x", "--out", "o", "--adversarial", "linf", "--eps", "0.1",
+                              "--filter-size", "3", "--mix-alpha", "0.4"])
+    assert defense_options(args) == {"filter_size": 3, "mix_alpha": 0.4}  # --eps belongs to --adversarial
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for kind, names in defense_kinds().items():
+        assert f"{kind}: {', '.join(names)}" in out

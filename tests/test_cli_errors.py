@@ -23,20 +23,19 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_image_folder
 from unlearnable.app.cli import main
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def template(tmp_path_factory: pytest.TempPathFactory, image_folder) -> Path:
     """The workspace, built once per module and copied for every case."""
     root = tmp_path_factory.mktemp("workspace")
     cache = tmp_path_factory.mktemp("cache")
     old = os.environ.get("UNLEARNABLE_CACHE")
     os.environ["UNLEARNABLE_CACHE"] = str(cache)
     try:
-        write_image_folder(root / "tiny" / "train", ["cat", "dog", "ship"], 8, seed=1)
-        write_image_folder(root / "tiny" / "test", ["cat", "dog", "ship"], 2, seed=2)
+        image_folder(root / "tiny" / "train", ["cat", "dog", "ship"], 8, seed=1)
+        image_folder(root / "tiny" / "test", ["cat", "dog", "ship"], 2, seed=2)
         assert main(["poison", "--data", str(root / "tiny"), "--out", str(root / "saved")]) == 0
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

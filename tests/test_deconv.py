@@ -8,13 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnable.attacks import cuda_poison
+from unlearnable.analysis.metrics import psnr_per_image
 from unlearnable.app.cli import main
+from unlearnable.attacks import cuda_poison
 from unlearnable.data import ImageDataset, save_dataset
 from unlearnable.defenses import training_defense
-from unlearnable.analysis.metrics import psnr_per_image
-from unlearnable.defenses.deconv import (Deconvolve, Deconvolver, blurred_mask, deconvolve_blurred, estimate_kernels,
-                                         kernel_errors, recover, replay, wiener_deconvolve)
+from unlearnable.defenses.deconv import (
+    Deconvolve,
+    Deconvolver,
+    blurred_mask,
+    deconvolve_blurred,
+    estimate_kernels,
+    kernel_errors,
+    recover,
+    replay,
+    wiener_deconvolve,
+)
 from unlearnable.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

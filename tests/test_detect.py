@@ -9,16 +9,26 @@ import numpy as np
 import pytest
 import torch
 
+from unlearnable.analysis.detect import (
+    COMPRESSION_LIMIT,
+    MIN_SPECTRAL_PER_CLASS,
+    SPECTRAL_THRESHOLD,
+    EdgeEvidence,
+    class_spectra,
+    decide,
+    detect,
+    edge_features,
+    kernel_basis,
+    log_spectra,
+    log_variance_bias,
+    looks_convolved,
+    spectral_evidence,
+)
 from unlearnable.app.cli import main
-from unlearnable.data import ImageDataset
-from conftest import SHARED_CIFAR
-from unlearnable.data import load_dataset, save_dataset, stratified_subset
-from unlearnable.analysis.detect import (COMPRESSION_LIMIT, MIN_SPECTRAL_PER_CLASS, SPECTRAL_THRESHOLD, EdgeEvidence,
-                                class_spectra, decide, detect, edge_features, kernel_basis,
-                                log_spectra, log_variance_bias, looks_convolved, spectral_evidence)
-from unlearnable.errors import UserInputError
 from unlearnable.app.detect import detect_command
 from unlearnable.attacks.apply import poison_dataset
+from unlearnable.data import ImageDataset, load_dataset, save_dataset, stratified_subset
+from unlearnable.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -235,10 +245,9 @@ def test_cannot_tell_verdict_is_one_line(clean_pair):
     assert d.verdict() == "cannot tell: 3 images per class are too few" and "\n" not in d.verdict()
 
 
-@pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason="needs the CIFAR-10 JPEG archive beside the checkout")
-def test_small_cifar_sets_clean_and_cuda():
+def test_small_cifar_sets_clean_and_cuda(shared_cifar):
     """200 CIFAR-10 test images (20 per class) against the other 9,800: clean stays clean, CUDA is called."""
-    full = load_dataset(str(SHARED_CIFAR), "test")
+    full = load_dataset(str(shared_cifar), "test")
     data = stratified_subset(full, 20, seed=1)
     rest = np.setdiff1d(np.arange(len(full)), data.meta["subset"]["indices"])
     reference = stratified_subset(full.subset(rest), 300, seed=2)

@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 
+from unlearnable import distributed
 from unlearnable.data import ImageDataset, save_dataset
 from unlearnable.distributed import World, shard_range
 from unlearnable.errors import UserInputError
@@ -184,3 +186,69 @@ def test_batch_must_split_over_processes(tmp_path: Path) -> None:
     data = stripes(128, seed=0)
     with pytest.raises(UserInputError, match="batch size 63 does not split over 2 processes"):
         Trainer(config, data, data, torch.nn.Linear(1, 1), None, World(0, 2))
+
+
+# --- backends per device type, timeout, one GPU per process ------------------------------------
+
+
+def test_default_backend_is_per_device_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert distributed.default_backend() == "cpu:gloo,cuda:nccl"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.default_backend() == "gloo"
+
+
+def test_init_joins_with_a_long_timeout_and_the_local_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    joined, devices = [], []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29999")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", devices.append)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(joined))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, timeout: joined.append((backend, timeout)))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    world = distributed.init()
+    assert joined == [("cpu:gloo,cuda:nccl", timedelta(hours=2))] and devices == [1]
+    assert world == World(1, 2, 1)
+    # More processes than GPUs (e.g. --device cpu on a one-GPU machine): no GPU is chosen.
+    joined.clear()
+    devices.clear()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    distributed.init()
+    assert devices == [] and joined[0][0] == "cpu:gloo,cuda:nccl"
+
+
+def test_small_collectives_go_over_gloo_when_the_group_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: "cpu:gloo,cuda:nccl")
+    assert distributed._collective_device() == torch.device("cpu")
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: "gloo")
+    assert distributed._collective_device() == torch.device("cpu")
+
+
+def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed, "all_agree", lambda world, ok: ok)  # one process stands for all
+    second = World(rank=1, size=2, local_rank=1)
+    assert distributed.training_device(second, None) == "cuda:1"
+    assert distributed.training_device(second, "cuda") == "cuda:1"
+    assert distributed.training_device(second, "cuda:1") == "cuda:1"
+    assert distributed.training_device(second, "cpu") == "cpu"
+    assert distributed.training_device(World(), "cuda:0") == "cuda:0"  # one process: as asked
+    with pytest.raises(UserInputError, match=r"^--device cuda:0 under torchrun would put several processes on one "
+                                             r"GPU.*pass --device cuda"):
+        distributed.training_device(second, "cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.training_device(second, None) is None
+
+
+def test_a_refused_index_is_refused_on_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0 asks for cuda:0, which is its own GPU, but rank 1 disagrees: rank 0 refuses too."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed, "all_agree", lambda world, ok: False)
+    with pytest.raises(UserInputError, match="several processes on one GPU"):
+        distributed.training_device(World(rank=0, size=2, local_rank=0), "cuda:0")

@@ -5,20 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_CIFAR
+from helpers import WNIDS
 from unlearnable.app.cli import main
-from unlearnable.app.experiments import TABLE1_CONDITIONS, TrainingProtocol, run_table1, summarize
+from unlearnable.app.experiments import IMAGENET100, TABLE1_CONDITIONS, TrainingProtocol, run_table1, summarize
 from unlearnable.data import load_saved
 from unlearnable.errors import UserInputError
-
-TINY = TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
-                        at={"eps": 4 / 255, "steps": 1})
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,9 +28,9 @@ def exit_code(argv: list[str]) -> int:
         return int(e.code)
 
 
-def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, caplog):
+def test_table1_protocol_runs_skips_and_reports(tiny_protocol, tiny_folder, tmp_path, caplog):
     out = tmp_path / "t1"
-    runs = run_table1(str(tiny_folder), out, TINY, progress=False)
+    runs = run_table1(str(tiny_folder), out, tiny_protocol, progress=False)
     assert [r.name for r in runs] == list(TABLE1_CONDITIONS)
     for run in runs:
         results = json.loads((run / "results.json").read_text())
@@ -52,11 +49,11 @@ def test_table1_protocol_runs_skips_and_reports(tiny_folder, tmp_path, caplog):
     # A second call finds every run finished and trains nothing.
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="unlearnable.app.experiments"):
-        run_table1(str(tiny_folder), out, TINY, progress=False, command="unlearnable demo --data x")
+        run_table1(str(tiny_folder), out, tiny_protocol, progress=False, command="unlearnable demo --data x")
     assert [r.getMessage() for r in caplog.records].count("cuda+at: finished earlier, skipped") == 1
     assert sum("skipped" in r.getMessage() for r in caplog.records) == 4
     # A finished run trained with other settings is never passed off as this protocol's.
-    other = dataclasses.replace(TINY, overrides={**TINY.overrides, "epochs": 2})
+    other = dataclasses.replace(tiny_protocol, overrides={**tiny_protocol.overrides, "epochs": 2})
     with pytest.raises(UserInputError, match="recipe.epochs 1 → 2"):
         run_table1(str(tiny_folder), out, other, progress=False)
 
@@ -98,10 +95,9 @@ def test_bad_train_input(tiny_folder, tmp_path, capsys, args, needle):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason="needs the CIFAR-10 JPEG archive beside the checkout")
-def test_demo_shows_the_effect(tmp_path):
+def test_demo_shows_the_effect(shared_cifar, tmp_path):
     """The README's main job: CUDA ≥ 25 points below clean, RSK+FF wins back at least half (≈ 10 min)."""
-    assert main(["demo", "--data", str(SHARED_CIFAR), "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--data", str(shared_cifar), "--out", str(tmp_path / "demo")]) == 0
     acc = {c: json.loads((tmp_path / "demo" / "runs" / c / "results.json").read_text())["final"]["test_acc_last"]
            for c in TABLE1_CONDITIONS}
     assert acc["clean"] - acc["cuda"] >= 25
@@ -109,13 +105,13 @@ def test_demo_shows_the_effect(tmp_path):
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
 
 
-def test_grid_trains_every_pair_and_tabulates(tiny_folder, tmp_path):
+def test_grid_trains_every_pair_and_tabulates(tiny_protocol, tiny_folder, tmp_path):
     from unlearnable.app.experiments import grid_table, prepare_data, run_grid
-    data = prepare_data(str(tiny_folder), tmp_path, TINY, poisons={"cuda": ("cuda", {}), "huda": ("huda", {})})
+    data = prepare_data(str(tiny_folder), tmp_path, tiny_protocol, poisons={"cuda": ("cuda", {}), "huda": ("huda", {})})
     assert sorted(data) == ["clean", "cuda", "huda"]
     assert load_saved(data["huda"]).meta["attack"] == "huda"
     defenses = {"none": {"defense": "none"}, "rsk+ff": {"defense": "rsk+ff"}}
-    runs = run_grid(data, defenses, tmp_path, TINY, progress=False)
+    runs = run_grid(data, defenses, tmp_path, tiny_protocol, progress=False)
     assert sorted(runs) == sorted((c, r) for c in data for r in defenses)
     config = json.loads((runs["huda", "rsk+ff"] / "results.json").read_text())["config"]
     assert config["defense"] == "rsk+ff" and config["train"] == str(data["huda"])
@@ -130,8 +126,8 @@ def test_grid_trains_every_pair_and_tabulates(tiny_folder, tmp_path):
     ({"device": "tpu"}, "device"), ({"protocol": TrainingProtocol(recipe="nope")}, "unknown recipe"),
     ({"conditions": ("clean", "blur")}, "unknown condition 'blur'"),
 ])
-def test_table1_checks_every_argument_before_writing(tiny_folder, tmp_path, kwargs, needle):
-    arguments = {"protocol": TINY, "seed": 0, "device": None, **kwargs}
+def test_table1_checks_every_argument_before_writing(tiny_protocol, tiny_folder, tmp_path, kwargs, needle):
+    arguments = {"protocol": tiny_protocol, "seed": 0, "device": None, **kwargs}
     with pytest.raises(UserInputError, match=needle):
         run_table1(str(tiny_folder), tmp_path / "t1", progress=False, **arguments)
     assert not (tmp_path / "t1").exists()
@@ -148,11 +144,35 @@ def test_reproduce_and_demo_reject_bad_arguments_before_writing(tiny_folder, tmp
     assert not (tmp_path / "t1").exists()
 
 
-def test_output_that_is_a_file_is_refused(tiny_folder, tmp_path):
+def test_output_that_is_a_file_is_refused(tiny_protocol, tiny_folder, tmp_path):
     from unlearnable.app.experiments import prepare_data
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserInputError, match="is a file"):
-        run_table1(str(tiny_folder), tmp_path / "file", TINY, progress=False)
+        run_table1(str(tiny_folder), tmp_path / "file", tiny_protocol, progress=False)
     with pytest.raises(UserInputError, match="unknown attack 'blur'"):
-        prepare_data(str(tiny_folder), tmp_path / "p", TINY, poisons={"x": ("blur", {})})
+        prepare_data(str(tiny_folder), tmp_path / "p", tiny_protocol, poisons={"x": ("blur", {})})
     assert not (tmp_path / "p").exists()
+
+
+# --- the Table-1 protocol on an ImageNet store ---------------------------------------------------
+
+
+def test_table1_protocol_on_the_store(imagenet_store: Path, tmp_path: Path) -> None:
+    protocol = dataclasses.replace(IMAGENET100, model="small", at={"eps": 4 / 255, "steps": 1},
+                                   overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8})
+    runs = run_table1("imagenet100", tmp_path, protocol, data_root=str(imagenet_store), device="cpu", progress=False)
+    assert [run.name for run in runs] == ["clean", "cuda", "cuda+at", "cuda+rsk+ff"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cuda"]  # the store itself is "clean"
+    poisoned, clean = load_saved(tmp_path / "data" / "cuda"), load_saved(imagenet_store)
+    assert poisoned.classes == clean.classes == WNIDS and poisoned.meta["imagenet"]["wnids"] == WNIDS
+    assert poisoned.meta["params"]["kernel_size"] == 9 and poisoned.meta["params"]["blur_parameter"] == 0.06
+    assert poisoned.meta["source"]["path"] == str(imagenet_store)
+    assert (poisoned.images != clean.images).float().mean() > 0.5
+    results = {run.name: json.loads((run / "results.json").read_text()) for run in runs}
+    assert all(r["status"] == "complete" and r["pipeline"]["augment"] == "resized-crop" for r in results.values())
+    assert results["clean"]["train_data"]["num_images"] == len(clean)
+    assert results["cuda"]["train_data"]["classes"] == results["cuda"]["test_data"]["classes"] == WNIDS
+    assert results["cuda+rsk+ff"]["config"]["defense_options"] == {"imagenet_variant": True}
+    assert results["cuda+at"]["config"]["defense"] == "at-linf"
+    assert results["cuda+at"]["config"]["defense_options"]["steps"] == 1
+    assert results["clean"]["normalization"]["stats"] == "imagenet"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from importlib import resources
@@ -16,80 +15,12 @@ from PIL import Image
 from torchvision import transforms
 
 import unlearnable.data.imagenet as imagenet
+from helpers import CIRCLE, NAMES, TRAIN_SIZES, WNIDS, smooth_image, write_imagenet
 from unlearnable.app.cli import main
 from unlearnable.data import load_dataset, load_saved
 from unlearnable.data.cache import cache_root
 from unlearnable.data.imagenet import build_store, default_store, resolve_subset
 from unlearnable.errors import UserInputError
-
-WNIDS = ["n00000001", "n00000002", "n00000003", "n00000004"]
-NAMES = ["tench, Tinca tinca", "goldfish", "great white shark", "tiger shark"]
-TRAIN_SIZES = [(40, 30), (23, 57), (64, 48), (31, 31), (50, 20), (17, 45)]  # (width, height)
-VAL_SIZES = [(44, 33), (30, 40)]
-CIRCLE = (WNIDS[3], 0)  # a 60×30 PNG with a centred disk: shows whether the aspect ratio survives
-
-
-def smooth_image(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """Random RGB content, smooth enough that resizing it matters."""
-    small = rng.integers(0, 256, (max(2, height // 6), max(2, width // 6), 3), dtype=np.uint8)
-    return Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
-
-
-def disk_image(width: int = 60, height: int = 30, radius: float = 12.0) -> Image.Image:
-    y, x = np.mgrid[:height, :width]
-    inside = (x - (width - 1) / 2) ** 2 + (y - (height - 1) / 2) ** 2 <= radius ** 2
-    return Image.fromarray(np.where(inside, 255, 0).astype(np.uint8)).convert("RGB")
-
-
-def write_imagenet(root: Path, val: str = "csv", seed: int = 0) -> dict:
-    """A 4-class ImageNet tree: 6 train images a class (JPEG, grayscale and CMYK JPEG, RGB, palette and
-    RGBA PNG, mixed-case extensions) and 2 val images a class, laid out as `val` says:
-
-        csv      val/*.JPEG + LOC_val_solution.csv       folders  val/<wnid>/*.JPEG
-        text     val/*.JPEG + val_labels.txt             kaggle   ILSVRC/Data/CLS-LOC/... + the csv
-
-    Returns {"train": train files in store order, "val": (file, label) in store order, "val_labels": file or None}.
-    """
-    rng = np.random.default_rng(seed)
-    base = root / "ILSVRC" / "Data" / "CLS-LOC" if val == "kaggle" else root
-    train = []
-    for c, wnid in enumerate(WNIDS):
-        folder = base / "train" / wnid
-        folder.mkdir(parents=True)
-        for i, (w, h) in enumerate(TRAIN_SIZES):
-            image, name = smooth_image(rng, w, h), f"{wnid}_{i}.JPEG"
-            if (wnid, i) == CIRCLE:
-                image, name = disk_image(), f"{wnid}_{i}.png"
-            elif (c, i) == (0, 1):
-                image = image.convert("L")
-            elif (c, i) == (1, 2):
-                image = image.convert("CMYK")
-            elif (c, i) == (2, 3):
-                name = f"{wnid}_{i}.png"
-            elif (c, i) == (2, 0):
-                name = f"{wnid}_{i}.jpg"
-            elif (c, i) == (3, 4):
-                image, name = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=16), f"{wnid}_{i}.png"
-            elif (c, i) == (3, 5):
-                image, name = image.convert("RGBA"), f"{wnid}_{i}.PNG"
-            image.save(folder / name, quality=90)
-            train.append(folder / name)
-    val_entries = []
-    for k in range(2 * len(WNIDS)):  # names interleave the classes: 0, 3, 2, 1, 0, 3, 2, 1
-        label, name = (3 * k) % len(WNIDS), f"ILSVRC2012_val_{k + 1:08d}.JPEG"
-        folder = base / "val" / WNIDS[label] if val == "folders" else base / "val"
-        folder.mkdir(parents=True, exist_ok=True)
-        smooth_image(rng, *VAL_SIZES[k % 2]).save(folder / name, quality=90)
-        val_entries.append((label, name, folder / name))
-    labels_file = None
-    if val in ("csv", "kaggle"):
-        rows = [f"{name[:-5]},{WNIDS[label]} 1 2 30 40 {WNIDS[label]} 3 4 20 20" for label, name, _ in val_entries]
-        (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
-    elif val == "text":
-        labels_file = root / "val_labels.txt"
-        labels_file.write_text("# file wnid\n\n" + "".join(f"{name} {WNIDS[label]}\n" for label, name, _ in val_entries))
-    (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} {n}\n" for w, n in zip(WNIDS, NAMES)))
-    return {"train": train, "val": [(path, label) for label, _, path in sorted(val_entries)], "val_labels": labels_file}
 
 
 @pytest.fixture
@@ -407,13 +338,7 @@ def test_cli_prepare(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert not (tmp_path / "other").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_two_processes_give_the_same_store(tree: Path, tmp_path: Path) -> None:
+def test_torchrun_two_processes_give_the_same_store(free_port, tree: Path, tmp_path: Path) -> None:
     args = ["prepare", "imagenet100", "--data-root", str(tree), "--classes", "all", "--image-size", "16",
             "--chunk-size", "3", "--workers", "1"]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0

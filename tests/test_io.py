@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import pytest
 import unlearnable.app.poison
 from unlearnable.app.cli import main
 from unlearnable.errors import UserInputError
-from unlearnable.io import MARKER, PARTIAL_MARKER, rename_no_replace, atomic_directory, check_output, written_by_tool
+from unlearnable.io import MARKER, PARTIAL_MARKER, atomic_directory, check_output, rename_no_replace, written_by_tool
 
 
 def test_marker_lists_what_was_written(tmp_path):

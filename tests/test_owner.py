@@ -14,13 +14,21 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from unlearnable.app.cli import owner as cli_owner
-from unlearnable.errors import UserInputError
 from unlearnable.analysis.metrics import image_psnr as psnr
 from unlearnable.analysis.metrics import image_ssim as ssim
-from unlearnable.app.owner import (STRENGTHS, blur, class_kernels, downsample, protect_folder, protect_pixels,
-                               verify_folder, working_grid)
+from unlearnable.app.cli import owner as cli_owner
+from unlearnable.app.owner import (
+    STRENGTHS,
+    blur,
+    class_kernels,
+    downsample,
+    protect_folder,
+    protect_pixels,
+    verify_folder,
+    working_grid,
+)
 from unlearnable.data.photos import decode_photo, encode_png16, read_photo
+from unlearnable.errors import UserInputError
 
 ROOT_FILES = {".DS_Store"}
 

@@ -11,8 +11,14 @@ import torch
 from unlearnable.data import ImageDataset
 from unlearnable.data.dataset import to_unit_float
 from unlearnable.defenses import DEFENSES, training_defense
-from unlearnable.defenses.projection import (OrthogonalProjection, linear_accuracy, orthogonal_projection,
-                                             orthonormal_basis, project_out, quantize)
+from unlearnable.defenses.projection import (
+    OrthogonalProjection,
+    linear_accuracy,
+    orthogonal_projection,
+    orthonormal_basis,
+    project_out,
+    quantize,
+)
 from unlearnable.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
