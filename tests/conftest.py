@@ -18,6 +18,7 @@ SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar1
 
 # --- environment --------------------------------------------------------------------------------
 
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep decode caches and downloads of every test out of the user's home."""
@@ -76,8 +77,10 @@ def rand_images():
 
 # --- image folders and archives -----------------------------------------------------------------
 
-def _write_image_folder(root: Path, classes: list[str], per_class: int, size: int = 16, seed: int = 0,
-                        mode: str = "RGB") -> np.ndarray:
+
+def _write_image_folder(
+    root: Path, classes: list[str], per_class: int, size: int = 16, seed: int = 0, mode: str = "RGB"
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     images = []
     for c in classes:
@@ -113,8 +116,14 @@ def _pixels(seed: int, size: tuple[int, int] = (6, 5), mode: str = "RGB") -> np.
 
 def _out_of_order_folder(root: Path, mode: str = "RGB", seed: int = 0) -> list[tuple[str, int, np.ndarray]]:
     layout = [  # creation order; "zebra" files sort as strings (1, 10, 2), not as numbers
-        ("zebra/2.png", 2), ("apple/b.PNG", 0), ("zebra/10.png", 2), ("mango/x.png", 1),
-        ("apple/sub/a.png", 0), ("zebra/1.png", 2), ("apple/a.png", 0), ("mango/notes.txt", 1),
+        ("zebra/2.png", 2),
+        ("apple/b.PNG", 0),
+        ("zebra/10.png", 2),
+        ("mango/x.png", 1),
+        ("apple/sub/a.png", 0),
+        ("zebra/1.png", 2),
+        ("apple/a.png", 0),
+        ("mango/notes.txt", 1),
     ]
     written = {}
     for i, (relative, label) in enumerate(layout):
@@ -124,7 +133,15 @@ def _out_of_order_folder(root: Path, mode: str = "RGB", seed: int = 0) -> list[t
         written[relative] = (label, _pixels(seed + i, mode=mode))
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(written[relative][1]).save(root / relative)
-    order = ["apple/a.png", "apple/b.PNG", "apple/sub/a.png", "mango/x.png", "zebra/1.png", "zebra/10.png", "zebra/2.png"]
+    order = [
+        "apple/a.png",
+        "apple/b.PNG",
+        "apple/sub/a.png",
+        "mango/x.png",
+        "zebra/1.png",
+        "zebra/10.png",
+        "zebra/2.png",
+    ]
     return [(relative, *written[relative]) for relative in order]
 
 
@@ -157,8 +174,10 @@ def imagenet_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --- synthetic training data, a tiny model, a quick configuration --------------------------------
 
-_BLOB_COLOURS = {"disc": [[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40]],
-                 "square": [[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30]]}
+_BLOB_COLOURS = {
+    "disc": [[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40]],
+    "square": [[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30]],
+}
 
 
 def _blobs(n: int, seed: int, size: int = 32, classes: int = 4, shape: str = "disc"):
@@ -178,11 +197,15 @@ def _blobs(n: int, seed: int, size: int = 32, classes: int = 4, shape: str = "di
         images = torch.rand(n, 3, size, size, generator=g) * 80
         top = torch.randint(0, size // 2, (n,), generator=g)
         for i in range(n):
-            images[i, :, top[i]:top[i] + size // 3, top[i]:top[i] + size // 3] = colours[labels[i]].view(3, 1, 1)
+            images[i, :, top[i] : top[i] + size // 3, top[i] : top[i] + size // 3] = colours[labels[i]].view(3, 1, 1)
     else:
         raise ValueError(f"shape must be 'disc' or 'square' (got {shape!r})")
-    return ImageDataset(images.round().to(torch.uint8), labels, ["red", "green", "blue", "yellow"][:classes],
-                        {"source": {"spec": f"blobs-{seed}", "kind": "synthetic"}})
+    return ImageDataset(
+        images.round().to(torch.uint8),
+        labels,
+        ["red", "green", "blue", "yellow"][:classes],
+        {"source": {"spec": f"blobs-{seed}", "kind": "synthetic"}},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -213,9 +236,19 @@ def square_blob_data() -> tuple:
 
 def _tiny_net(num_classes: int = 4, dropout: float = 0.0) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(4),
-                         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Dropout(dropout), nn.Linear(16, num_classes))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(4),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(16, num_classes),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -261,8 +294,12 @@ def tiny_protocol():
     PGD step for the cuda+at condition)."""
     from unlearnable.app.experiments import TrainingProtocol
 
-    return TrainingProtocol(model="small", recipe="quick", overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
-                            at={"eps": 4 / 255, "steps": 1})
+    return TrainingProtocol(
+        model="small",
+        recipe="quick",
+        overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
+        at={"eps": 4 / 255, "steps": 1},
+    )
 
 
 @pytest.fixture
@@ -287,6 +324,7 @@ def crash_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch):
 
 
 # --- attacks ------------------------------------------------------------------------------------
+
 
 def _random_set(n: int, shape: tuple[int, int, int] = (3, 16, 16), classes: int = 4, seed: int = 0):
     g = torch.Generator().manual_seed(seed)

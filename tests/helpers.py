@@ -31,7 +31,7 @@ def smooth_image(rng: np.random.Generator, width: int, height: int) -> Image.Ima
 
 def disk_image(width: int = 60, height: int = 30, radius: float = 12.0) -> Image.Image:
     y, x = np.mgrid[:height, :width]
-    inside = (x - (width - 1) / 2) ** 2 + (y - (height - 1) / 2) ** 2 <= radius ** 2
+    inside = (x - (width - 1) / 2) ** 2 + (y - (height - 1) / 2) ** 2 <= radius**2
     return Image.fromarray(np.where(inside, 255, 0).astype(np.uint8)).convert("RGB")
 
 
@@ -81,6 +81,8 @@ def write_imagenet(root: Path, val: str = "csv", seed: int = 0) -> dict:
         (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
     elif val == "text":
         labels_file = root / "val_labels.txt"
-        labels_file.write_text("# file wnid\n\n" + "".join(f"{name} {WNIDS[label]}\n" for label, name, _ in val_entries))
+        labels_file.write_text(
+            "# file wnid\n\n" + "".join(f"{name} {WNIDS[label]}\n" for label, name, _ in val_entries)
+        )
     (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} {n}\n" for w, n in zip(WNIDS, NAMES)))
     return {"train": train, "val": [(path, label) for label, _, path in sorted(val_entries)], "val_labels": labels_file}

@@ -19,7 +19,6 @@ EPS = {"linf": 8 / 255, "l2": 0.5}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def blob_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Float images in [0, 1]: dark noise with a class-coloured square (3 classes), and labels."""
     g = torch.Generator().manual_seed(seed)
@@ -33,8 +32,14 @@ def blob_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A small BN CNN trained for a few steps on the blob task (in train mode), and a held-out batch."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-                          nn.Flatten(), nn.Linear(32, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 3),
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for step in range(30):
         x, y = blob_batch(64, seed=step)
@@ -105,18 +110,26 @@ def test_random_start_comes_from_the_generator(norm: str, trained) -> None:
 
 
 def test_step_hook_options() -> None:
-    assert AdversarialTraining().to_dict() == {"norm": "linf", "eps": 4 / 255, "steps": 10,
-                                               "alpha": 1.5 * (4 / 255) / 10, "random_start": True}
+    assert AdversarialTraining().to_dict() == {
+        "norm": "linf",
+        "eps": 4 / 255,
+        "steps": 10,
+        "alpha": 1.5 * (4 / 255) / 10,
+        "random_start": True,
+    }
     assert AdversarialTraining.from_options({"norm": "l2", "eps": 0.5, "steps": 10}).alpha == pytest.approx(0.125)
-    for options, message in [({"norm": "l3"}, "AdversarialTraining: norm must be one of 'linf', 'l2' (got 'l3')"),
-                             ({"eps": 0}, "AdversarialTraining: eps must be a number > 0 (got 0)"),
-                             ({"steps": 0}, "AdversarialTraining: steps must be an integer ≥ 1 (got 0)"),
-                             ({"alpha": -1.0}, "AdversarialTraining: alpha must be None or a number > 0 (got -1.0)"),
-                             ({"epsilon": 0.1}, "unknown adversarial option")]:
+    for options, message in [
+        ({"norm": "l3"}, "AdversarialTraining: norm must be one of 'linf', 'l2' (got 'l3')"),
+        ({"eps": 0}, "AdversarialTraining: eps must be a number > 0 (got 0)"),
+        ({"steps": 0}, "AdversarialTraining: steps must be an integer ≥ 1 (got 0)"),
+        ({"alpha": -1.0}, "AdversarialTraining: alpha must be None or a number > 0 (got -1.0)"),
+        ({"epsilon": 0.1}, "unknown adversarial option"),
+    ]:
         with pytest.raises(UserInputError, match=re.escape(message)):
             AdversarialTraining.from_options(options)
-    assert repr(AdversarialTraining("l2", 0.5, 5)) == ("AdversarialTraining(norm='l2', eps=0.5, steps=5, alpha=0.25, "
-                                                       "random_start=True)")
+    assert repr(AdversarialTraining("l2", 0.5, 5)) == (
+        "AdversarialTraining(norm='l2', eps=0.5, steps=5, alpha=0.25, random_start=True)"
+    )
 
 
 def test_trainer_trains_on_the_attacked_augmented_batch(tmp_path: Path, trained) -> None:
@@ -125,8 +138,15 @@ def test_trainer_trains_on_the_attacked_augmented_batch(tmp_path: Path, trained)
 
     _, x, y = trained
     images = ImageDataset((x * 255).round().to(torch.uint8), y, ["a", "b", "c"])
-    config = resolve_config(TrainConfig(out=str(tmp_path), recipe=resolve_recipe("quick", epochs=1, batch_size=16),
-                                        device="cpu", defense="at-linf", defense_options={"eps": 4 / 255, "steps": 2}))
+    config = resolve_config(
+        TrainConfig(
+            out=str(tmp_path),
+            recipe=resolve_recipe("quick", epochs=1, batch_size=16),
+            device="cpu",
+            defense="at-linf",
+            defense_options={"eps": 4 / 255, "steps": 2},
+        )
+    )
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     trainer = Trainer(config, images, images, model, ([0.5] * 3, [0.25] * 3))

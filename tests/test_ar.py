@@ -19,7 +19,7 @@ def published_ar_process(coefficients: torch.Tensor, field: torch.Tensor) -> tor
     c = x.shape[0]
     for i in range(x.shape[1] - 2):
         for j in range(x.shape[2] - 2):
-            x[:, i + 2, j + 2] = F.conv2d(x[:, i:i + 3, j:j + 3], coefficients.unsqueeze(1), groups=c).flatten()
+            x[:, i + 2, j + 2] = F.conv2d(x[:, i : i + 3, j : j + 3], coefficients.unsqueeze(1), groups=c).flatten()
     return x
 
 

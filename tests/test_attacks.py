@@ -66,20 +66,37 @@ def test_result_does_not_depend_on_the_chunk_size(random_set, poison, name, monk
     assert torch.equal(poison(name, images, labels, 4, mix=0.7).images, whole.images)
 
 
-@pytest.mark.parametrize("name,params", [
-    ("ops", {"mix": 1.5}), ("ops", {"seed": -1}), ("noise", {"eps": 0.0}), ("noise", {"eps": 1.5}),
-    ("lsp", {"eps": -0.1}), ("lsp", {"patch_size": 0}), ("lsp", {"patch_size": 17}), ("ar", {"norm": 0.0}),
-    ("ar", {"norm": 100.0}), ("ar", {"min_response": -1.0}), ("ar", {"mix": -0.1}),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("ops", {"mix": 1.5}),
+        ("ops", {"seed": -1}),
+        ("noise", {"eps": 0.0}),
+        ("noise", {"eps": 1.5}),
+        ("lsp", {"eps": -0.1}),
+        ("lsp", {"patch_size": 0}),
+        ("lsp", {"patch_size": 17}),
+        ("ar", {"norm": 0.0}),
+        ("ar", {"norm": 100.0}),
+        ("ar", {"min_response": -1.0}),
+        ("ar", {"mix": -0.1}),
+    ],
+)
 def test_out_of_range_parameters_are_refused(random_set, poison, name, params):
     images, labels = random_set(8)
     with pytest.raises(UserInputError):
         poison(name, images, labels, 4, **params)
 
 
-@pytest.mark.parametrize("name,shape,classes,label_classes", [
-    ("ar", (3, 2, 16), 4, 4), ("lsp", (3, 3, 3), 4, 4), ("ops", (1, 1, 1), 3, 3), ("noise", (3, 16, 16), 3, 4),
-])
+@pytest.mark.parametrize(
+    "name,shape,classes,label_classes",
+    [
+        ("ar", (3, 2, 16), 4, 4),
+        ("lsp", (3, 3, 3), 4, 4),
+        ("ops", (1, 1, 1), 3, 3),
+        ("noise", (3, 16, 16), 3, 4),
+    ],
+)
 def test_bad_inputs_are_refused(random_set, poison, name, shape, classes, label_classes):
     """Too small for AR / LSP, fewer OPS (pixel, colour) pairs than classes, a label ≥ num_classes."""
     images, labels = random_set(8, shape, classes=label_classes)

@@ -33,9 +33,10 @@ from unlearnable.errors import UserInputError
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def test_verdict_rules():
-    assert verdict(90.0, {"none": 20.0, "rsk+ff": 40.0, "coin": 30.0}).startswith("protection holds: the best defense, rsk+ff")
+    assert verdict(90.0, {"none": 20.0, "rsk+ff": 40.0, "coin": 30.0}).startswith(
+        "protection holds: the best defense, rsk+ff"
+    )
     line = verdict(90.0, {"none": 20.0, "rsk+ff": 55.0})
     assert line.startswith("protection broken by rsk+ff at 55.0%") and "35.0 of the 70.0 points" in line
     assert verdict(90.0, {"none": 85.0, "rsk+ff": 86.0}).startswith("no protection")
@@ -89,8 +90,9 @@ def test_every_battery_entry_builds(budget):
     built = {name: training_defense(s["defense"], **s["defense_options"]) for name, s in plan.defenses.items()}
     for name, defense in built.items():
         parts = (defense.mix, defense.hook, defense.preprocess)
-        untouched = all(p is None for p in parts) and all(isinstance(t, Identity)
-                                                          for t in (defense.before_crop, defense.after_crop))
+        untouched = all(p is None for p in parts) and all(
+            isinstance(t, Identity) for t in (defense.before_crop, defense.after_crop)
+        )
         assert untouched == (name == "none"), name
     at = built["at-linf"].hook
     assert isinstance(at, AdversarialTraining) and at.norm == "linf" and at.eps == pytest.approx(4 / 255)
@@ -107,8 +109,17 @@ def test_every_battery_entry_builds(budget):
 def test_audit_end_to_end(tiny_protocol, tiny_folder, tmp_path, monkeypatch, capsys):
     protected = tmp_path / "protected"
     assert main(["poison", "--data", str(tiny_folder), "--out", str(protected)]) == 0
-    monkeypatch.setitem(BUDGETS, "quick", Budget(tiny_protocol, {"none": {"defense": "none", "defense_options": {}},
-                                                      "rsk+ff": {"defense": "rsk+ff", "defense_options": {}}}))
+    monkeypatch.setitem(
+        BUDGETS,
+        "quick",
+        Budget(
+            tiny_protocol,
+            {
+                "none": {"defense": "none", "defense_options": {}},
+                "rsk+ff": {"defense": "rsk+ff", "defense_options": {}},
+            },
+        ),
+    )
     assert main(["audit", str(protected), "--out", str(tmp_path / "audit")]) == 0
     out = capsys.readouterr().out
     result = json.loads((tmp_path / "audit" / "audit.json").read_text())
@@ -136,26 +147,37 @@ def test_audit_of_a_mixed_size_collection(tiny_protocol, tmp_path, monkeypatch):
     _mixed_folder(tmp_path / "photos" / "train", per_class=8)
     _mixed_folder(tmp_path / "photos" / "test", per_class=3, seed=1)
     monkeypatch.setitem(BUDGETS, "quick", Budget(tiny_protocol, {"none": {"defense": "none", "defense_options": {}}}))
-    line, table = run_audit(str(tmp_path / "photos"), tmp_path / "audit", clean=str(tmp_path / "photos"),
-                            progress=False)
+    line, table = run_audit(
+        str(tmp_path / "photos"), tmp_path / "audit", clean=str(tmp_path / "photos"), progress=False
+    )
     assert line.startswith("cannot judge") and "quick budget at 32×32" in line and "16 training and 6 test" in line
     assert table[0] == "| defense | clean | protected |"
     assert load_saved(tmp_path / "audit" / "data" / "clean").shape == (3, 32, 32)
     # A published folder of class folders, with the clean test photos named by --test as a folder too.
-    line, _ = run_audit(str(tmp_path / "photos" / "train"), tmp_path / "audit-folders",
-                        clean=str(tmp_path / "photos" / "train"), test=str(tmp_path / "photos" / "test"),
-                        progress=False)
+    line, _ = run_audit(
+        str(tmp_path / "photos" / "train"),
+        tmp_path / "audit-folders",
+        clean=str(tmp_path / "photos" / "train"),
+        test=str(tmp_path / "photos" / "test"),
+        progress=False,
+    )
     assert "16 training and 6 test" in line
     # The same collection at its own size is refused with the option to use.
     with pytest.raises(UserInputError, match="--image-size"):
         run_audit(str(tmp_path / "photos"), tmp_path / "audit-full", "full", clean=str(tmp_path / "photos"))
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"budget": "huge"}, "--budget 'huge' is unknown"), ({"seed": -1}, "seed"), ({"device": "tpu"}, "device"),
-    ({"image_size": 2}, "--image-size"), ({"protocol": TrainingProtocol(model="nope")}, "unknown model 'nope'"),
-    ({"defense": "sharpen"}, "unknown defense"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"budget": "huge"}, "--budget 'huge' is unknown"),
+        ({"seed": -1}, "seed"),
+        ({"device": "tpu"}, "device"),
+        ({"image_size": 2}, "--image-size"),
+        ({"protocol": TrainingProtocol(model="nope")}, "unknown model 'nope'"),
+        ({"defense": "sharpen"}, "unknown defense"),
+    ],
+)
 def test_bad_arguments_fail_before_any_copy(tiny_protocol, tiny_folder, tmp_path, monkeypatch, kwargs, needle):
     protected = tmp_path / "protected"
     assert main(["poison", "--data", str(tiny_folder), "--out", str(protected)]) == 0
@@ -183,16 +205,35 @@ def test_audit_without_a_clean_reference_is_a_clear_error(tiny_folder, tmp_path,
 def test_compare_command_writes_the_table(tiny_protocol, tiny_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(BUDGETS, "quick", Budget(tiny_protocol, {}))
     out = tmp_path / "cmp"
-    assert main(["compare", "--data", str(tiny_folder), "--poisons", "cuda,huda", "--defenses", "none,gray",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                str(tiny_folder),
+                "--poisons",
+                "cuda,huda",
+                "--defenses",
+                "none,gray",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     lines = (out / "table.md").read_text().splitlines()
-    assert lines[0] == "| defense | clean | cuda | huda |" and [line.split("|")[1].strip() for line in lines[2:]] == ["none", "gray"]
+    assert lines[0] == "| defense | clean | cuda | huda |" and [line.split("|")[1].strip() for line in lines[2:]] == [
+        "none",
+        "gray",
+    ]
     assert json.loads((out / "runs" / "huda" / "gray" / "results.json").read_text())["config"]["defense"] == "gray"
     assert lines[0] in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, needle", [(["--poisons", "cuda,blur"], "unknown attack 'blur'"),
-                                          (["--defenses", "none,sharpen"], "unknown defense")])
+@pytest.mark.parametrize(
+    "args, needle",
+    [(["--poisons", "cuda,blur"], "unknown attack 'blur'"), (["--defenses", "none,sharpen"], "unknown defense")],
+)
 def test_compare_bad_names_fail_before_any_work(tiny_folder, tmp_path, capsys, args, needle):
     code = main(["compare", "--data", str(tiny_folder), "--out", str(tmp_path / "cmp"), *args])
     err = capsys.readouterr().err.strip()

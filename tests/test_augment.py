@@ -37,7 +37,7 @@ def test_random_crop_reframes_30_into_32_with_zero_border() -> None:
         value = int(out[b, 0, r, c]) - 1
         top, left = value // 30 + 4 - r, value % 30 + 4 - c
         assert 0 <= top <= 6 and 0 <= left <= 6
-        assert torch.equal(out[b], padded[b, :, top:top + 32, left:left + 32])
+        assert torch.equal(out[b], padded[b, :, top : top + 32, left : left + 32])
         offsets.add((top, left))
     assert len(offsets) == 49
 
@@ -65,8 +65,9 @@ def test_random_rotation_matches_torchvision(size: tuple[int, int]) -> None:
     x = torch.rand(32, 3, *size, generator=torch.Generator().manual_seed(1))
     out = random_rotation(x, 15, torch.Generator().manual_seed(0))
     angles = (torch.rand(32, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 15
-    reference = torch.stack([TF.rotate(image, float(angle), InterpolationMode.NEAREST, fill=0)
-                             for image, angle in zip(x, angles)])
+    reference = torch.stack(
+        [TF.rotate(image, float(angle), InterpolationMode.NEAREST, fill=0) for image, angle in zip(x, angles)]
+    )
     assert (out == reference).float().mean() > 0.999
     assert not torch.equal(out, x)
 
@@ -77,8 +78,12 @@ def test_random_resized_crop_matches_torchvision(size: tuple[int, int]) -> None:
     x = torch.rand(16, 3, *size, generator=torch.Generator().manual_seed(1))
     out = random_resized_crop(x, (32, 32), torch.Generator().manual_seed(0))
     boxes = resized_crop_boxes(16, *size, torch.Generator().manual_seed(0))
-    reference = torch.stack([TF.resized_crop(image, *box.tolist(), [32, 32], InterpolationMode.BILINEAR, antialias=False)
-                             for image, box in zip(x, boxes)])
+    reference = torch.stack(
+        [
+            TF.resized_crop(image, *box.tolist(), [32, 32], InterpolationMode.BILINEAR, antialias=False)
+            for image, box in zip(x, boxes)
+        ]
+    )
     assert out.shape == (16, 3, 32, 32)
     torch.testing.assert_close(out, reference, rtol=0, atol=2e-5)
 
@@ -89,10 +94,20 @@ def test_resized_crop_boxes_follow_torchvision_rules() -> None:
     assert bool((top >= 0).all() and (left >= 0).all() and (top + h <= 224).all() and (left + w <= 224).all())
     area = (h * w).double() / 224**2
     from torchvision.transforms import RandomResizedCrop
+
     torch.manual_seed(0)
-    reference = torch.tensor([(lambda b: b[2] * b[3])(RandomResizedCrop.get_params(torch.empty(1, 224, 224),
-                                                                                    [0.08, 1.0], [3 / 4, 4 / 3]))
-                              for _ in range(5000)], dtype=torch.float64) / 224**2
+    reference = (
+        torch.tensor(
+            [
+                (lambda b: b[2] * b[3])(
+                    RandomResizedCrop.get_params(torch.empty(1, 224, 224), [0.08, 1.0], [3 / 4, 4 / 3])
+                )
+                for _ in range(5000)
+            ],
+            dtype=torch.float64,
+        )
+        / 224**2
+    )
     assert 0.075 < area.min() and area.max() <= 1
     assert abs(area.mean() - reference.mean()) < 0.015 and abs(area.std() - reference.std()) < 0.015
     ratio = w.double() / h

@@ -33,7 +33,6 @@ def _generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-
 # --- image chains ------------------------------------------------------------------------------
 
 
@@ -56,19 +55,26 @@ def test_build_defense_single_names_and_none(rand_images):
     assert isinstance(none, Identity) and none(x) is x
 
 
-@pytest.mark.parametrize("spec, options, mentions", [
-    ("blur", {}, "'blur'"),
-    ("rsk+", {}, "rsk, ssk, ff"),
-    ("ff", {"center": 2.0}, "center=2.0"),
-    ("none", {"std": 0.1}, "std=0.1"),
-    ("rsk", {"center": float("inf")}, "RandomSharpen: center must be a finite number (got inf)"),
-    ("rsk", {"center": "2.5"}, "RandomSharpen: center must be a finite number (got '2.5')"),
-    ("rsk", {"std": -0.1}, "RandomSharpen: std must be a number ≥ 0 (got -0.1)"),
-    ("ssk", {"padding": "same"}, "StaticSharpen: padding must be one of 'valid', 'replicate', 'reflect', 'zeros' (got 'same')"),
-    ("ff", {"keep_percent": 0}, "FrequencyFilter: keep_percent must be a number in (0, 100] (got 0)"),
-    ("ff", {"keep_percent": 101}, "keep_percent must be a number in (0, 100] (got 101)"),
-    ("ff", {"imagenet_variant": "yes"}, "FrequencyFilter: imagenet_variant must be True or False (got 'yes')"),
-])
+@pytest.mark.parametrize(
+    "spec, options, mentions",
+    [
+        ("blur", {}, "'blur'"),
+        ("rsk+", {}, "rsk, ssk, ff"),
+        ("ff", {"center": 2.0}, "center=2.0"),
+        ("none", {"std": 0.1}, "std=0.1"),
+        ("rsk", {"center": float("inf")}, "RandomSharpen: center must be a finite number (got inf)"),
+        ("rsk", {"center": "2.5"}, "RandomSharpen: center must be a finite number (got '2.5')"),
+        ("rsk", {"std": -0.1}, "RandomSharpen: std must be a number ≥ 0 (got -0.1)"),
+        (
+            "ssk",
+            {"padding": "same"},
+            "StaticSharpen: padding must be one of 'valid', 'replicate', 'reflect', 'zeros' (got 'same')",
+        ),
+        ("ff", {"keep_percent": 0}, "FrequencyFilter: keep_percent must be a number in (0, 100] (got 0)"),
+        ("ff", {"keep_percent": 101}, "keep_percent must be a number in (0, 100] (got 101)"),
+        ("ff", {"imagenet_variant": "yes"}, "FrequencyFilter: imagenet_variant must be True or False (got 'yes')"),
+    ],
+)
 def test_build_defense_rejects_bad_input(spec, options, mentions):
     with pytest.raises(UserInputError, match="^[^\n]*$") as info:
         build_defense(spec, **options)
@@ -98,29 +104,31 @@ def test_chains_route_options_and_apply_in_order():
     assert build_defense("coin", severity=2).alpha == 1.2
 
 
-@pytest.mark.parametrize("spec, options, mentions", [
-    ("coin", {"alpha": -1}, "Coin: alpha must be None or a number ≥ 0 (got -1)"),
-    ("coin", {"alpha": float("nan")}, "alpha must be None or a number ≥ 0 (got nan)"),
-    ("coin", {"alpha": "big"}, "alpha must be None or a number ≥ 0 (got 'big')"),
-    ("coin", {"alpha": 1.0, "severity": 4}, "both given"),
-    ("coin", {"severity": 8}, "Coin: severity must be None or an integer in [1, 7] (got 8)"),
-    ("coin", {"severity": 2.5}, "severity must be None or an integer in [1, 7] (got 2.5)"),
-    ("coin", {"published_quirks": "yes"}, "Coin: published_quirks must be True or False (got 'yes')"),
-    ("jpeg", {"quality": 0}, "JpegCompression: quality must be an integer in [1, 100] (got 0)"),
-    ("jpeg", {"quality": 101}, "quality must be an integer in [1, 100] (got 101)"),
-    ("jpeg", {"quality": 10.5}, "quality must be an integer in [1, 100] (got 10.5)"),
-    ("bdr", {"bits": 0}, "BitDepthReduction: bits must be an integer in [1, 8] (got 0)"),
-    ("bdr", {"bits": 9}, "bits must be an integer in [1, 8] (got 9)"),
-    ("cutout", {"size": 0}, "Cutout: size must be an integer ≥ 1 (got 0)"),
-    ("cutout", {"size": 8.0}, "Cutout: size must be an integer ≥ 1 (got 8.0)"),
-    ("gray", {"quality": 10}, "quality=10"),
-    ("jpeg+bdr", {"size": 4}, "size=4"),
-])
+@pytest.mark.parametrize(
+    "spec, options, mentions",
+    [
+        ("coin", {"alpha": -1}, "Coin: alpha must be None or a number ≥ 0 (got -1)"),
+        ("coin", {"alpha": float("nan")}, "alpha must be None or a number ≥ 0 (got nan)"),
+        ("coin", {"alpha": "big"}, "alpha must be None or a number ≥ 0 (got 'big')"),
+        ("coin", {"alpha": 1.0, "severity": 4}, "both given"),
+        ("coin", {"severity": 8}, "Coin: severity must be None or an integer in [1, 7] (got 8)"),
+        ("coin", {"severity": 2.5}, "severity must be None or an integer in [1, 7] (got 2.5)"),
+        ("coin", {"published_quirks": "yes"}, "Coin: published_quirks must be True or False (got 'yes')"),
+        ("jpeg", {"quality": 0}, "JpegCompression: quality must be an integer in [1, 100] (got 0)"),
+        ("jpeg", {"quality": 101}, "quality must be an integer in [1, 100] (got 101)"),
+        ("jpeg", {"quality": 10.5}, "quality must be an integer in [1, 100] (got 10.5)"),
+        ("bdr", {"bits": 0}, "BitDepthReduction: bits must be an integer in [1, 8] (got 0)"),
+        ("bdr", {"bits": 9}, "bits must be an integer in [1, 8] (got 9)"),
+        ("cutout", {"size": 0}, "Cutout: size must be an integer ≥ 1 (got 0)"),
+        ("cutout", {"size": 8.0}, "Cutout: size must be an integer ≥ 1 (got 8.0)"),
+        ("gray", {"quality": 10}, "quality=10"),
+        ("jpeg+bdr", {"size": 4}, "size=4"),
+    ],
+)
 def test_build_defense_rejects_bad_coin_iss_and_cutout_options(spec, options, mentions):
     with pytest.raises(UserInputError, match="^[^\n]*$") as info:
         build_defense(spec, **options)
     assert mentions in str(info.value)
-
 
 
 # --- training chains: kinds, options, errors ------------------------------------------------------
@@ -140,7 +148,9 @@ def test_training_defense_routes_each_kind(register) -> None:
     register(DEFENSES, "dummy", AfterCropDummy, stage="after-crop")
     chain = training_defense("dummy+rsk+cutmix+ff+at-linf", keep_percent=50, mix_alpha=0.5, eps=8 / 255)
     assert isinstance(chain.before_crop, Compose) and [type(d).__name__ for d in chain.before_crop.defenses] == [
-        "RandomSharpen", "FrequencyFilter"]
+        "RandomSharpen",
+        "FrequencyFilter",
+    ]
     assert chain.before_crop.defenses[1].keep_percent == 50
     assert isinstance(chain.after_crop, AfterCropDummy)
     assert isinstance(chain.mix, CutMix) and chain.mix.mix_alpha == 0.5
@@ -156,17 +166,20 @@ def test_training_defense_routes_each_kind(register) -> None:
     assert isinstance(training_defense("ueraser").hook, UEraserMax) and training_defense("ueraser").hook.draws == 5
 
 
-@pytest.mark.parametrize("spec, options, mentions", [
-    ("mixup+cutmix", {}, "keep at most one"),
-    ("dat+at-l2", {}, "keep at most one"),
-    ("rsk+blur", {}, "ueraser"),
-    ("rsk", {"eps": 0.1}, "eps=0.1"),
-    ("mixup", {"mix_alpha": 0}, "MixUp: mix_alpha must be a number > 0 (got 0)"),
-    ("dat", {"filter_size": 4}, "DeconvolutionAT: filter_size must be an odd integer ≥ 1 (got 4)"),
-    ("dat", {"steps": -1}, "DeconvolutionAT: steps must be an integer ≥ 0 (got -1)"),
-    ("ueraser", {"draws": 0}, "UEraserMax: draws must be an integer ≥ 1 (got 0)"),
-    ("at-linf", {"eps": -1.0}, "AdversarialTraining: eps must be a number > 0 (got -1.0)"),
-])
+@pytest.mark.parametrize(
+    "spec, options, mentions",
+    [
+        ("mixup+cutmix", {}, "keep at most one"),
+        ("dat+at-l2", {}, "keep at most one"),
+        ("rsk+blur", {}, "ueraser"),
+        ("rsk", {"eps": 0.1}, "eps=0.1"),
+        ("mixup", {"mix_alpha": 0}, "MixUp: mix_alpha must be a number > 0 (got 0)"),
+        ("dat", {"filter_size": 4}, "DeconvolutionAT: filter_size must be an odd integer ≥ 1 (got 4)"),
+        ("dat", {"steps": -1}, "DeconvolutionAT: steps must be an integer ≥ 0 (got -1)"),
+        ("ueraser", {"draws": 0}, "UEraserMax: draws must be an integer ≥ 1 (got 0)"),
+        ("at-linf", {"eps": -1.0}, "AdversarialTraining: eps must be a number > 0 (got -1.0)"),
+    ],
+)
 def test_training_defense_rejects_bad_input(spec: str, options: dict, mentions: str) -> None:
     with pytest.raises(UserInputError, match="^[^\n]*$") as info:
         training_defense(spec, **options)

@@ -13,10 +13,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def test_resume_loads_the_checkpoint_onto_the_cpu(tiny_net, quick_config, crash_after_first_checkpoint, tmp_path: Path, small_blob_data, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_loads_the_checkpoint_onto_the_cpu(
+    tiny_net,
+    quick_config,
+    crash_after_first_checkpoint,
+    tmp_path: Path,
+    small_blob_data,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     out = tmp_path / "run"
-    crash_after_first_checkpoint(lambda: train(quick_config(out), *small_blob_data, model=tiny_net(),
-                                                            progress=False))
+    crash_after_first_checkpoint(lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), progress=False))
     real_load, calls = torch.load, []
 
     def recording_load(*args, **kwargs):

@@ -24,8 +24,11 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 def _cifar_dict(n: int, label_key: str, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    return {b"batch_label": b"batch", b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            label_key.encode(): rng.integers(0, 10, n).tolist()}
+    return {
+        b"batch_label": b"batch",
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        label_key.encode(): rng.integers(0, 10, n).tolist(),
+    }
 
 
 def _write_cifar10(root: Path) -> dict[str, dict]:
@@ -56,8 +59,11 @@ def test_cifar100_pickles(tmp_path: Path) -> None:
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
     names = [f"class{i}" for i in range(100)]
-    test = {"data": np.arange(4 * 3072, dtype=np.uint32).astype(np.uint8).reshape(4, 3072),
-            "fine_labels": [99, 0, 5, 42], "coarse_labels": [1, 2, 3, 4]}
+    test = {
+        "data": np.arange(4 * 3072, dtype=np.uint32).astype(np.uint8).reshape(4, 3072),
+        "fine_labels": [99, 0, 5, 42],
+        "coarse_labels": [1, 2, 3, 4],
+    }
     (folder / "test").write_bytes(pickle.dumps(test))
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": names, "coarse_label_names": ["x"] * 20}))
     ds = load_dataset("cifar100", "test", data_root=str(tmp_path), download=False)

@@ -93,12 +93,15 @@ def test_interrupted_poison_leaves_nothing(tiny_folder, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [tiny_folder]
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--attack", "nope"], "unknown attack"),
-    (["--mix", "1.5"], "--mix"),
-    (["--kernel-size", "4"], "--kernel-size"),
-    (["--blur-parameter", "abc"], "must be a number > 0"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--attack", "nope"], "unknown attack"),
+        (["--mix", "1.5"], "--mix"),
+        (["--kernel-size", "4"], "--kernel-size"),
+        (["--blur-parameter", "abc"], "must be a number > 0"),
+    ],
+)
 def test_bad_poison_options(tiny_folder, tmp_path, capsys, args, needle):
     err = run_error(capsys, "poison", "--data", str(tiny_folder), "--out", str(tmp_path / "p"), *args)
     assert needle in err
@@ -120,7 +123,9 @@ def test_bad_inputs(tiny_folder, tmp_path, capsys):
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "unlearnable", "list"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "cuda" in result.stdout and "rsk" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "unlearnable", "poison"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "unlearnable", "poison"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -128,6 +133,7 @@ def test_interrupted_train_says_what_was_kept_and_refuses_to_restart(tiny_folder
     """Ctrl-C after the first epoch: the message names the kept epoch and the command with --resume;
     the same command without --resume is then refused, and with --resume it finishes."""
     import unlearnable.training.trainer as train_module
+
     real_save = train_module.save_checkpoint
 
     def save_then_interrupt(path, state):
@@ -135,8 +141,23 @@ def test_interrupted_train_says_what_was_kept_and_refuses_to_restart(tiny_folder
         raise KeyboardInterrupt
 
     out = tmp_path / "run"
-    argv = ["train", "--train", str(tiny_folder), "--model", "small", "--recipe", "quick", "--epochs", "2",
-            "--batch-size", "8", "--device", "cpu", "--out", str(out)]
+    argv = [
+        "train",
+        "--train",
+        str(tiny_folder),
+        "--model",
+        "small",
+        "--recipe",
+        "quick",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_interrupt)
     assert main(argv) == 130
     err = capsys.readouterr().err
@@ -171,8 +192,9 @@ def test_help_and_list_do_not_import_torch():
     """`unlearnable --help`, every `<command> --help` and `list` answer without torch, numpy, PIL or matplotlib."""
     result = subprocess.run([sys.executable, "-c", NO_HEAVY_IMPORTS], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("ok 14"), result.stderr[-2000:]
-    result = subprocess.run([sys.executable, "-m", "unlearnable", "train", "--help"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "unlearnable", "train", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and "--adversarial" in result.stdout and "resnet18" in result.stdout
 
 
@@ -183,6 +205,7 @@ def test_parser_constants_match_their_owners():
     from unlearnable.app.audit import BUDGETS
     from unlearnable.app.cli import common, protect
     from unlearnable.app.cli import list as list_command
+
     assert common.DATASET_NAMES == unlearnable.data.DATASET_NAMES
     assert common.DATASET_ALIASES == unlearnable.data.ALIASES
     assert common.BUDGET_NAMES == tuple(BUDGETS)
@@ -196,6 +219,7 @@ def test_list_names_everything_with_its_summary(capsys):
     from unlearnable.defenses import DEFENSES, STAGES
     from unlearnable.models import MODELS
     from unlearnable.training import RECIPES
+
     run_ok("list")
     lines = capsys.readouterr().out.splitlines()
     for registry in (ATTACKS, DEFENSES, MODELS, RECIPES):
@@ -206,8 +230,13 @@ def test_list_names_everything_with_its_summary(capsys):
         assert f"  {description}: {', '.join(DEFENSES.names(stage=stage))}" in lines
     assert any(line.split()[:1] == ["cifar10"] for line in lines)
     # one column for every summary
-    columns = {line.index(entry.summary) for registry in (ATTACKS, DEFENSES, MODELS, RECIPES)
-               for entry in registry.entries() for line in lines if line.endswith(entry.summary)}
+    columns = {
+        line.index(entry.summary)
+        for registry in (ATTACKS, DEFENSES, MODELS, RECIPES)
+        for entry in registry.entries()
+        for line in lines
+        if line.endswith(entry.summary)
+    }
     assert len(columns) == 1
 
 
@@ -225,21 +254,31 @@ def test_library_logs_and_warnings_are_rendered(monkeypatch, capsys):
         warnings.warn("clean source not used: gone", stacklevel=2)
         logging.getLogger("elsewhere").info("not ours")
 
-    before = (logging.getLogger("unlearnable").handlers[:], logging.getLogger("unlearnable").level, warnings.showwarning)
+    before = (
+        logging.getLogger("unlearnable").handlers[:],
+        logging.getLogger("unlearnable").level,
+        warnings.showwarning,
+    )
     monkeypatch.setattr(list_command, "run", chatty)
     run_ok("list")
     captured = capsys.readouterr()
     assert captured.out == "read 24 images\n"
-    assert captured.err.splitlines() == ["unlearnable list: warning: slow disk",
-                                         "unlearnable list: warning: clean source not used: gone"]
-    assert (logging.getLogger("unlearnable").handlers, logging.getLogger("unlearnable").level,
-            warnings.showwarning) == before
+    assert captured.err.splitlines() == [
+        "unlearnable list: warning: slow disk",
+        "unlearnable list: warning: clean source not used: gone",
+    ]
+    assert (
+        logging.getLogger("unlearnable").handlers,
+        logging.getLogger("unlearnable").level,
+        warnings.showwarning,
+    ) == before
 
 
 def test_train_defaults_on_the_cpu_and_the_cost_line(tiny_folder, tmp_path, monkeypatch, capsys):
     """Without --model / --recipe a CPU run takes small / quick and says so in one stderr line; before
     training it prints the cost from the measured speed; a finished run's --resume measures nothing."""
     import unlearnable.training.cost as cost
+
     speeds = []
 
     def fake_speed(model, shape, num_classes, device, batch_size=None):
@@ -247,15 +286,30 @@ def test_train_defaults_on_the_cpu_and_the_cost_line(tiny_folder, tmp_path, monk
         return 12.0
 
     monkeypatch.setattr(cost, "measure_speed", fake_speed)
-    argv = ["train", "--train", str(tiny_folder), "--epochs", "2", "--batch-size", "8", "--device", "cpu",
-            "--out", str(tmp_path / "run")]
+    argv = [
+        "train",
+        "--train",
+        str(tiny_folder),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     run_ok(*argv)
     captured = capsys.readouterr()
     assert speeds == [("small", (3, 16, 16), 3, "cpu", 8)]
-    assert "cost: 24 images × 2 epochs = 48 image-steps; ~4 s at ~12 images/s measured here (small, cpu)" \
+    assert (
+        "cost: 24 images × 2 epochs = 48 image-steps; ~4 s at ~12 images/s measured here (small, cpu)"
         in captured.out.splitlines()
+    )
     notes = [line for line in captured.err.splitlines() if line.startswith("unlearnable train:")]
-    assert len(notes) == 1 and "--model small --recipe quick" in notes[0] and "--model resnet18 --recipe paper" in notes[0]
+    assert (
+        len(notes) == 1 and "--model small --recipe quick" in notes[0] and "--model resnet18 --recipe paper" in notes[0]
+    )
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["config"]["model"] == "small" and results["config"]["recipe"]["name"] == "quick"
     assert results["command"] == "unlearnable " + " ".join(argv)  # for the report
@@ -265,31 +319,44 @@ def test_train_defaults_on_the_cpu_and_the_cost_line(tiny_folder, tmp_path, monk
 
 def test_cost_line():
     from unlearnable.app.cli.train import cost_line
-    assert cost_line(50_000, 60, 205, "resnet18", "cpu", "rsk+ff", {}) == \
-        "cost: 50,000 images × 60 epochs = 3.0 M image-steps; ~4.1 h at ~205 images/s measured here (resnet18, cpu)"
-    assert cost_line(50_000, 60, 205, "resnet18", "cuda:0", "rsk+ff+at-linf", {"steps": 10}, processes=2, done=20) \
-        == ("cost: 50,000 images × 40 epochs (of 60; 20 done) = 2.0 M image-steps × 11 passes (at-linf, 10 PGD "
-            "steps); ~14.9 h at ~205 images/s measured here (resnet18, cuda:0, 2 processes)")
+
+    assert (
+        cost_line(50_000, 60, 205, "resnet18", "cpu", "rsk+ff", {})
+        == "cost: 50,000 images × 60 epochs = 3.0 M image-steps; ~4.1 h at ~205 images/s measured here (resnet18, cpu)"
+    )
+    assert cost_line(50_000, 60, 205, "resnet18", "cuda:0", "rsk+ff+at-linf", {"steps": 10}, processes=2, done=20) == (
+        "cost: 50,000 images × 40 epochs (of 60; 20 done) = 2.0 M image-steps × 11 passes (at-linf, 10 PGD "
+        "steps); ~14.9 h at ~205 images/s measured here (resnet18, cuda:0, 2 processes)"
+    )
     assert cost_line(500, 1, None, "small", "cpu", "none", {}) == "cost: 500 images × 1 epoch = 500 image-steps"
 
 
 def test_measure_speed_is_quick_and_leaves_the_random_state_alone():
     from unlearnable.training.cost import measure_speed
+
     torch.manual_seed(3)
     state = torch.get_rng_state()
     speed = measure_speed("small", (3, 16, 16), 3, "cpu", batch_size=4)
     assert speed > 0 and torch.equal(torch.get_rng_state(), state)
 
 
-@pytest.mark.parametrize("argv,defense,steps,line", [
-    (["--adversarial", "linf"], "at-linf", None, "use --defense at-linf"),
-    (["--adversarial", "l2", "--defense", "rsk+ff", "--at-steps", "3"], "rsk+ff+at-l2", 3,
-     "use --defense rsk+ff+at-l2 --steps 3"),
-    (["--at-steps", "3"], "none", None, "ignored without --adversarial"),
-])
+@pytest.mark.parametrize(
+    "argv,defense,steps,line",
+    [
+        (["--adversarial", "linf"], "at-linf", None, "use --defense at-linf"),
+        (
+            ["--adversarial", "l2", "--defense", "rsk+ff", "--at-steps", "3"],
+            "rsk+ff+at-l2",
+            3,
+            "use --defense rsk+ff+at-l2 --steps 3",
+        ),
+        (["--at-steps", "3"], "none", None, "ignored without --adversarial"),
+    ],
+)
 def test_deprecated_adversarial_flags_become_the_chain(argv, defense, steps, line):
     from unlearnable.app.cli import build_parser
     from unlearnable.app.cli.train import defense_options, rewrite_deprecated
+
     args = build_parser().parse_args(["train", "--train", "x", "--out", "o", "--eps", "0.1", *argv])
     rewritten, note = rewrite_deprecated(args)
     assert rewritten.defense == defense and rewritten.steps == steps and line in note
@@ -301,14 +368,31 @@ def test_adversarial_alias_trains_exactly_as_the_chain(tiny_folder, tmp_path, mo
     """--adversarial linf --eps E --at-steps S is --defense at-linf --eps E --steps S, bit for bit, with one
     deprecation line; with a hook already in --defense it is a usage error."""
     import unlearnable.training.cost as cost
+
     monkeypatch.setattr(cost, "measure_speed", lambda *args, **kwargs: 100.0)
-    common = ["train", "--train", str(tiny_folder), "--model", "small", "--recipe", "quick", "--epochs", "1",
-              "--batch-size", "8", "--device", "cpu", "--eps", "0.02"]
+    common = [
+        "train",
+        "--train",
+        str(tiny_folder),
+        "--model",
+        "small",
+        "--recipe",
+        "quick",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--eps",
+        "0.02",
+    ]
     run_ok(*common, "--adversarial", "linf", "--at-steps", "2", "--out", str(tmp_path / "old"))
     err = capsys.readouterr().err.splitlines()
     assert [line for line in err if "deprecated" in line] == [
         "unlearnable train: warning: --adversarial linf --at-steps 2 is deprecated and will be removed; use "
-        "--defense at-linf --steps 2 (the same training)"]
+        "--defense at-linf --steps 2 (the same training)"
+    ]
     run_ok(*common, "--defense", "at-linf", "--steps", "2", "--out", str(tmp_path / "new"))
     old, new = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("old", "new"))
     assert old["config"]["defense"] == new["config"]["defense"] == "at-linf"
@@ -325,6 +409,7 @@ def test_train_defaults_follow_the_device(monkeypatch):
     from types import SimpleNamespace
 
     from unlearnable.app.cli.train import resolve_defaults
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_defaults(SimpleNamespace(model=None, recipe=None, device=None)) == ("resnet18", "paper", None)
     assert resolve_defaults(SimpleNamespace(model="small", recipe=None, device="cuda:0")) == ("small", "paper", None)
@@ -333,7 +418,11 @@ def test_train_defaults_follow_the_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     model, recipe, note = resolve_defaults(SimpleNamespace(model="resnet18", recipe=None, device=None))
     assert (model, recipe) == ("resnet18", "quick") and "--recipe quick" in note and "--model" not in note
-    assert resolve_defaults(SimpleNamespace(model="vgg16-bn", recipe="paper", device=None)) == ("vgg16-bn", "paper", None)
+    assert resolve_defaults(SimpleNamespace(model="vgg16-bn", recipe="paper", device=None)) == (
+        "vgg16-bn",
+        "paper",
+        None,
+    )
 
 
 # --- train's defense options ------------------------------------------------------------------
@@ -341,11 +430,27 @@ def test_train_defaults_follow_the_device(monkeypatch):
 
 def test_cli_defense_options_and_list(capsys: pytest.CaptureFixture) -> None:
     parser = build_parser()
-    args = parser.parse_args(["train", "--train", "x", "--out", "o", "--defense", "rsk+ff+at-linf", "--eps",
-                              str(8 / 255), "--steps", "5"])
+    args = parser.parse_args(
+        ["train", "--train", "x", "--out", "o", "--defense", "rsk+ff+at-linf", "--eps", str(8 / 255), "--steps", "5"]
+    )
     assert defense_options(args) == {"eps": 8 / 255, "steps": 5}
-    args = parser.parse_args(["train", "--train", "x", "--out", "o", "--adversarial", "linf", "--eps", "0.1",
-                              "--filter-size", "3", "--mix-alpha", "0.4"])
+    args = parser.parse_args(
+        [
+            "train",
+            "--train",
+            "x",
+            "--out",
+            "o",
+            "--adversarial",
+            "linf",
+            "--eps",
+            "0.1",
+            "--filter-size",
+            "3",
+            "--mix-alpha",
+            "0.4",
+        ]
+    )
     assert defense_options(args) == {"filter_size": 3, "mix_alpha": 0.4}  # --eps belongs to --adversarial
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -39,8 +39,28 @@ def template(tmp_path_factory: pytest.TempPathFactory, image_folder) -> Path:
         assert main(["poison", "--data", str(root / "tiny"), "--out", str(root / "saved")]) == 0
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        assert main(["train", "--train", str(root / "saved"), "--model", "small", "--recipe", "quick",
-                     "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--out", str(root / "run")]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--train",
+                    str(root / "saved"),
+                    "--model",
+                    "small",
+                    "--recipe",
+                    "quick",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(root / "run"),
+                ]
+            )
+            == 0
+        )
         torch.set_num_threads(threads)
     finally:
         if old is None:
@@ -60,17 +80,20 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 # Setups that damage the workspace before the command runs (the snapshot is taken after them).
 
+
 def edit_meta(**fields) -> Callable[[Path], None]:
     def setup(root: Path) -> None:
         meta = json.loads((root / "saved" / "meta.json").read_text())
         meta.update(fields)
         (root / "saved" / "meta.json").write_text(json.dumps(meta))
+
     return setup
 
 
 def labels(values) -> Callable[[Path], None]:
     def setup(root: Path) -> None:
         np.save(root / "saved" / "labels.npy", np.asarray(values(np.load(root / "saved" / "labels.npy"))))
+
     return setup
 
 
@@ -94,6 +117,7 @@ def results_not_json(root: Path) -> None:
 
 def user_png(root: Path) -> None:
     from PIL import Image
+
     Image.new("RGB", (4, 4)).save(root / "mine.png")
 
 
@@ -115,17 +139,42 @@ FLOAT_LABELS = labels(lambda y: y.astype(np.float32))
 SHORT_LABELS = labels(lambda y: y[:-1])
 
 CORRUPT_SAVED = [
-    (NAN_KERNELS, "kernels"), (THREE_KERNELS_FOR_TWO, "kernels"), (FEWER_CLASSES, "labels"),
-    (BAD_POISONED, "poisoned_indices"), (LABELS_OUT_OF_RANGE, "labels"), (NEGATIVE_LABELS, "labels"),
-    (FLOAT_LABELS, "labels"), (SHORT_LABELS, "labels"), (empty_images, "images"),
-    (truncated_images, "images"), (edit_meta(classes="cat"), "classes"), (edit_meta(source="weird"), "source"),
-    (edit_meta(source={"spec": 5}), "source"), (edit_meta(params={"kernel_size": "x"}), "kernel_size"),
-    (edit_meta(attack=5), "attack"), (edit_meta(seed="abc"), "seed"),
+    (NAN_KERNELS, "kernels"),
+    (THREE_KERNELS_FOR_TWO, "kernels"),
+    (FEWER_CLASSES, "labels"),
+    (BAD_POISONED, "poisoned_indices"),
+    (LABELS_OUT_OF_RANGE, "labels"),
+    (NEGATIVE_LABELS, "labels"),
+    (FLOAT_LABELS, "labels"),
+    (SHORT_LABELS, "labels"),
+    (empty_images, "images"),
+    (truncated_images, "images"),
+    (edit_meta(classes="cat"), "classes"),
+    (edit_meta(source="weird"), "source"),
+    (edit_meta(source={"spec": 5}), "source"),
+    (edit_meta(params={"kernel_size": "x"}), "kernel_size"),
+    (edit_meta(attack=5), "attack"),
+    (edit_meta(seed="abc"), "seed"),
 ]
 
 POISON = ["poison", "--data", "tiny"]
-RUN_AGAIN = ["train", "--train", "saved", "--model", "small", "--recipe", "quick", "--epochs", "1", "--batch-size", "8",
-             "--device", "cpu", "--out", "run"]
+RUN_AGAIN = [
+    "train",
+    "--train",
+    "saved",
+    "--model",
+    "small",
+    "--recipe",
+    "quick",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+    "--out",
+    "run",
+]
 """The command that made run/ in the workspace."""
 CASES = {
     # poison: outputs that would lose data
@@ -135,8 +184,11 @@ CASES = {
     "poison: --out is the input": (["poison", "--data", "saved", "--out", "saved", "--overwrite"], "input", None),
     "poison: --out contains the input": (POISON + ["--out", ".", "--overwrite"], "input", None),
     "poison: --out inside the input": (POISON + ["--out", "tiny/protected"], "inside", None),
-    "poison: --overwrite a saved dataset the user added to": (POISON + ["--out", "saved", "--overwrite"],
-                                                              "did not write", saved_with_extra_file),
+    "poison: --overwrite a saved dataset the user added to": (
+        POISON + ["--out", "saved", "--overwrite"],
+        "did not write",
+        saved_with_extra_file,
+    ),
     # poison: parameters
     "poison: --mix 0": (POISON + ["--out", "p", "--mix", "0"], "--mix", None),
     "poison: --mix nan": (POISON + ["--out", "p", "--mix", "nan"], "--mix", None),
@@ -151,8 +203,14 @@ CASES = {
     "poison: --attack unknown": (POISON + ["--out", "p", "--attack", "nope"], "unknown attack", None),
     "poison: --eps for cuda": (POISON + ["--out", "p", "--eps", "0.1"], "--eps", None),
     "poison: missing data": (["poison", "--data", "nowhere", "--out", "p"], "nowhere", None),
-    **{f"poison: corrupt saved input ({needle}, {setup.__name__ if hasattr(setup, '__name__') else i})":
-       (["poison", "--data", "saved", "--out", "p"], needle, setup) for i, (setup, needle) in enumerate(CORRUPT_SAVED)},
+    **{
+        f"poison: corrupt saved input ({needle}, {setup.__name__ if hasattr(setup, '__name__') else i})": (
+            ["poison", "--data", "saved", "--out", "p"],
+            needle,
+            setup,
+        )
+        for i, (setup, needle) in enumerate(CORRUPT_SAVED)
+    },
     # train
     "train: --model unknown": (["train", "--train", "saved", "--model", "nope", "--out", "r"], "unknown model", None),
     "train: --defense unknown": (["train", "--train", "saved", "--defense", "nope", "--out", "r"], "nope", None),
@@ -160,45 +218,96 @@ CASES = {
     "train: --epochs 0": (["train", "--train", "saved", "--epochs", "0", "--out", "r"], "--epochs", None),
     "train: --batch-size -1": (["train", "--train", "saved", "--batch-size", "-1", "--out", "r"], "--batch-size", None),
     "train: --lr 0": (["train", "--train", "saved", "--lr", "0", "--out", "r"], "--lr", None),
-    "train: --train-per-class 0": (["train", "--train", "saved", "--train-per-class", "0", "--out", "r"],
-                                   "--train-per-class", None),
-    "train: --train-per-class -1": (["train", "--train", "saved", "--train-per-class", "-1", "--out", "r"],
-                                    "--train-per-class", None),
-    "train: --seed huge": (["train", "--train", "saved", "--seed", "100000000000000000000", "--out", "r"], "--seed", None),
+    "train: --train-per-class 0": (
+        ["train", "--train", "saved", "--train-per-class", "0", "--out", "r"],
+        "--train-per-class",
+        None,
+    ),
+    "train: --train-per-class -1": (
+        ["train", "--train", "saved", "--train-per-class", "-1", "--out", "r"],
+        "--train-per-class",
+        None,
+    ),
+    "train: --seed huge": (
+        ["train", "--train", "saved", "--seed", "100000000000000000000", "--out", "r"],
+        "--seed",
+        None,
+    ),
     "train: --device foo": (["train", "--train", "saved", "--device", "foo", "--out", "r"], "--device", None),
-    "train: --filter-size 4": (["train", "--train", "saved", "--filter-size", "4", "--out", "r"], "--filter-size", None),
+    "train: --filter-size 4": (
+        ["train", "--train", "saved", "--filter-size", "4", "--out", "r"],
+        "--filter-size",
+        None,
+    ),
     "train: missing data": (["train", "--train", "nowhere", "--out", "r"], "nowhere", None),
-    "train: --adversarial with a hook in --defense": (["train", "--train", "saved", "--defense", "rsk+dat",
-                                                       "--adversarial", "linf", "--out", "r"], "drop --adversarial",
-                                                      None),
-    "train: --at-steps and --steps disagree": (["train", "--train", "saved", "--adversarial", "linf", "--at-steps", "3",
-                                                "--steps", "4", "--out", "r"], "--steps only", None),
+    "train: --adversarial with a hook in --defense": (
+        ["train", "--train", "saved", "--defense", "rsk+dat", "--adversarial", "linf", "--out", "r"],
+        "drop --adversarial",
+        None,
+    ),
+    "train: --at-steps and --steps disagree": (
+        ["train", "--train", "saved", "--adversarial", "linf", "--at-steps", "3", "--steps", "4", "--out", "r"],
+        "--steps only",
+        None,
+    ),
     "train: over a finished run": (RUN_AGAIN, "holds a finished run", None),
     "train: --resume, damaged checkpoint": (RUN_AGAIN + ["--resume"], "checkpoint.pt", truncated_checkpoint),
     "train: --resume, damaged results.json": (RUN_AGAIN + ["--resume"], "results.json", results_not_json),
-    "train: --resume with other data": (["train", "--train", "tiny", "--model", "small", "--recipe", "quick",
-                                         "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--out", "run",
-                                         "--resume"], "training data", None),
-    "train: --resume with another recipe field": (RUN_AGAIN[:-2] + ["--lr", "0.5", "--out", "run", "--resume"],
-                                                  "recipe.lr", None),
-    **{f"train: corrupt saved input ({needle}, {i})":
-       (["train", "--train", "saved", "--model", "small", "--out", "r"], needle, setup)
-       for i, (setup, needle) in enumerate(CORRUPT_SAVED)},
+    "train: --resume with other data": (
+        [
+            "train",
+            "--train",
+            "tiny",
+            "--model",
+            "small",
+            "--recipe",
+            "quick",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            "run",
+            "--resume",
+        ],
+        "training data",
+        None,
+    ),
+    "train: --resume with another recipe field": (
+        RUN_AGAIN[:-2] + ["--lr", "0.5", "--out", "run", "--resume"],
+        "recipe.lr",
+        None,
+    ),
+    **{
+        f"train: corrupt saved input ({needle}, {i})": (
+            ["train", "--train", "saved", "--model", "small", "--out", "r"],
+            needle,
+            setup,
+        )
+        for i, (setup, needle) in enumerate(CORRUPT_SAVED)
+    },
     # show: the picture never goes over an input or a file of the user's
     "show: --out over the images": (["show", "saved", "--out", "saved/images.npy"], "--out", None),
     "show: --out inside the dataset": (["show", "saved", "--out", "saved/samples.png"], "inside", None),
     "show: --out over a user's PNG": (["show", "saved", "--out", "mine.png"], "not written by unlearnable", user_png),
     "show: --per-class 0": (["show", "saved", "--per-class", "0"], "--per-class", None),
     "show: not a saved dataset": (["show", "tiny"], "not a saved dataset", None),
-    **{f"show: corrupt saved input ({needle}, {i})": (["show", "saved", "--out", "s.png"], needle, setup)
-       for i, (setup, needle) in enumerate(CORRUPT_SAVED)},
+    **{
+        f"show: corrupt saved input ({needle}, {i})": (["show", "saved", "--out", "s.png"], needle, setup)
+        for i, (setup, needle) in enumerate(CORRUPT_SAVED)
+    },
     # recover
     "recover: --out is the input": (["recover", "saved", "--out", "saved", "--overwrite"], "input", None),
     "recover: --out exists": (["recover", "saved", "--out", "notes"], "--overwrite", None),
     "recover: --kernel-size 0": (["recover", "saved", "--out", "r", "--kernel-size", "0"], "--kernel-size", None),
     "recover: --kernel-size 11": (["recover", "saved", "--out", "r", "--kernel-size", "11"], "--kernel-size", None),
-    "recover: --regularization 0": (["recover", "saved", "--out", "r", "--regularization", "0"], "--regularization",
-                                    None),
+    "recover: --regularization 0": (
+        ["recover", "saved", "--out", "r", "--regularization", "0"],
+        "--regularization",
+        None,
+    ),
     # report
     "report: not a run": (["report", "notes", "--out", "rep"], "not a training run", None),
     "report: missing run": (["report", "nowhere", "--out", "rep"], "nowhere", None),
@@ -209,37 +318,74 @@ CASES = {
     "detect: --max-images 0": (["detect", "saved", "--max-images", "0"], "--max-images", None),
     "detect: --device foo": (["detect", "saved", "--device", "foo"], "--device", None),
     "detect: --out inside the input": (["detect", "saved", "--out", "saved"], "inside", None),
-    "detect: --out over a user's file": (["detect", "saved", "--out", "notes"], "not written by unlearnable",
-                                         lambda root: (root / "notes" / "detect.json").write_text("{}")),
-    **{f"detect: corrupt saved input ({needle}, {i})": (["detect", "saved"], needle, setup)
-       for i, (setup, needle) in enumerate(CORRUPT_SAVED)},
+    "detect: --out over a user's file": (
+        ["detect", "saved", "--out", "notes"],
+        "not written by unlearnable",
+        lambda root: (root / "notes" / "detect.json").write_text("{}"),
+    ),
+    **{
+        f"detect: corrupt saved input ({needle}, {i})": (["detect", "saved"], needle, setup)
+        for i, (setup, needle) in enumerate(CORRUPT_SAVED)
+    },
     # audit, reproduce, compare, demo: bad arguments refused before any data is copied
     "audit: --seed -1": (["audit", "saved", "--seed", "-1", "--out", "a"], "--seed", None),
     "audit: --device foo": (["audit", "saved", "--device", "foo", "--out", "a"], "--device", None),
     "audit: missing data": (["audit", "nowhere", "--out", "a"], "nowhere", None),
     "audit: --out inside the data": (["audit", "saved", "--out", "saved/audit"], "inside the input", None),
-    "reproduce: --out inside the data": (["reproduce", "--dataset", "tiny", "--out", "tiny/t1"], "inside the input",
-                                         None),
-    "compare: --out is the data": (["compare", "--data", "tiny", "--poisons", "cuda", "--out", "tiny"],
-                                   "inside the input", None),
+    "reproduce: --out inside the data": (
+        ["reproduce", "--dataset", "tiny", "--out", "tiny/t1"],
+        "inside the input",
+        None,
+    ),
+    "compare: --out is the data": (
+        ["compare", "--data", "tiny", "--poisons", "cuda", "--out", "tiny"],
+        "inside the input",
+        None,
+    ),
     "reproduce: --epochs 0": (["reproduce", "--dataset", "tiny", "--epochs", "0", "--out", "o"], "--epochs", None),
-    "reproduce: --model unknown": (["reproduce", "--dataset", "tiny", "--model", "nope", "--out", "o"],
-                                   "unknown model", None),
+    "reproduce: --model unknown": (
+        ["reproduce", "--dataset", "tiny", "--model", "nope", "--out", "o"],
+        "unknown model",
+        None,
+    ),
     "reproduce: --recipe unknown": (["reproduce", "--dataset", "tiny", "--recipe", "nope", "--out", "o"], "nope", None),
     "reproduce: --device foo": (["reproduce", "--dataset", "tiny", "--device", "foo", "--out", "o"], "--device", None),
     "compare: --poisons unknown": (["compare", "--data", "tiny", "--poisons", "nope", "--out", "c"], "nope", None),
     "compare: --defenses unknown": (["compare", "--data", "tiny", "--defenses", "nope", "--out", "c"], "nope", None),
     "demo: --device foo": (["demo", "--data", "tiny", "--device", "foo", "--out", "d"], "--device", None),
     # prepare
-    "prepare: --image-size huge": (["prepare", "imagenet100", "--data-root", "tiny", "--out", "s", "--image-size",
-                                    "100000"], "--image-size", None),
-    "prepare: --chunk-size 0": (["prepare", "imagenet100", "--data-root", "tiny", "--out", "s", "--chunk-size", "0"],
-                                "--chunk-size", None),
-    "prepare: chunk too large": (["prepare", "imagenet100", "--data-root", "tiny", "--out", "s", "--chunk-size",
-                                  "65536", "--image-size", "1024"], "--chunk-size", None),
+    "prepare: --image-size huge": (
+        ["prepare", "imagenet100", "--data-root", "tiny", "--out", "s", "--image-size", "100000"],
+        "--image-size",
+        None,
+    ),
+    "prepare: --chunk-size 0": (
+        ["prepare", "imagenet100", "--data-root", "tiny", "--out", "s", "--chunk-size", "0"],
+        "--chunk-size",
+        None,
+    ),
+    "prepare: chunk too large": (
+        [
+            "prepare",
+            "imagenet100",
+            "--data-root",
+            "tiny",
+            "--out",
+            "s",
+            "--chunk-size",
+            "65536",
+            "--image-size",
+            "1024",
+        ],
+        "--chunk-size",
+        None,
+    ),
     "prepare: missing root": (["prepare", "imagenet100", "--data-root", "nowhere", "--out", "s"], "nowhere", None),
-    "prepare: --out inside the root": (["prepare", "imagenet100", "--data-root", "tiny", "--out", "tiny/store"],
-                                       "inside", None),
+    "prepare: --out inside the root": (
+        ["prepare", "imagenet100", "--data-root", "tiny", "--out", "tiny/store"],
+        "inside",
+        None,
+    ),
     # protect / verify (tiny/train is a folder of class folders)
     "protect: --out is the input": (["protect", "tiny/train", "--out", "tiny/train"], "PHOTOS", None),
     "protect: --out inside the input": (["protect", "tiny/train", "--out", "tiny/train/pub"], "inside", None),
@@ -247,14 +393,20 @@ CASES = {
     "protect: --out a user's folder": (["protect", "tiny/train", "--out", "notes", "--overwrite"], "notes", None),
     "protect: --out a file": (["protect", "tiny/train", "--out", "afile.txt"], "afile.txt", None),
     "protect: --key inside --out": (["protect", "tiny/train", "--out", "pub", "--key", "pub/k.json"], "key", None),
-    "protect: --key over a user's file": (["protect", "tiny/train", "--out", "pub", "--key", "afile.txt",
-                                           "--overwrite"], "afile.txt", None),
+    "protect: --key over a user's file": (
+        ["protect", "tiny/train", "--out", "pub", "--key", "afile.txt", "--overwrite"],
+        "afile.txt",
+        None,
+    ),
     "protect: --strength unknown": (["protect", "tiny/train", "--out", "pub", "--strength", "max"], "--strength", None),
     "protect: --seed -1": (["protect", "tiny/train", "--out", "pub", "--seed", "-1"], "--seed", None),
     "protect: --workers 0": (["protect", "tiny/train", "--out", "pub", "--workers", "0"], "--workers", None),
     "protect: missing folder": (["protect", "nowhere", "--out", "pub"], "nowhere", None),
-    "protect: a partial folder of the user's": (["protect", "tiny/train", "--out", "pub"], ".pub.partial",
-                                                lambda root: shutil.copytree(root / "notes", root / ".pub.partial")),
+    "protect: a partial folder of the user's": (
+        ["protect", "tiny/train", "--out", "pub"],
+        ".pub.partial",
+        lambda root: shutil.copytree(root / "notes", root / ".pub.partial"),
+    ),
     "verify: missing key": (["verify", "tiny/train", "--key", "nokey.json"], "nokey.json", None),
     "verify: not a key": (["verify", "tiny/train", "--key", "afile.txt"], "afile.txt", None),
     # every command: unknown options and missing arguments are usage errors

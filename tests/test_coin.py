@@ -50,8 +50,12 @@ def _loop_displace(x: np.ndarray, fields: np.ndarray) -> np.ndarray:
                 r, c = int(np.floor(row)), int(np.floor(col))
                 a, t = row - r, col - c
                 r0, r1, c0, c1 = r % height, (r + 1) % height, c % width, (c + 1) % width
-                out[b, :, i, j] = ((1 - a) * (1 - t) * x[b, :, r0, c0] + (1 - a) * t * x[b, :, r0, c1]
-                                   + a * (1 - t) * x[b, :, r1, c0] + a * t * x[b, :, r1, c1])
+                out[b, :, i, j] = (
+                    (1 - a) * (1 - t) * x[b, :, r0, c0]
+                    + (1 - a) * t * x[b, :, r0, c1]
+                    + a * (1 - t) * x[b, :, r1, c0]
+                    + a * t * x[b, :, r1, c1]
+                )
     return out
 
 
@@ -66,8 +70,13 @@ def test_displace_matches_scipy_map_coordinates(published_wrap, scipy_mode):
     x = torch.rand((2, 3, 6, 9), generator=_generator(3), dtype=torch.float64)
     fields = sample_displacements(2, 6, 9, 2.5, generator=_generator(4), dtype=torch.float64)
     rows, cols = np.meshgrid(np.arange(6), np.arange(9), indexing="ij")
-    expected = [[scipy.ndimage.map_coordinates(channel, [rows + field[1], cols + field[0]], order=1, mode=scipy_mode)
-                 for channel in image] for image, field in zip(x.numpy(), fields.numpy())]
+    expected = [
+        [
+            scipy.ndimage.map_coordinates(channel, [rows + field[1], cols + field[0]], order=1, mode=scipy_mode)
+            for channel in image
+        ]
+        for image, field in zip(x.numpy(), fields.numpy())
+    ]
     np.testing.assert_allclose(displace(x, fields, published_wrap).numpy(), np.array(expected), atol=1e-12)
 
 
@@ -88,7 +97,7 @@ def test_displacement_statistics():
     for d in (dx, dy):
         assert d.min() >= -alpha and d.max() < alpha
         assert d.mean() == pytest.approx(0, abs=0.01)
-        assert d.var() == pytest.approx(alpha ** 2 / 3, rel=0.01)
+        assert d.var() == pytest.approx(alpha**2 / 3, rel=0.01)
         assert scipy.stats.kstest(d[:20000], scipy.stats.uniform(-alpha, 2 * alpha).cdf).pvalue > 1e-3
     assert abs(np.corrcoef(dx, dy)[0, 1]) < 0.01
     again = sample_displacements(4000, 8, 8, alpha, generator=_generator(6), dtype=torch.float64)
@@ -121,7 +130,7 @@ def test_coin_rounds_the_warp_and_shares_the_field_across_channels():
 
 def _published_coin(image: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """The published COIN_trans on one H×W×3 uint8 image, with the given fields instead of np.random."""
-    image = image.astype(np.float32) / 255.
+    image = image.astype(np.float32) / 255.0
     shape = image.shape
     dx, dy = dx[..., np.newaxis], dy[..., np.newaxis]
     x, y, z = np.meshgrid(np.arange(shape[1]), np.arange(shape[0]), np.arange(shape[2]))
@@ -134,8 +143,12 @@ def test_coin_published_quirks_match_the_published_code():
     images = _uint8_images((6, 3, 32, 32), seed=10)
     out = Coin(published_quirks=True)(to_unit_float(images), _generator(11))
     fields = sample_displacements(6, 32, 32, 2.0, generator=_generator(11)).numpy()
-    expected = np.stack([_published_coin(image.permute(1, 2, 0).numpy(), field[0], field[1]).transpose(2, 0, 1)
-                         for image, field in zip(images, fields)])
+    expected = np.stack(
+        [
+            _published_coin(image.permute(1, 2, 0).numpy(), field[0], field[1]).transpose(2, 0, 1)
+            for image, field in zip(images, fields)
+        ]
+    )
     np.testing.assert_array_equal(_levels(out), expected)
 
 
@@ -154,7 +167,6 @@ def test_coin_severity_maps_to_alpha():
     assert Coin().alpha == 2.0 and Coin(severity=4).alpha == 2.0
     assert [Coin(severity=s).alpha for s in range(1, 8)] == [0.8, 1.2, 1.6, 2.0, 2.4, 2.8, 3.2]
     assert repr(Coin(alpha=1.5)) == "Coin(alpha=1.5, published_quirks=False)"
-
 
 
 # --- devices -----------------------------------------------------------------------------------

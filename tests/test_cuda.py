@@ -59,14 +59,15 @@ def test_partial_poisoning_selects_the_published_images(mix):
         assert 0 < poisoned.sum() < 1000
 
 
-def per_image_cuda(images: torch.Tensor, labels: torch.Tensor, kernels: np.ndarray,
-                   poisoned: np.ndarray, grayscale: bool = False) -> torch.Tensor:
+def per_image_cuda(
+    images: torch.Tensor, labels: torch.Tensor, kernels: np.ndarray, poisoned: np.ndarray, grayscale: bool = False
+) -> torch.Tensor:
     """Straightforward reference: one conv2d per image on x/255, as the published generator does."""
     out = images.clone()
     k = kernels.shape[-1]
     c = images.shape[1]
     for i in np.flatnonzero(poisoned):
-        x = images[i:i + 1].float() / 255
+        x = images[i : i + 1].float() / 255
         w = torch.from_numpy(kernels[labels[i]]).expand(c, 1, k, k)
         y = F.conv2d(x, w, padding=k // 2, groups=c)
         if grayscale:
@@ -91,9 +92,16 @@ def assert_matches_reference(ours: torch.Tensor, ref: torch.Tensor) -> None:
     assert (diff == 0).float().mean().item() > 0.999
 
 
-@pytest.mark.parametrize("kernel_size,mix,grayscale,channels", [
-    (3, 1.0, False, 3), (3, 0.5, False, 3), (3, 1.0, True, 3), (5, 1.0, False, 3), (3, 1.0, False, 1),
-])
+@pytest.mark.parametrize(
+    "kernel_size,mix,grayscale,channels",
+    [
+        (3, 1.0, False, 3),
+        (3, 0.5, False, 3),
+        (3, 1.0, True, 3),
+        (5, 1.0, False, 3),
+        (3, 1.0, False, 1),
+    ],
+)
 def test_batched_cuda_equals_per_image_reference(kernel_size, mix, grayscale, channels):
     images, labels = random_set(600, channels)
     p = cuda_poison(images, labels, 10, kernel_size=kernel_size, mix=mix, grayscale=grayscale, device="cpu")
@@ -144,14 +152,22 @@ def test_stripe_kernels(name, axis):
         rest = k.copy()
         rest[stripe] = 0
         assert not rest.any()
-    assert_matches_reference(p.images, per_image_cuda(images, labels, kernels.astype(np.float32),
-                                                      np.ones(100, bool)))
+    assert_matches_reference(p.images, per_image_cuda(images, labels, kernels.astype(np.float32), np.ones(100, bool)))
 
 
-@pytest.mark.parametrize("params", [
-    {"kernel_size": 4}, {"kernel_size": 0}, {"kernel_size": 41}, {"blur_parameter": -0.1},
-    {"blur_parameter": 1.5}, {"mix": 1.2}, {"mix": -0.1}, {"seed": -1},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"kernel_size": 4},
+        {"kernel_size": 0},
+        {"kernel_size": 41},
+        {"blur_parameter": -0.1},
+        {"blur_parameter": 1.5},
+        {"mix": 1.2},
+        {"mix": -0.1},
+        {"seed": -1},
+    ],
+)
 def test_out_of_range_parameters_are_refused(params):
     images, labels = random_set(4)
     with pytest.raises(UserInputError):

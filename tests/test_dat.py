@@ -40,8 +40,9 @@ def test_deconvolve_matches_conv_transpose_modules() -> None:
             expected = layer(image.unsqueeze(1)).squeeze(1)  # each channel alone, the same filter
         torch.testing.assert_close(got, expected)
     rescaled = rescale_per_image(out)
-    assert torch.allclose(rescaled.flatten(1).amin(1), torch.zeros(5)) and torch.allclose(rescaled.flatten(1).amax(1),
-                                                                                          torch.ones(5))
+    assert torch.allclose(rescaled.flatten(1).amin(1), torch.zeros(5)) and torch.allclose(
+        rescaled.flatten(1).amax(1), torch.ones(5)
+    )
 
 
 def test_dat_raises_each_class_loss_and_keeps_filters_bounded(model_and_batch) -> None:
@@ -67,6 +68,7 @@ def test_dat_hook_output(model_and_batch) -> None:
     assert out.shape == x.shape and not out.requires_grad and torch.equal(out, again)
     assert torch.allclose(out.flatten(1).amin(1), torch.zeros(len(x)))
     assert torch.allclose(out.flatten(1).amax(1), torch.ones(len(x)))
-    soft = DeconvolutionAT(filter_size=3, steps=2)(model, x, F.one_hot(y, 4).float(), torch.Generator().manual_seed(0),
-                                                   normalize)
+    soft = DeconvolutionAT(filter_size=3, steps=2)(
+        model, x, F.one_hot(y, 4).float(), torch.Generator().manual_seed(0), normalize
+    )
     torch.testing.assert_close(soft, out)  # one-hot targets act as the labels

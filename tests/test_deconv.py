@@ -37,7 +37,7 @@ def smooth_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     fy = torch.fft.fftfreq(size)[:, None]
     fx = torch.fft.rfftfreq(size)[None, :]
-    amplitude = 1 / (fy ** 2 + fx ** 2).sqrt().clamp_min(1 / size)
+    amplitude = 1 / (fy**2 + fx**2).sqrt().clamp_min(1 / size)
     noise = torch.randn(n, 3, size, size // 2 + 1, 2, generator=g)
     x = torch.fft.irfft2(torch.view_as_complex(noise) * amplitude, s=(size, size))
     x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True)
@@ -121,24 +121,31 @@ def test_wiener_with_true_kernels_raises_psnr(poisoned):
     restored = wiener_deconvolve(images[:200], labels[:200], true)
     assert restored.dtype == torch.uint8 and restored.shape == images[:200].shape
     assert int(restored.amax()) == 255
+
     # Compare shapes, not brightness: CUDA rescaled every image by its max, so match the gain first.
     def fitted(a: torch.Tensor) -> torch.Tensor:
         a, b = a.double(), clean[:200].double()
         gain = (a * b).sum(dim=(1, 2, 3), keepdim=True) / a.square().sum(dim=(1, 2, 3), keepdim=True)
         return (a * gain).clamp(0, 255).round().to(torch.uint8)
-    gain = psnr_per_image(fitted(restored), clean[:200]).mean() - psnr_per_image(fitted(images[:200]), clean[:200]).mean()
+
+    gain = (
+        psnr_per_image(fitted(restored), clean[:200]).mean() - psnr_per_image(fitted(images[:200]), clean[:200]).mean()
+    )
     assert float(gain) > 3.0
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda x, y: estimate_kernels(x.float(), y, CLASSES, 3), "uint8"),
-    (lambda x, y: estimate_kernels(x, y[:-1], CLASSES, 3), "labels"),
-    (lambda x, y: estimate_kernels(x, y, CLASSES + 1, 3), "every class"),
-    (lambda x, y: estimate_kernels(x, y, CLASSES, 4), "kernel-size"),
-    (lambda x, y: estimate_kernels(x, y, CLASSES, 3, method="blind"), "unknown deconv method"),
-    (lambda x, y: wiener_deconvolve(x, y, torch.ones(CLASSES, 3, 3), regularization=0.0), "regularization"),
-    (lambda x, y: wiener_deconvolve(x, y, torch.ones(CLASSES, 2, 2)), "odd k"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda x, y: estimate_kernels(x.float(), y, CLASSES, 3), "uint8"),
+        (lambda x, y: estimate_kernels(x, y[:-1], CLASSES, 3), "labels"),
+        (lambda x, y: estimate_kernels(x, y, CLASSES + 1, 3), "every class"),
+        (lambda x, y: estimate_kernels(x, y, CLASSES, 4), "kernel-size"),
+        (lambda x, y: estimate_kernels(x, y, CLASSES, 3, method="blind"), "unknown deconv method"),
+        (lambda x, y: wiener_deconvolve(x, y, torch.ones(CLASSES, 3, 3), regularization=0.0), "regularization"),
+        (lambda x, y: wiener_deconvolve(x, y, torch.ones(CLASSES, 2, 2)), "odd k"),
+    ],
+)
 def test_bad_input_raises_one_line(poisoned, call, message):
     _, images, labels, _ = poisoned
     with pytest.raises(UserInputError, match=message) as info:
@@ -164,8 +171,12 @@ def test_deconvolver_fit_transform_is_the_border_recipe(poisoned, kernel_size):
     out = fitted.transform(_dataset(images, labels))
     assert torch.equal(out.images, expected) and torch.equal(out.labels, labels)
     assert out.meta["attack"] == "cuda" and out.meta["deconv"] == {
-        "kernels": kernels.tolist(), "kernel_size": 3, "regularization": 0.02, "method": "border",
-        "deconvolved": int(mask.sum())}
+        "kernels": kernels.tolist(),
+        "kernel_size": 3,
+        "regularization": 0.02,
+        "method": "border",
+        "deconvolved": int(mask.sum()),
+    }
     assert torch.equal(Deconvolver(kernel_size, 0.02).fit_transform(_dataset(images, labels)).images, expected)
     assert torch.equal(recover(_dataset(images, labels), kernel_size, 0.02).images, expected)
     assert torch.equal(Deconvolve(kernel_size, 0.02)(_dataset(images, labels)).images, expected)
@@ -191,18 +202,22 @@ def test_deconvolver_needs_fit_and_checks_its_options(poisoned):
         Deconvolver().transform(_dataset(images[:40], labels[:40]))
     with pytest.raises(UserInputError, match="not fitted yet"):
         Deconvolver().state_dict()
-    for options, message in [({"kernel_size": "3"}, "Deconvolve: kernel_size must be None or an odd integer ≥ 1 (got '3')"),
-                             ({"kernel_size": 4}, "Deconvolve: kernel_size must be None or an odd integer ≥ 1 (got 4)"),
-                             ({"regularization": 0}, "Deconvolve: regularization must be a number > 0 (got 0)"),
-                             ({"method": "blind"}, "Deconvolve: method must be one of 'border', 'spectrum' (got 'blind')")]:
+    for options, message in [
+        ({"kernel_size": "3"}, "Deconvolve: kernel_size must be None or an odd integer ≥ 1 (got '3')"),
+        ({"kernel_size": 4}, "Deconvolve: kernel_size must be None or an odd integer ≥ 1 (got 4)"),
+        ({"regularization": 0}, "Deconvolve: regularization must be a number > 0 (got 0)"),
+        ({"method": "blind"}, "Deconvolve: method must be one of 'border', 'spectrum' (got 'blind')"),
+    ]:
         with pytest.raises(UserInputError) as info:
             Deconvolve(**options)
         assert str(info.value) == message
     with pytest.raises(UserInputError, match="^Deconvolver: kernel_size"):
         Deconvolver(kernel_size=2.0)
     assert repr(Deconvolver()) == "Deconvolver(kernel_size=None, regularization=0.01, method='border')"
-    assert repr(training_defense("deconv-spectrum").preprocess) == \
-        "Deconvolve(kernel_size=None, regularization=0.01, method='spectrum')"
+    assert (
+        repr(training_defense("deconv-spectrum").preprocess)
+        == "Deconvolve(kernel_size=None, regularization=0.01, method='spectrum')"
+    )
 
 
 def test_chain_places_deconv_first_and_only_once():
@@ -217,18 +232,27 @@ def test_chain_places_deconv_first_and_only_once():
 def test_trainer_applies_deconv_once(poisoned, monkeypatch, tmp_path):
     import unlearnable.training.trainer as train_module
     from unlearnable.defenses import deconv
+
     _, images, labels, _ = poisoned
     calls = []
 
     def counting(self, dataset):  # a fast stand-in
         calls.append((len(dataset), self.kernel_size))
         return ImageDataset(255 - dataset.images, dataset.labels, dataset.classes, dict(dataset.meta))
+
     monkeypatch.setattr(deconv.Deconvolver, "fit_transform", counting)
     ds = ImageDataset(images[:256], labels[:256], [str(c) for c in range(CLASSES)], {})
     recipe = train_module.resolve_recipe("quick", epochs=1, batch_size=64, test_batch_size=64)
-    config = train_module.resolve_config(train_module.TrainConfig(
-        out=str(tmp_path), model="tiny", recipe=recipe, device="cpu", defense="deconv",
-        defense_options={"kernel_size": 3}))
+    config = train_module.resolve_config(
+        train_module.TrainConfig(
+            out=str(tmp_path),
+            model="tiny",
+            recipe=recipe,
+            device="cpu",
+            defense="deconv",
+            defense_options={"kernel_size": 3},
+        )
+    )
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, CLASSES))
     trainer = train_module.Trainer(config, ds, ds, model, None)
     assert calls == [(256, 3)]
@@ -240,8 +264,12 @@ def test_cli_recover_writes_dataset_kernels_and_figure(poisoned, tmp_path, capsy
     _, images, labels, true = poisoned
     src = tmp_path / "poisoned"
     src.mkdir()
-    save_dataset(src, ImageDataset(images[:400], labels[:400], [str(c) for c in range(CLASSES)],
-                                   {"attack": "cuda", "kernels": true.tolist()}))
+    save_dataset(
+        src,
+        ImageDataset(
+            images[:400], labels[:400], [str(c) for c in range(CLASSES)], {"attack": "cuda", "kernels": true.tolist()}
+        ),
+    )
     out = tmp_path / "recovered"
     assert main(["recover", str(src), "--out", str(out), "--kernel-size", "3"]) == 0
     printed = capsys.readouterr().out
@@ -263,18 +291,32 @@ def _exit_code(argv: list[str]) -> int:
 
 def test_report_shows_kernels_and_detection_for_a_deconv_run(poisoned, tmp_path):
     from unlearnable.app.report import write_report
+
     _, images, labels, true = poisoned
     data = tmp_path / "poisoned"
     data.mkdir()
-    dataset = ImageDataset(images[:800], labels[:800], [str(c) for c in range(CLASSES)],
-                           {"attack": "cuda", "kernels": true.tolist(), "poisoned_indices": list(range(800))})
+    dataset = ImageDataset(
+        images[:800],
+        labels[:800],
+        [str(c) for c in range(CLASSES)],
+        {"attack": "cuda", "kernels": true.tolist(), "poisoned_indices": list(range(800))},
+    )
     save_dataset(data, dataset)
     record = recover(dataset, kernel_size=3).meta["deconv"]
     run = tmp_path / "runs" / "cuda-deconv"
     run.mkdir(parents=True)
-    (run / "results.json").write_text(json.dumps({
-        "name": "cuda-deconv", "status": "complete", "config": {"train": str(data), "defense": "deconv"},
-        "train_data": {"attack": "cuda"}, "final": {"test_acc_last": 50.0}, "preprocessed": {"deconv": record}}))
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "name": "cuda-deconv",
+                "status": "complete",
+                "config": {"train": str(data), "defense": "deconv"},
+                "train_data": {"attack": "cuda"},
+                "final": {"test_acc_last": 50.0},
+                "preprocessed": {"deconv": record},
+            }
+        )
+    )
     markdown = write_report([run], tmp_path / "report")[0].read_text()
     assert "## Deconvolution diagnostics" in markdown
     assert f"{record['deconvolved']} of the 800 poisoned images were deconvolved" in markdown
@@ -290,7 +332,9 @@ def test_cuda_reflect_leaves_no_border_trace():
     reflect = cuda_poison(clean, labels, CLASSES, progress=False, border="reflect")
     assert reflect.key["params"]["border"] == "reflect" and reflect.key["kernels"] == zeros.key["kernels"]
     inside_reflect, inside_zeros = (p.images[:, :, 1:-1, 1:-1].double() for p in (reflect, zeros))
-    gain = (inside_reflect * inside_zeros).sum(dim=(1, 2, 3), keepdim=True) / inside_zeros.square().sum(dim=(1, 2, 3), keepdim=True)
+    gain = (inside_reflect * inside_zeros).sum(dim=(1, 2, 3), keepdim=True) / inside_zeros.square().sum(
+        dim=(1, 2, 3), keepdim=True
+    )
     assert float((inside_reflect - gain * inside_zeros).abs().max()) <= 2  # the same blur inside, up to the max rescale
     kernels = torch.tensor(zeros.key["kernels"])
     assert float(blurred_mask(zeros.images, labels, kernels).double().mean()) > 0.95

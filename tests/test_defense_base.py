@@ -44,8 +44,11 @@ def test_make_params_and_transform_split_the_draws_from_their_use(rand_images):
 
 
 def test_integer_images_are_refused_with_the_fix():
-    with pytest.raises(UserInputError, match=r"^RandomSharpen takes float images in \[0, 1\] \(got torch.uint8\); "
-                                             r"convert with v2.ToDtype\(torch.float32, scale=True\)"):
+    with pytest.raises(
+        UserInputError,
+        match=r"^RandomSharpen takes float images in \[0, 1\] \(got torch.uint8\); "
+        r"convert with v2.ToDtype\(torch.float32, scale=True\)",
+    ):
         RandomSharpen()(torch.zeros(3, 8, 8, dtype=torch.uint8))
     with pytest.raises(UserInputError, match="B×C×H×W batch or one C×H×W image"):
         FrequencyFilter()(torch.zeros(8, 8))
@@ -82,8 +85,9 @@ def test_defenses_in_a_torchvision_pipeline_are_seeded_by_torch_manual_seed(rand
     # a deterministic defense gives the batched result for every image of a stack (to float rounding:
     # one GEMM over the batch sums in another order than one per image)
     crops = torch.stack([v2.Compose(to_float)(photo) for _ in range(3)])
-    torch.testing.assert_close(torch.stack([FrequencyFilter()(c) for c in crops]), FrequencyFilter()(crops),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        torch.stack([FrequencyFilter()(c) for c in crops]), FrequencyFilter()(crops), atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -47,8 +47,9 @@ def smooth_dataset(per_class: int, seed: int, classes: int = 3, size: int = 32) 
         fields += rng.uniform(10, 30, (n, 1, 1, 1)) * np.cos(2 * np.pi * (fy * y + fx * x) + phase)
     texture = rng.normal(0, 1, fields.shape) * (6 + 4 * labels)[:, None, None, None]
     images = np.clip(128 + fields + texture, 0, 255).astype(np.uint8)
-    return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)),
-                        [f"class{c}" for c in range(classes)])
+    return ImageDataset(
+        torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), [f"class{c}" for c in range(classes)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +60,27 @@ def clean_pair() -> tuple[ImageDataset, ImageDataset]:
 
 # --- features ---------------------------------------------------------------------------------
 
+
 def test_edge_features_by_hand():
     images = torch.arange(2 * 4 * 5, dtype=torch.uint8).view(1, 2, 4, 5) * 3
     x = images[0].double()
     expected = []
     for c in range(2):
-        pairs = [(x[c, 0, :], x[c, 1, :]), (x[c, 3, :], x[c, 2, :]),  # top, bottom rows
-                 (x[c, :, 0], x[c, :, 1]), (x[c, :, 4], x[c, :, 3])]  # left, right columns
+        pairs = [
+            (x[c, 0, :], x[c, 1, :]),
+            (x[c, 3, :], x[c, 2, :]),  # top, bottom rows
+            (x[c, :, 0], x[c, :, 1]),
+            (x[c, :, 4], x[c, :, 3]),
+        ]  # left, right columns
         expected += [math.log((edge.mean() + 1) / (inside.mean() + 1)) for edge, inside in pairs]
     features = edge_features(images)
     assert features.shape == (1, 8) and features.dtype == torch.float32
     torch.testing.assert_close(features[0].double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=1e-6)
     # A zero-padded blur darkens every edge of a flat image: all features negative, inside untouched.
     flat = torch.full((1, 1, 8, 8), 200, dtype=torch.uint8)
-    blurred = poison_dataset(ImageDataset(flat, torch.zeros(1, dtype=torch.int64), ["a"]), "cuda", progress=False).images
+    blurred = poison_dataset(
+        ImageDataset(flat, torch.zeros(1, dtype=torch.int64), ["a"]), "cuda", progress=False
+    ).images
     assert (edge_features(blurred) < -0.05).all() and edge_features(flat).abs().max() == 0
 
 
@@ -111,6 +119,7 @@ def test_class_spectra_chunks_match_direct_moments():
 
 # --- the verdict ------------------------------------------------------------------------------
 
+
 def test_clean_is_not_flagged_and_cuda_is(clean_pair):
     data, reference = clean_pair
     clean = detect(data, reference)
@@ -127,8 +136,9 @@ def test_clean_is_not_flagged_and_cuda_is(clean_pair):
 
 def test_grayscale_reference_for_rgb_data_and_same_seed_same_answer(clean_pair):
     data, reference = clean_pair
-    gray = ImageDataset(reference.images.float().mean(1, keepdim=True).round().to(torch.uint8),
-                        reference.labels, reference.classes)
+    gray = ImageDataset(
+        reference.images.float().mean(1, keepdim=True).round().to(torch.uint8), reference.labels, reference.classes
+    )
     poisoned = poison_dataset(data, "cuda", seed=1, progress=False)
     a, b = detect(poisoned, gray, seed=3), detect(poisoned, gray, seed=3)
     assert a.poisoned and a.to_json() == b.to_json()
@@ -140,7 +150,9 @@ def test_additive_classwise_shift_is_not_called_a_convolution(clean_pair):
     rng = np.random.default_rng(0)
     patterns = torch.from_numpy(rng.normal(0, 25, (3, 3, 32, 32)))
     noisy = (data.images.double() + patterns[data.labels]).clamp(0, 255).to(torch.uint8)
-    s = spectral_evidence(class_spectra(noisy, data.labels, 3), class_spectra(reference.images, reference.labels, 3), 32, 32)
+    s = spectral_evidence(
+        class_spectra(noisy, data.labels, 3), class_spectra(reference.images, reference.labels, 3), 32, 32
+    )
     assert s.score >= SPECTRAL_THRESHOLD and s.spread < -COMPRESSION_LIMIT * s.shift
     assert not looks_convolved(s)
 
@@ -154,6 +166,7 @@ def test_mismatched_reference_is_a_user_error(clean_pair):
 
 
 # --- the command line -------------------------------------------------------------------------
+
 
 def test_cli_bad_path_exits_2(capsys, tmp_path):
     assert main(["detect", str(tmp_path / "missing")]) == 2
@@ -185,6 +198,7 @@ def test_cli_verdict_and_outputs(capsys, tmp_path, tiny_folder):
 
 
 # --- small sets ---------------------------------------------------------------------------------
+
 
 def test_log_variance_bias_matches_simulation():
     """E[log s²] − log σ² of n Gaussian values: the delta method is within 0.03 of the truth for n ≥ 5."""
@@ -224,8 +238,9 @@ def _edge(flagged: float, fpr: float, tpr: float, share: float | None, images: i
 
 def test_decide_rules(clean_pair):
     data, reference = clean_pair
-    weak = spectral_evidence(class_spectra(data.images, data.labels, 3),
-                             class_spectra(reference.images, reference.labels, 3), 32, 32)
+    weak = spectral_evidence(
+        class_spectra(data.images, data.labels, 3), class_spectra(reference.images, reference.labels, 3), 32, 32
+    )
     assert not looks_convolved(weak)
     assert decide(weak, _edge(0.97, 0.02, 0.9, 1.0), 3) == (True, ("edge",), None)
     assert decide(weak, _edge(0.04, 0.02, 0.9, 0.02), 3) == (False, (), None)  # the edges speak: clean
@@ -258,6 +273,7 @@ def test_small_cifar_sets_clean_and_cuda(shared_cifar):
 
 
 # --- bad input --------------------------------------------------------------------------------
+
 
 def test_labels_beyond_the_class_list_are_a_user_error(clean_pair, tmp_path, capsys):
     data, reference = clean_pair
@@ -292,8 +308,15 @@ def test_bad_max_images_exits_2_before_reading(tiny_folder, tmp_path, capsys, va
     assert not (tmp_path / "ev").exists()
 
 
-@pytest.mark.parametrize("kwargs, needle", [({"seed": -1}, "--seed"), ({"device": "tpu"}, "device"),
-                                            ({"image_size": 1}, "--image-size"), ({"max_images": 0}, "--max-images")])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"seed": -1}, "--seed"),
+        ({"device": "tpu"}, "device"),
+        ({"image_size": 1}, "--image-size"),
+        ({"max_images": 0}, "--max-images"),
+    ],
+)
 def test_detect_command_checks_arguments_first(tmp_path, kwargs, needle):
     with pytest.raises(UserInputError, match=needle):
         detect_command(str(tmp_path / "not-read"), out=tmp_path / "ev", **kwargs)
@@ -303,12 +326,15 @@ def test_detect_command_checks_arguments_first(tmp_path, kwargs, needle):
 def test_mixed_size_collection_at_a_working_size(tmp_path):
     rng = np.random.default_rng(0)
     from PIL import Image
+
     for split, count in (("train", 12), ("test", 12)):
         for c in ("a", "b"):
             (tmp_path / "photos" / split / c).mkdir(parents=True)
             for i in range(count):
                 w, h = rng.integers(20, 60, 2)
-                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "photos" / split / c / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                    tmp_path / "photos" / split / c / f"{i}.png"
+                )
     with pytest.raises(UserInputError, match="--image-size"):
         detect_command(str(tmp_path / "photos"))
     detection = detect_command(str(tmp_path / "photos"), image_size=16)

@@ -57,17 +57,45 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--train", str(data_dir), "--out", str(out), "--model", "small", "--recipe", "quick",
-            "--epochs", str(EPOCHS), "--batch-size", str(GLOBAL_BATCH), "--device", "cpu", *extra]
+    return [
+        "train",
+        "--train",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--model",
+        "small",
+        "--recipe",
+        "quick",
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        str(GLOBAL_BATCH),
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def torchrun(args: list[str], processes: int = 2, driver: Path | None = None) -> subprocess.CompletedProcess:
     """Run `unlearnable <args>` (or the script `driver` with them) under torchrun on this machine."""
     target = [str(driver)] if driver else ["-m", "unlearnable"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc-per-node={processes}", *target, *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={processes}",
+            *target,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def results(run: Path) -> dict:
@@ -110,7 +138,8 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path: Path, dat
         "    real(path, state)\n"
         "    os._exit(3)\n"
         "train_module.save_checkpoint = save_then_die\n"
-        "sys.exit(main(sys.argv[1:]))\n")
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
     # This run streams its shards from the memory-mapped dataset instead of copying them: same batches.
     interrupted = tmp_path / "resumed"
     crashed = torchrun(train_args(data_dir, interrupted, "--data-placement", "stream"), driver=driver)
@@ -129,6 +158,7 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path: Path, dat
 
     one = tmp_path / "one"
     from unlearnable.app.cli import main
+
     assert main(train_args(data_dir, one)) == 0
     one_acc, two_acc = results(one)["final"]["test_acc_last"], two["final"]["test_acc_last"]
     assert results(one)["world_size"] == 1 and one_acc > 50  # chance is 25%
@@ -209,7 +239,9 @@ def test_init_joins_with_a_long_timeout_and_the_local_gpu(monkeypatch: pytest.Mo
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", devices.append)
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(joined))
-    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, timeout: joined.append((backend, timeout)))
+    monkeypatch.setattr(
+        distributed.dist, "init_process_group", lambda backend, timeout: joined.append((backend, timeout))
+    )
     monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
     monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
     world = distributed.init()
@@ -239,8 +271,11 @@ def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(monkeypatch: pyte
     assert distributed.training_device(second, "cuda:1") == "cuda:1"
     assert distributed.training_device(second, "cpu") == "cpu"
     assert distributed.training_device(World(), "cuda:0") == "cuda:0"  # one process: as asked
-    with pytest.raises(UserInputError, match=r"^--device cuda:0 under torchrun would put several processes on one "
-                                             r"GPU.*pass --device cuda"):
+    with pytest.raises(
+        UserInputError,
+        match=r"^--device cuda:0 under torchrun would put several processes on one "
+        r"GPU.*pass --device cuda",
+    ):
         distributed.training_device(second, "cuda:0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert distributed.training_device(second, None) is None

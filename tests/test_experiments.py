@@ -62,6 +62,7 @@ def test_subset_keeps_the_published_poison_selection(tiny_folder, tmp_path):
     protocol = TrainingProtocol(model="small", recipe="quick", train_per_class=3)
     from unlearnable.app.experiments import prepare_data
     from unlearnable.attacks import cuda_key
+
     protected = load_saved(prepare_data(str(tiny_folder), tmp_path, protocol)["cuda"])
     keep = protected.meta["subset"]["indices"]
     assert len(keep) == 9 and protected.meta["poisoned_indices"] == list(range(9))
@@ -73,8 +74,28 @@ def test_train_command_writes_results(tiny_folder, tmp_path):
     out = tmp_path / "protected"
     assert main(["poison", "--data", str(tiny_folder), "--out", str(out)]) == 0
     run = tmp_path / "run"
-    assert main(["train", "--train", str(out), "--model", "small", "--recipe", "quick", "--epochs", "1",
-                 "--batch-size", "8", "--defense", "rsk+ff", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(out),
+                "--model",
+                "small",
+                "--recipe",
+                "quick",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--defense",
+                "rsk+ff",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "complete" and results["train_data"]["attack"] == "cuda"
     assert 0 <= results["final"]["test_acc_last"] <= 100
@@ -82,10 +103,15 @@ def test_train_command_writes_results(tiny_folder, tmp_path):
     assert (tmp_path / "report" / "report.html").is_file()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--recipe", "nope"], "recipe"), (["--model", "nope"], "model"), (["--defense", "nope"], "defense"),
-    (["--epochs", "0"], "epochs"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--recipe", "nope"], "recipe"),
+        (["--model", "nope"], "model"),
+        (["--defense", "nope"], "defense"),
+        (["--epochs", "0"], "epochs"),
+    ],
+)
 def test_bad_train_input(tiny_folder, tmp_path, capsys, args, needle):
     code = exit_code(["train", "--train", str(tiny_folder), "--out", str(tmp_path / "run"), "--batch-size", "8", *args])
     assert code == 2
@@ -98,8 +124,10 @@ def test_bad_train_input(tiny_folder, tmp_path, capsys, args, needle):
 def test_demo_shows_the_effect(shared_cifar, tmp_path):
     """The README's main job: CUDA ≥ 25 points below clean, RSK+FF wins back at least half (≈ 10 min)."""
     assert main(["demo", "--data", str(shared_cifar), "--out", str(tmp_path / "demo")]) == 0
-    acc = {c: json.loads((tmp_path / "demo" / "runs" / c / "results.json").read_text())["final"]["test_acc_last"]
-           for c in TABLE1_CONDITIONS}
+    acc = {
+        c: json.loads((tmp_path / "demo" / "runs" / c / "results.json").read_text())["final"]["test_acc_last"]
+        for c in TABLE1_CONDITIONS
+    }
     assert acc["clean"] - acc["cuda"] >= 25
     assert acc["cuda+rsk+ff"] - acc["cuda"] >= (acc["clean"] - acc["cuda"]) / 2
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
@@ -107,6 +135,7 @@ def test_demo_shows_the_effect(shared_cifar, tmp_path):
 
 def test_grid_trains_every_pair_and_tabulates(tiny_protocol, tiny_folder, tmp_path):
     from unlearnable.app.experiments import grid_table, prepare_data, run_grid
+
     data = prepare_data(str(tiny_folder), tmp_path, tiny_protocol, poisons={"cuda": ("cuda", {}), "huda": ("huda", {})})
     assert sorted(data) == ["clean", "cuda", "huda"]
     assert load_saved(data["huda"]).meta["attack"] == "huda"
@@ -118,14 +147,21 @@ def test_grid_trains_every_pair_and_tabulates(tiny_protocol, tiny_folder, tmp_pa
     lines = grid_table(runs)
     assert lines[0] == "| defense | clean | cuda | huda |" and len(lines) == 4
     cell = float(lines[3].split("|")[4])
-    assert cell == pytest.approx(json.loads((runs["huda", "rsk+ff"] / "results.json").read_text())["final"]["test_acc_last"], abs=0.01)
+    assert cell == pytest.approx(
+        json.loads((runs["huda", "rsk+ff"] / "results.json").read_text())["final"]["test_acc_last"], abs=0.01
+    )
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"protocol": TrainingProtocol(model="nope")}, "unknown model 'nope'"), ({"seed": -1}, "seed"),
-    ({"device": "tpu"}, "device"), ({"protocol": TrainingProtocol(recipe="nope")}, "unknown recipe"),
-    ({"conditions": ("clean", "blur")}, "unknown condition 'blur'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"protocol": TrainingProtocol(model="nope")}, "unknown model 'nope'"),
+        ({"seed": -1}, "seed"),
+        ({"device": "tpu"}, "device"),
+        ({"protocol": TrainingProtocol(recipe="nope")}, "unknown recipe"),
+        ({"conditions": ("clean", "blur")}, "unknown condition 'blur'"),
+    ],
+)
 def test_table1_checks_every_argument_before_writing(tiny_protocol, tiny_folder, tmp_path, kwargs, needle):
     arguments = {"protocol": tiny_protocol, "seed": 0, "device": None, **kwargs}
     with pytest.raises(UserInputError, match=needle):
@@ -133,9 +169,14 @@ def test_table1_checks_every_argument_before_writing(tiny_protocol, tiny_folder,
     assert not (tmp_path / "t1").exists()
 
 
-@pytest.mark.parametrize("argv, needle", [(["reproduce", "--dataset", "{data}", "--model", "nope"], "nope"),
-                                         (["reproduce", "--dataset", "{data}", "--recipe", "nope"], "nope"),
-                                         (["demo", "--data", "{data}", "--device", "tpu"], "tpu")])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["reproduce", "--dataset", "{data}", "--model", "nope"], "nope"),
+        (["reproduce", "--dataset", "{data}", "--recipe", "nope"], "nope"),
+        (["demo", "--data", "{data}", "--device", "tpu"], "tpu"),
+    ],
+)
 def test_reproduce_and_demo_reject_bad_arguments_before_writing(tiny_folder, tmp_path, capsys, argv, needle):
     argv = [arg.format(data=tiny_folder) for arg in argv]
     assert exit_code([*argv, "--out", str(tmp_path / "t1")]) == 2
@@ -146,6 +187,7 @@ def test_reproduce_and_demo_reject_bad_arguments_before_writing(tiny_folder, tmp
 
 def test_output_that_is_a_file_is_refused(tiny_protocol, tiny_folder, tmp_path):
     from unlearnable.app.experiments import prepare_data
+
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserInputError, match="is a file"):
         run_table1(str(tiny_folder), tmp_path / "file", tiny_protocol, progress=False)
@@ -158,8 +200,12 @@ def test_output_that_is_a_file_is_refused(tiny_protocol, tiny_folder, tmp_path):
 
 
 def test_table1_protocol_on_the_store(imagenet_store: Path, tmp_path: Path) -> None:
-    protocol = dataclasses.replace(IMAGENET100, model="small", at={"eps": 4 / 255, "steps": 1},
-                                   overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8})
+    protocol = dataclasses.replace(
+        IMAGENET100,
+        model="small",
+        at={"eps": 4 / 255, "steps": 1},
+        overrides={"epochs": 1, "batch_size": 8, "test_batch_size": 8},
+    )
     runs = run_table1("imagenet100", tmp_path, protocol, data_root=str(imagenet_store), device="cpu", progress=False)
     assert [run.name for run in runs] == ["clean", "cuda", "cuda+at", "cuda+rsk+ff"]
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cuda"]  # the store itself is "clean"

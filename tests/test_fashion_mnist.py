@@ -38,8 +38,12 @@ def test_fashion_mnist_idx(tmp_path: Path, gz: bool) -> None:
     np.testing.assert_array_equal(ds.images.numpy()[:, 0], images)
     assert ds.labels.tolist() == [9, 0, 3, 3, 1]
     assert ds.classes[0] == "T-shirt/top" and ds.classes[9] == "Ankle boot"
-    assert ds.meta["source"] == {"spec": "fmnist", "kind": "fashion-mnist", "split": "test",
-                                 "path": str(tmp_path / "FashionMNIST" / "raw")}
+    assert ds.meta["source"] == {
+        "spec": "fmnist",
+        "kind": "fashion-mnist",
+        "split": "test",
+        "path": str(tmp_path / "FashionMNIST" / "raw"),
+    }
 
 
 def test_fashion_mnist_truncated_file_is_named(tmp_path: Path) -> None:
@@ -69,8 +73,12 @@ def test_fashion_mnist_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     _write_fashion(mirror, "test", images, np.array([1, 2, 3], np.uint8), gz=True)
     monkeypatch.setattr(fashion_mnist, "SYSTEM_DIRS", ())
     monkeypatch.setattr(fashion_mnist, "MIRROR", mirror.as_uri() + "/")
-    monkeypatch.setattr(fashion_mnist, "MD5", {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in mirror.iterdir()})
+    monkeypatch.setattr(
+        fashion_mnist, "MD5", {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in mirror.iterdir()}
+    )
     ds = load_dataset("fashion-mnist", "test", data_root=str(tmp_path / "root"))
     assert ds.labels.tolist() == [1, 2, 3]
     assert sorted(p.name for p in (tmp_path / "root" / "fashion-mnist").iterdir()) == [
-        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]

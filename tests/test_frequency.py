@@ -40,8 +40,9 @@ def test_ff_matches_scipy_dct(rand_images, size):
 
 def test_ff_float64_is_exact(rand_images):
     x = rand_images((2, 3, 30, 30), dtype=torch.float64)
-    np.testing.assert_allclose(FrequencyFilter(keep_percent=50)(x).numpy(),
-                               _scipy_low_pass(x.numpy(), 15, 15), atol=1e-12)
+    np.testing.assert_allclose(
+        FrequencyFilter(keep_percent=50)(x).numpy(), _scipy_low_pass(x.numpy(), 15, 15), atol=1e-12
+    )
 
 
 def test_ff_keep_all_is_identity(rand_images):

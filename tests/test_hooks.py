@@ -34,14 +34,19 @@ def batch(n: int = 8, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torc
 
 def small_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8, 4))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    )
 
 
 def bf16_rounded_share(x: torch.Tensor) -> float:
     """The share of values of `x` that bf16 holds exactly (about 1/256 for float32 arithmetic on random data)."""
     return (x.to(torch.bfloat16).float() == x).float().mean().item()
-
 
 
 # --- presets and generators ----------------------------------------------------------------------
@@ -79,7 +84,6 @@ def test_mixing_and_hooks_run_on_cuda(model_and_batch) -> None:
             out = hook(model, x, y, torch.Generator(gpu).manual_seed(0), normalize)
         assert out.device.type == "cuda" and out.dtype == x.dtype and out.shape == x.shape
         assert out.min() >= 0 and out.max() <= 1
-
 
 
 # --- step hooks under bf16 autocast: only the model's forward is cast --------------------------
@@ -158,12 +162,21 @@ def test_hook_batches_stay_float32_on_cuda(hook) -> None:
 
 
 @pytest.mark.parametrize("defense", ["dat", "ueraser", "at-linf"])
-def test_trainer_with_amp_updates_on_float32_hook_batches(tiny_net, quick_config, tmp_path: Path, small_blob_data, defense: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trainer_with_amp_updates_on_float32_hook_batches(
+    tiny_net, quick_config, tmp_path: Path, small_blob_data, defense: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """CPU bf16 AMP through the trainer: the batch the hook returns reaches the update unrounded."""
     options = {"steps": 1} if defense in ("dat", "at-linf") else {"draws": 2}
-    config = resolve_config(quick_config(tmp_path, amp=True, defense=defense, defense_options=options,
-                                         recipe=resolve_recipe("quick", epochs=1, batch_size=32), normalization="data"))
+    config = resolve_config(
+        quick_config(
+            tmp_path,
+            amp=True,
+            defense=defense,
+            defense_options=options,
+            recipe=resolve_recipe("quick", epochs=1, batch_size=32),
+            normalization="data",
+        )
+    )
     trainer = Trainer(config, *small_blob_data, tiny_net(), None)
     seen = []
     real_update = trainer.update

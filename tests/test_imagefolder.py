@@ -41,8 +41,12 @@ def test_imagefolder_order_and_pixels(out_of_order_folder, tmp_path: Path) -> No
     assert ds.labels.tolist() == [label for _, label, _ in entries]
     assert ds.images.shape == (7, 3, 5, 6)
     np.testing.assert_array_equal(ds.images.numpy(), _expected_nchw(entries))
-    assert ds.meta["source"] == {"spec": str(tmp_path / "ds"), "kind": "imagefolder", "split": "train",
-                                 "path": str((tmp_path / "ds").resolve())}
+    assert ds.meta["source"] == {
+        "spec": str(tmp_path / "ds"),
+        "kind": "imagefolder",
+        "split": "train",
+        "path": str((tmp_path / "ds").resolve()),
+    }
 
 
 def test_imagefolder_matches_torchvision(out_of_order_folder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,7 +257,7 @@ def test_cmyk_and_16_bit_images_become_8_bit(tmp_path: Path) -> None:
     rgb = _pixels(5, size=(6, 6))
     (tmp_path / "ds" / "a").mkdir(parents=True)
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "ds" / "a" / "cmyk.jpg", quality=100)
-    deep = (np.arange(36, dtype=np.uint16).reshape(6, 6) * 1800)
+    deep = np.arange(36, dtype=np.uint16).reshape(6, 6) * 1800
     Image.fromarray(deep).save(tmp_path / "ds" / "a" / "deep.png")
     unit = np.linspace(0, 1, 36, dtype=np.float32).reshape(6, 6)
     Image.fromarray(unit, "F").save(tmp_path / "ds" / "a" / "float.tif")

@@ -36,8 +36,9 @@ def reference(path: Path, size: int, resize: str) -> np.ndarray:
         rgb = image.convert("RGB")
     if resize == "stretch":
         return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
-    crop = transforms.Compose([transforms.Resize(size, transforms.InterpolationMode.BILINEAR),
-                               transforms.CenterCrop(size)])
+    crop = transforms.Compose(
+        [transforms.Resize(size, transforms.InterpolationMode.BILINEAR), transforms.CenterCrop(size)]
+    )
     return np.asarray(crop(rgb))
 
 
@@ -82,10 +83,20 @@ def test_store_holds_every_image_decoded_as_pil_does(tmp_path: Path, resize: str
     for i, (path, _) in enumerate(files["val"]):
         assert np.array_equal(test.numpy_nhwc()[i], reference(path, 24, resize)), path.name
     meta = train.meta
-    assert meta["source"] == {"spec": "imagenet100", "kind": "imagenet", "split": "train",
-                              "path": str((tmp_path / "imagenet").resolve())}
-    assert meta["imagenet"] == {"subset": "all", "wnids": WNIDS, "class_names": NAMES, "image_size": 24,
-                                "resize": resize, "decoder": "pil"}
+    assert meta["source"] == {
+        "spec": "imagenet100",
+        "kind": "imagenet",
+        "split": "train",
+        "path": str((tmp_path / "imagenet").resolve()),
+    }
+    assert meta["imagenet"] == {
+        "subset": "all",
+        "wnids": WNIDS,
+        "class_names": NAMES,
+        "image_size": 24,
+        "resize": resize,
+        "decoder": "pil",
+    }
     assert meta["num_images"] == 24 and meta["image_shape"] == [3, 24, 24] and meta["has_test_split"] is True
 
 
@@ -144,13 +155,16 @@ def test_cmc100_is_the_published_list() -> None:
         resolve_subset("cmc100", sorted(set(available) - {"n02869837"}), Path("train"))
 
 
-@pytest.mark.parametrize("subset, message", [
-    ("first5", "first5 needs 5 classes but .* has 4; use first4 or all"),
-    ("first0", "first0 needs 0 classes"),
-    ("cmc100", "n0.* of .*imagenet100_cmc.txt has no folder"),
-    ("tiny10", "unknown class subset 'tiny10'"),
-    ("no/such.txt", "class list no/such.txt: no such file"),
-])
+@pytest.mark.parametrize(
+    "subset, message",
+    [
+        ("first5", "first5 needs 5 classes but .* has 4; use first4 or all"),
+        ("first0", "first0 needs 0 classes"),
+        ("cmc100", "n0.* of .*imagenet100_cmc.txt has no folder"),
+        ("tiny10", "unknown class subset 'tiny10'"),
+        ("no/such.txt", "class list no/such.txt: no such file"),
+    ],
+)
 def test_bad_subsets_are_refused(tree: Path, tmp_path: Path, subset: str, message: str) -> None:
     with pytest.raises(UserInputError, match=message):
         build(tree, tmp_path / "out", subset=subset)
@@ -205,8 +219,9 @@ def test_builds_are_byte_identical(tree: Path, tmp_path: Path) -> None:
             assert data == tree_bytes(b)[name], name
 
 
-def test_interrupted_build_resumes_without_decoding_done_chunks(tree: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_build_resumes_without_decoding_done_chunks(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     files = write_imagenet(tmp_path / "copy")  # same images at another path, for the uninterrupted build
     whole = build(tmp_path / "copy", tmp_path / "whole", workers=1)
     count_decodes(monkeypatch, fail_after=12)  # one thread: chunks 0 and 1 finish, chunk 2 fails
@@ -232,16 +247,20 @@ def test_other_settings_are_refused(tree: Path, tmp_path: Path, monkeypatch: pyt
     with pytest.raises(KeyboardInterrupt):
         build(tree, tmp_path / "store", workers=1)
     monkeypatch.undo()
-    with pytest.raises(UserInputError, match=r"store.partial was started with other settings \(image_size differ\); "
-                                             "delete it, or run with the settings it was started with"):
+    with pytest.raises(
+        UserInputError,
+        match=r"store.partial was started with other settings \(image_size differ\); "
+        "delete it, or run with the settings it was started with",
+    ):
         build(tree, tmp_path / "store", image_size=16)
     Image.new("RGB", (9, 9)).save(tree / "train" / WNIDS[0] / "new.JPEG")
     with pytest.raises(UserInputError, match="store.partial was started from other files .*; delete it to start again"):
         build(tree, tmp_path / "store", workers=1)
     (tree / "train" / WNIDS[0] / "new.JPEG").unlink()
     build(tree, tmp_path / "store")
-    with pytest.raises(UserInputError, match="store exists but was not built with these settings .*; choose another "
-                                             "--out or delete it"):
+    with pytest.raises(
+        UserInputError, match="store exists but was not built with these settings .*; choose another --out or delete it"
+    ):
         build(tree, tmp_path / "store", resize="crop")
     Image.new("RGB", (9, 9)).save(tree / "train" / WNIDS[0] / "extra.JPEG")
     with pytest.raises(UserInputError, match="store exists but was not built"):
@@ -252,14 +271,17 @@ def test_other_settings_are_refused(tree: Path, tmp_path: Path, monkeypatch: pyt
 def test_corrupt_image_is_named_and_nothing_final_appears(tree: Path, tmp_path: Path, damage: str) -> None:
     bad = tree / "train" / WNIDS[1] / f"{WNIDS[1]}_4.JPEG"
     data = bad.read_bytes()
-    bad.write_bytes(b"not a jpeg at all" if damage == "garbage" else data[:len(data) // 2])
-    with pytest.raises(UserInputError, match=rf"cannot decode .*{bad.name} \(.*\); replace it with a good copy") as error:
+    bad.write_bytes(b"not a jpeg at all" if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(
+        UserInputError, match=rf"cannot decode .*{bad.name} \(.*\); replace it with a good copy"
+    ) as error:
         build(tree, tmp_path / "store")
     assert "\n" not in str(error.value) and not (tmp_path / "store").exists()
 
 
-def test_replacing_a_corrupt_image_redoes_only_its_chunk(tree: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replacing_a_corrupt_image_redoes_only_its_chunk(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     files = write_imagenet(tmp_path / "copy")  # the same images elsewhere, for an uninterrupted build
     whole = build(tmp_path / "copy", tmp_path / "whole", workers=1)
     bad = files["train"][12]  # chunk 2 of the train split (chunks of 5)
@@ -320,13 +342,32 @@ def test_load_dataset_builds_the_default_store_once(tmp_path: Path, monkeypatch:
 
 def test_cli_prepare(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "store"
-    argv = ["prepare", "imagenet100", "--data-root", str(tree), "--out", str(out), "--classes", "first3",
-            "--image-size", "16", "--resize", "crop", "--chunk-size", "4", "--workers", "1"]
+    argv = [
+        "prepare",
+        "imagenet100",
+        "--data-root",
+        str(tree),
+        "--out",
+        str(out),
+        "--classes",
+        "first3",
+        "--image-size",
+        "16",
+        "--resize",
+        "crop",
+        "--chunk-size",
+        "4",
+        "--workers",
+        "1",
+    ]
     assert main(argv) == 0
     line = capsys.readouterr().out.strip()
     assert len(line.splitlines()) == 1
-    assert re.fullmatch(rf"imagenet100: 18 train and 6 val images of 3 classes at 16×16 \(crop\) -> {out}: "
-                        r"[0-9.]+ s, [0-9]+ img/s, 1 process\(es\)", line), line
+    assert re.fullmatch(
+        rf"imagenet100: 18 train and 6 val images of 3 classes at 16×16 \(crop\) -> {out}: "
+        r"[0-9.]+ s, [0-9]+ img/s, 1 process\(es\)",
+        line,
+    ), line
     assert load_saved(out).meta["imagenet"]["resize"] == "crop"
     assert main(argv) == 0 and capsys.readouterr().out.strip().endswith(": already built")
     for bad in (["--classes", "first9"], ["--image-size", "0"], ["--resize", "squash"], ["--data-root", str(tmp_path)]):
@@ -339,11 +380,37 @@ def test_cli_prepare(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) 
 
 
 def test_torchrun_two_processes_give_the_same_store(free_port, tree: Path, tmp_path: Path) -> None:
-    args = ["prepare", "imagenet100", "--data-root", str(tree), "--classes", "all", "--image-size", "16",
-            "--chunk-size", "3", "--workers", "1"]
+    args = [
+        "prepare",
+        "imagenet100",
+        "--data-root",
+        str(tree),
+        "--classes",
+        "all",
+        "--image-size",
+        "16",
+        "--chunk-size",
+        "3",
+        "--workers",
+        "1",
+    ]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(free_port()), "-m", "unlearnable", *args, "--out", str(tmp_path / "two")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "unlearnable",
+        *args,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 process(es)" in done.stdout and done.stdout.count("imagenet100:") == 1

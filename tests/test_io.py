@@ -101,8 +101,9 @@ def test_concurrent_writer_fails_cleanly(tiny_folder, tmp_path, monkeypatch, cap
     monkeypatch.setattr(unlearnable.app.poison, "write_meta_and_test", slow)
     out = tmp_path / "p"
     codes = []
-    first = threading.Thread(target=lambda: codes.append(main(["poison", "--data", str(tiny_folder), "--seed", "0",
-                                                                "--out", str(out)])))
+    first = threading.Thread(
+        target=lambda: codes.append(main(["poison", "--data", str(tiny_folder), "--seed", "0", "--out", str(out)]))
+    )
     first.start()
     assert inside.wait(60)
     assert main(["poison", "--data", str(tiny_folder), "--seed", "1", "--out", str(out)]) == 2

@@ -38,7 +38,6 @@ def _generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-
 # --- JPEG --------------------------------------------------------------------------------------
 
 
@@ -53,8 +52,10 @@ def _pil_jpeg(images: torch.Tensor, quality: int) -> np.ndarray:
     return np.stack(out)
 
 
-@pytest.mark.parametrize("channels, size, quality", [(3, (32, 32), 10), (3, (17, 23), 10), (3, (32, 32), 75),
-                                                     (1, (32, 32), 10), (1, (15, 20), 50)])
+@pytest.mark.parametrize(
+    "channels, size, quality",
+    [(3, (32, 32), 10), (3, (17, 23), 10), (3, (32, 32), 75), (1, (32, 32), 10), (1, (15, 20), 50)],
+)
 def test_jpeg_equals_pil_exactly(channels, size, quality):
     images = _uint8_images((5, channels, *size), seed=14)
     out = JpegCompression(quality)(to_unit_float(images))
@@ -71,7 +72,6 @@ def test_jpeg_rounds_off_grid_input_first_and_rejects_other_channel_counts():
     assert repr(jpeg) == "JpegCompression(quality=10)"
     with pytest.raises(ValueError, match="C = 1 or 3"):
         jpeg(torch.rand(1, 4, 8, 8))
-
 
 
 # --- grayscale and bit-depth reduction -----------------------------------------------------------
@@ -94,9 +94,10 @@ def test_bit_depth_reduction_equals_pil_posterize(bits):
     images = _uint8_images((3, 3, 16, 16), seed=17, smooth=False)
     out = BitDepthReduction(bits)(to_unit_float(images))
     levels = _levels(out)
-    assert len(np.unique(levels)) <= 2 ** bits
-    expected = np.stack([np.asarray(ImageOps.posterize(Image.fromarray(image.permute(1, 2, 0).numpy()), bits))
-                         for image in images]).transpose(0, 3, 1, 2)
+    assert len(np.unique(levels)) <= 2**bits
+    expected = np.stack(
+        [np.asarray(ImageOps.posterize(Image.fromarray(image.permute(1, 2, 0).numpy()), bits)) for image in images]
+    ).transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(levels, expected)
 
 

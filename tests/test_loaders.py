@@ -18,11 +18,15 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_stream_loader_serves_the_device_loaders_batches(tmp_path: Path, blob_data) -> None:
     """From a memory-mapped saved dataset, streaming gives the same batches as the on-device copy."""
     from unlearnable.data import load_saved, save_dataset
+
     save_dataset(tmp_path, blob_data[0])
     mapped = load_saved(tmp_path)
     assert not mapped.images.is_contiguous()  # an N×C×H×W view of the N×H×W×C file
     shard = torch.arange(3, 200, 2)
-    loaders = [DeviceLoader(mapped, torch.device("cpu"), 16, shard), StreamLoader(mapped, torch.device("cpu"), 16, shard)]
+    loaders = [
+        DeviceLoader(mapped, torch.device("cpu"), 16, shard),
+        StreamLoader(mapped, torch.device("cpu"), 16, shard),
+    ]
     epochs = [list(loader.shuffled(torch.Generator().manual_seed(5))) for loader in loaders]
     assert len(epochs[0]) == len(epochs[1]) == len(shard) // 16
     for (a, la), (b, lb) in zip(*epochs):
@@ -34,8 +38,15 @@ def test_stream_loader_serves_the_device_loaders_batches(tmp_path: Path, blob_da
 
 
 def test_streamed_training_is_bit_identical(tiny_net, quick_config, tmp_path: Path, blob_data) -> None:
-    runs = [train(quick_config(tmp_path / placement, data_placement=placement, defense="rsk+ff"), *blob_data,
-                  model=tiny_net(), progress=False) for placement in ("device", "stream")]
+    runs = [
+        train(
+            quick_config(tmp_path / placement, data_placement=placement, defense="rsk+ff"),
+            *blob_data,
+            model=tiny_net(),
+            progress=False,
+        )
+        for placement in ("device", "stream")
+    ]
     assert [r["pipeline"]["data_placement"] for r in runs] == ["device", "stream"]
     assert [r["epochs"][-1]["test_acc"] for r in runs[:1]] == [runs[1]["epochs"][-1]["test_acc"]]
     assert [e["train_loss"] for e in runs[0]["epochs"]] == [e["train_loss"] for e in runs[1]["epochs"]]

@@ -22,7 +22,7 @@ def test_lsp_noise_norm_and_patches(shape, patch):
     norms = noise.flatten(1).norm(dim=1)
     assert torch.allclose(norms, torch.full((50,), np.prod(shape) ** 0.5 * 6 / 255), rtol=1e-5, atol=0)
     # Constant over every p×p patch.
-    blocks = noise[:, :, :gh * patch - patch, :gw * patch - patch]
+    blocks = noise[:, :, : gh * patch - patch, : gw * patch - patch]
     assert torch.equal(blocks, blocks[:, :, ::patch, ::patch].repeat_interleave(patch, 2).repeat_interleave(patch, 3))
 
 

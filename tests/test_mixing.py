@@ -50,7 +50,7 @@ def test_cutmix_box_area_matches_the_targets(seed: int) -> None:
     box = (mixed != x).any(1).any(0)  # H×W: pixels that came from a partner (random images never coincide)
     rows, cols = box.any(1).nonzero().flatten(), box.any(0).nonzero().flatten()
     if box.any():  # one rectangle
-        assert box.sum() == len(rows) * len(cols) == box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].sum()
+        assert box.sum() == len(rows) * len(cols) == box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].sum()
     kept = 1 - box.float().mean()
     torch.testing.assert_close(mixed_targets.diagonal()[moved], kept.expand(int(moved.sum())))
     torch.testing.assert_close(mixed, torch.where(box, x[partner], x))  # the same box in every image

@@ -71,8 +71,12 @@ def make_collection(root: Path) -> dict[str, dict]:
     expect["dógs/la.png"] = {"size": (40, 48), "channels": 1, "alpha": 255 - gray, "depth": 8}
     pal = Image.fromarray(u8(smooth(34, 46, 3, 22))).quantize(32)
     pal.save(dogs / "pal.png", transparency=0)
-    expect["dógs/pal.png"] = {"size": (46, 34), "channels": 3, "alpha": np.where(np.asarray(pal) == 0, 0, 255),
-                              "depth": 8}
+    expect["dógs/pal.png"] = {
+        "size": (46, 34),
+        "channels": 3,
+        "alpha": np.where(np.asarray(pal) == 0, 0, 255),
+        "depth": 8,
+    }
     Image.fromarray(u8(smooth(38, 50, 3, 23))).convert("CMYK").save(dogs / "cmyk.jpg", quality=95)
     expect["dógs/cmyk.jpg"] = {"size": (50, 38), "channels": 3, "alpha": None, "depth": 8}
     g16 = np.rint(smooth(44, 36, 1, 24) * 65535).astype(np.uint16)
@@ -158,8 +162,10 @@ def test_interrupted_run_resumes_to_the_same_bytes(collection, tmp_path, monkeyp
     assert 2 <= result.resumed <= 4
     assert not partial.exists()
     assert tree_bytes(out) == tree_bytes(reference)
-    assert json.loads((tmp_path / "pub.key.json").read_text())["files"] == \
-        json.loads((tmp_path / "ref.key.json").read_text())["files"]
+    assert (
+        json.loads((tmp_path / "pub.key.json").read_text())["files"]
+        == json.loads((tmp_path / "ref.key.json").read_text())["files"]
+    )
 
 
 def test_different_settings_do_not_reuse_a_partial(collection, tmp_path) -> None:
@@ -278,7 +284,7 @@ def test_protection_survives_downsampling_to_the_working_grids() -> None:
 def test_ssim_against_hand_computed_and_scipy_reference() -> None:
     a = np.full((16, 16, 1), 0.6)
     b = np.full((16, 16, 1), 0.3)
-    c1 = 0.01 ** 2
+    c1 = 0.01**2
     assert ssim(a, b) == pytest.approx((2 * 0.6 * 0.3 + c1) / (0.36 + 0.09 + c1), rel=1e-9)
     ndimage = pytest.importorskip("scipy.ndimage")
     rng = np.random.default_rng(0)
@@ -288,9 +294,9 @@ def test_ssim_against_hand_computed_and_scipy_reference() -> None:
     for ch in range(3):
         f = lambda z: ndimage.gaussian_filter(z, 1.5, truncate=3.5)[5:-5, 5:-5]  # noqa: E731
         mx, my = f(x[:, :, ch]), f(y[:, :, ch])
-        vx, vy = f(x[:, :, ch] ** 2) - mx ** 2, f(y[:, :, ch] ** 2) - my ** 2
+        vx, vy = f(x[:, :, ch] ** 2) - mx**2, f(y[:, :, ch] ** 2) - my**2
         cxy = f(x[:, :, ch] * y[:, :, ch]) - mx * my
-        s = (2 * mx * my + c1) * (2 * cxy + 9e-4) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + 9e-4))
+        s = (2 * mx * my + c1) * (2 * cxy + 9e-4) / ((mx**2 + my**2 + c1) * (vx + vy + 9e-4))
         values.append(s.mean())
     assert ssim(x, y) == pytest.approx(float(np.mean(values)), rel=1e-6)
     assert ssim(x, x) == pytest.approx(1.0)
@@ -305,8 +311,22 @@ def parser() -> argparse.ArgumentParser:
 def test_cli_protect_and_verify_exit_codes(collection, tmp_path, capsys) -> None:
     src, expect = collection
     out, key = tmp_path / "pub", tmp_path / "secret.json"
-    args = parser().parse_args(["protect", str(src), "--out", str(out), "--key", str(key), "--format", "png",
-                                "--metadata", "keep", "--strength", "low"])
+    args = parser().parse_args(
+        [
+            "protect",
+            str(src),
+            "--out",
+            str(out),
+            "--key",
+            str(key),
+            "--format",
+            "png",
+            "--metadata",
+            "keep",
+            "--strength",
+            "low",
+        ]
+    )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert f"published {len(expect)} photos" in printed and "secret.json" in printed

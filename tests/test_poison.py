@@ -23,8 +23,9 @@ from unlearnable.data import is_saved_dataset, load_saved
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("name,secret", [("ops", "pixels"), ("lsp", "centres"), ("ar", "coefficients"),
-                                         ("noise", "patterns")])
+@pytest.mark.parametrize(
+    "name,secret", [("ops", "pixels"), ("lsp", "centres"), ("ar", "coefficients"), ("noise", "patterns")]
+)
 def test_cli_poison_and_show(poison, tiny_folder, tmp_path, name, secret):
     out = tmp_path / name
     assert main(["poison", "--data", str(tiny_folder), "--attack", name, "--mix", "0.8", "--out", str(out)]) == 0
@@ -37,16 +38,41 @@ def test_cli_poison_and_show(poison, tiny_folder, tmp_path, name, secret):
 
 def test_cli_passes_the_options_the_attack_takes(poison, tiny_folder, tmp_path):
     out = tmp_path / "lsp"
-    assert main(["poison", "--data", str(tiny_folder), "--attack", "lsp", "--eps", "0.05", "--patch-size", "2",
-                 "--seed", "9", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "poison",
+                "--data",
+                str(tiny_folder),
+                "--attack",
+                "lsp",
+                "--eps",
+                "0.05",
+                "--patch-size",
+                "2",
+                "--seed",
+                "9",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "meta.json").read_text())
     assert meta["params"]["eps"] == 0.05 and meta["params"]["patch_size"] == 2 and meta["seed"] == 9
     assert np.array(meta["centres"]).shape == (3, 3 * 8 * 8)
 
 
-@pytest.mark.parametrize("attack,option", [("ops", ["--eps", "0.1"]), ("cuda", ["--norm", "1"]),
-                                           ("noise", ["--patch-size", "4"]), ("ar", ["--kernel-size", "3"]),
-                                           ("lsp", ["--grayscale"])])
+@pytest.mark.parametrize(
+    "attack,option",
+    [
+        ("ops", ["--eps", "0.1"]),
+        ("cuda", ["--norm", "1"]),
+        ("noise", ["--patch-size", "4"]),
+        ("ar", ["--kernel-size", "3"]),
+        ("lsp", ["--grayscale"]),
+    ],
+)
 def test_cli_refuses_an_option_the_attack_does_not_take(poison, tiny_folder, tmp_path, capsys, attack, option):
     code = main(["poison", "--data", str(tiny_folder), "--attack", attack, *option, "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip()
@@ -63,11 +89,34 @@ def test_cli_attack_help_lists_the_registry(poison, capsys):
 
 def test_poisoning_splits_over_torchrun_processes(poison, free_port, imagenet_store: Path, tmp_path: Path) -> None:
     """Two processes each blur their half of the store into one memory-mapped file: the same bytes as one."""
-    args = ["poison", "--data", "imagenet100", "--data-root", str(imagenet_store), "--kernel-size", "9",
-            "--blur-parameter", "0.06"]
+    args = [
+        "poison",
+        "--data",
+        "imagenet100",
+        "--data-root",
+        str(imagenet_store),
+        "--kernel-size",
+        "9",
+        "--blur-parameter",
+        "0.06",
+    ]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(free_port()), "-m", "unlearnable", *args, "--out", str(tmp_path / "two")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "unlearnable",
+        *args,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert is_saved_dataset(tmp_path / "two") and not list(tmp_path.glob(".*partial"))

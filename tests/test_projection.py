@@ -53,7 +53,9 @@ def projected(shortcut):
 
 
 def test_basis_is_orthonormal_and_spans_the_weight_rows():
-    weight = torch.randn(5, 60, generator=torch.Generator().manual_seed(3)) * torch.tensor([[1.0], [10], [0.1], [3], [7]])
+    weight = torch.randn(5, 60, generator=torch.Generator().manual_seed(3)) * torch.tensor(
+        [[1.0], [10], [0.1], [3], [7]]
+    )
     q = orthonormal_basis(weight)
     assert q.shape == (60, 5)
     assert torch.allclose(q.t() @ q, torch.eye(5, dtype=q.dtype), atol=1e-10)
@@ -121,6 +123,7 @@ def test_global_storage_is_one_affine_map_with_few_clipped_values():
 
 def test_builds_by_name_and_runs_in_a_one_epoch_training(tmp_path):
     import unlearnable.training.trainer as train_module
+
     defense = training_defense("ortho-proj", epochs=3, seed=2)
     assert isinstance(defense.preprocess, OrthogonalProjection)
     assert defense.preprocess.epochs == 3 and defense.preprocess.seed == 2
@@ -132,8 +135,14 @@ def test_builds_by_name_and_runs_in_a_one_epoch_training(tmp_path):
         training_defense("ortho-proj+deconv")  # at most one
     data = shortcut_dataset(n=128)
     recipe = train_module.resolve_recipe("quick", epochs=1, batch_size=32, test_batch_size=64)
-    config = train_module.TrainConfig(out=str(tmp_path / "run"), model="small", recipe=recipe, device="cpu",
-                                      defense="ortho-proj", defense_options={"epochs": 2})
+    config = train_module.TrainConfig(
+        out=str(tmp_path / "run"),
+        model="small",
+        recipe=recipe,
+        device="cpu",
+        defense="ortho-proj",
+        defense_options={"epochs": 2},
+    )
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, CLASSES))
     results = train_module.train(config, data, data, model=model, progress=False)
     assert results["status"] == "complete" and len(results["epochs"]) == 1
@@ -145,9 +154,20 @@ def test_builds_by_name_and_runs_in_a_one_epoch_training(tmp_path):
     assert results["preprocessed"]["ortho_proj"]["epochs"] == 2  # results.json records what it did
 
 
-@pytest.mark.parametrize("options", [{"epochs": 0}, {"epochs": -1}, {"epochs": 2.5}, {"lr": 0}, {"lr": -0.1},
-                                     {"lr": float("nan")}, {"batch_size": 0}, {"storage": "clip"},
-                                     {"clip_quantile": 0.5}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"epochs": 0},
+        {"epochs": -1},
+        {"epochs": 2.5},
+        {"lr": 0},
+        {"lr": -0.1},
+        {"lr": float("nan")},
+        {"batch_size": 0},
+        {"storage": "clip"},
+        {"clip_quantile": 0.5},
+    ],
+)
 def test_bad_options_raise(options):
     with pytest.raises(UserInputError):
         OrthogonalProjection(**options)

@@ -33,20 +33,30 @@ def test_resolve_recipe_overrides_and_errors() -> None:
         resolve_recipe("fast")
     with pytest.raises(UserInputError, match="unknown recipe field 'epoch'.*epochs"):
         resolve_recipe("paper", epoch=3)
-    for bad in ({"epochs": 0}, {"lr": -1.0}, {"schedule": "exp"}, {"label_smoothing": 1.0}, {"milestones": (5, 2)},
-                {"batch_size": 2.5}, {"clip_grad_norm": 0}):
+    for bad in (
+        {"epochs": 0},
+        {"lr": -1.0},
+        {"schedule": "exp"},
+        {"label_smoothing": 1.0},
+        {"milestones": (5, 2)},
+        {"batch_size": 2.5},
+        {"clip_grad_norm": 0},
+    ):
         name, value = next(iter(bad.items()))
         with pytest.raises(UserInputError, match=rf"^{name} must be .* \(got {re.escape(repr(value))}\)$"):
             resolve_recipe("paper", **bad)
 
 
 def test_schedules_match_torch_per_epoch_schedulers() -> None:
-    """"cosine" and "step" equal CosineAnnealingLR / MultiStepLR stepped once an epoch."""
+    """ "cosine" and "step" equal CosineAnnealingLR / MultiStepLR stepped once an epoch."""
     steps_per_epoch = 3
-    for recipe, make in [(resolve_recipe("paper", epochs=7),
-                          lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)),
-                         (resolve_recipe("cuda-paper", epochs=7, milestones=(2, 5)),
-                          lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [2, 5], 0.1))]:
+    for recipe, make in [
+        (resolve_recipe("paper", epochs=7), lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)),
+        (
+            resolve_recipe("cuda-paper", epochs=7, milestones=(2, 5)),
+            lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [2, 5], 0.1),
+        ),
+    ]:
         optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=recipe.lr)
         reference, expected = make(optimizer), []
         for _ in range(recipe.epochs):
@@ -54,8 +64,11 @@ def test_schedules_match_torch_per_epoch_schedulers() -> None:
             optimizer.step()
             reference.step()
         factor = lr_factor(recipe, steps_per_epoch)
-        got = [recipe.lr * factor(epoch * steps_per_epoch + s) for epoch in range(recipe.epochs)
-               for s in range(steps_per_epoch)]
+        got = [
+            recipe.lr * factor(epoch * steps_per_epoch + s)
+            for epoch in range(recipe.epochs)
+            for s in range(steps_per_epoch)
+        ]
         assert got == pytest.approx([lr for lr in expected for _ in range(steps_per_epoch)], rel=1e-12)
 
 
@@ -68,18 +81,21 @@ def test_linear_warmup_schedule() -> None:
     assert max(short) == short[0] == 1.0
 
 
-@pytest.mark.parametrize("field,value,expected", [
-    ("epochs", 0, "epochs must be an integer >= 1 (got 0)"),
-    ("epochs", -3, "epochs must be an integer >= 1 (got -3)"),
-    ("batch_size", 0, "batch_size must be an integer >= 1 (got 0)"),
-    ("test_batch_size", -1, "test_batch_size must be an integer >= 1 (got -1)"),
-    ("lr", 0.0, "lr must be a number > 0 (got 0.0)"),
-    ("lr", -0.1, "lr must be a number > 0 (got -0.1)"),
-    ("lr", float("nan"), "lr must be a number > 0 (got nan)"),
-    ("lr", float("inf"), "lr must be a number > 0 (got inf)"),
-    ("momentum", 1.0, "momentum must be a number in [0, 1) (got 1.0)"),
-    ("weight_decay", -1e-4, "weight_decay must be a number >= 0 (got -0.0001)"),
-])
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        ("epochs", 0, "epochs must be an integer >= 1 (got 0)"),
+        ("epochs", -3, "epochs must be an integer >= 1 (got -3)"),
+        ("batch_size", 0, "batch_size must be an integer >= 1 (got 0)"),
+        ("test_batch_size", -1, "test_batch_size must be an integer >= 1 (got -1)"),
+        ("lr", 0.0, "lr must be a number > 0 (got 0.0)"),
+        ("lr", -0.1, "lr must be a number > 0 (got -0.1)"),
+        ("lr", float("nan"), "lr must be a number > 0 (got nan)"),
+        ("lr", float("inf"), "lr must be a number > 0 (got inf)"),
+        ("momentum", 1.0, "momentum must be a number in [0, 1) (got 1.0)"),
+        ("weight_decay", -1e-4, "weight_decay must be a number >= 0 (got -0.0001)"),
+    ],
+)
 def test_recipe_values_are_checked_uniformly(field: str, value, expected: str) -> None:
     with pytest.raises(UserInputError) as caught:
         resolve_recipe("quick", **{field: value})

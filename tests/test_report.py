@@ -25,26 +25,64 @@ RUNS = [
 ]
 
 
-def write_results(run_dir: Path, name: str, defense: str, adversarial: dict | None, status: str,
-                  last: float | None, best: float | None, wall: float | None, speed: float | None,
-                  train: str, source: dict, attack: str | None) -> None:
+def write_results(
+    run_dir: Path,
+    name: str,
+    defense: str,
+    adversarial: dict | None,
+    status: str,
+    last: float | None,
+    best: float | None,
+    wall: float | None,
+    speed: float | None,
+    train: str,
+    source: dict,
+    attack: str | None,
+) -> None:
     """A results.json as the trainer writes it; a running run has two epochs and no `final`."""
-    epochs = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 30.0 * e, "test_loss": 1.5, "test_acc": 20.0 + e,
-               "lr": 0.1, "seconds": 3.0, "images_per_s": 100.0} for e in (1, 2)]
-    config = {"model": "resnet18", "defense": defense, "recipe": {"name": "paper", "epochs": 3}, "seed": 0,
-              "train": train, "test": train}
+    epochs = [
+        {
+            "epoch": e,
+            "train_loss": 2.0 / e,
+            "train_acc": 30.0 * e,
+            "test_loss": 1.5,
+            "test_acc": 20.0 + e,
+            "lr": 0.1,
+            "seconds": 3.0,
+            "images_per_s": 100.0,
+        }
+        for e in (1, 2)
+    ]
+    config = {
+        "model": "resnet18",
+        "defense": defense,
+        "recipe": {"name": "paper", "epochs": 3},
+        "seed": 0,
+        "train": train,
+        "test": train,
+    }
     if adversarial is not None:  # the former option, in a results.json written before the chain had it
         config["adversarial"] = adversarial
     results = {
-        "name": name, "status": status, "config": config,
-        "versions": {"torch": "2.14.1"}, "device": "cpu (2 threads)", "deterministic": True, "seed": 0,
+        "name": name,
+        "status": status,
+        "config": config,
+        "versions": {"torch": "2.14.1"},
+        "device": "cpu (2 threads)",
+        "deterministic": True,
+        "seed": 0,
         "train_data": {"source": source, "attack": attack, "num_images": 24},
         "test_data": {"source": source, "num_images": 6},
         "epochs": epochs,
     }
     if status == "complete":
-        results["final"] = {"test_acc_last": last, "test_acc_best": best, "best_epoch": 2, "wall_seconds": wall,
-                            "images_per_s": speed}
+        results["final"] = {
+            "test_acc_last": last,
+            "test_acc_best": best,
+            "best_epoch": 2,
+            "wall_seconds": wall,
+            "images_per_s": speed,
+        }
     if adversarial is None:
         results["command"] = f"unlearnable train --name {name}"
     run_dir.mkdir(parents=True)
@@ -62,8 +100,20 @@ def runs(tiny_folder: Path, tmp_path: Path) -> list[Path]:
         clean = name == "clean"
         source = {"spec": "cifar10", "kind": "cifar10", "split": "train", "path": "/data"} if clean else folder_source
         run_dir = tmp_path / "runs" / name
-        write_results(run_dir, name, defense, adversarial, status, last, best, wall, speed,
-                      train=str(tiny_folder) if clean else str(saved), source=source, attack=None if clean else "cuda")
+        write_results(
+            run_dir,
+            name,
+            defense,
+            adversarial,
+            status,
+            last,
+            best,
+            wall,
+            speed,
+            train=str(tiny_folder) if clean else str(saved),
+            source=source,
+            attack=None if clean else "cuda",
+        )
         dirs.append(run_dir)
     return dirs
 
@@ -134,8 +184,20 @@ def test_missing_pieces_become_notes(runs, tiny_folder, tmp_path):
 
 
 def test_no_saved_dataset_and_no_runs(tmp_path):
-    write_results(tmp_path / "fm", "fm-clean", "none", None, "complete", 90.0, 90.5, 100.0, 500.0,
-                  train="fashion-mnist", source={"kind": "fashion-mnist"}, attack=None)
+    write_results(
+        tmp_path / "fm",
+        "fm-clean",
+        "none",
+        None,
+        "complete",
+        90.0,
+        90.5,
+        100.0,
+        500.0,
+        train="fashion-mnist",
+        source={"kind": "fashion-mnist"},
+        attack=None,
+    )
     markdown, page = (p.read_text() for p in write_report([tmp_path / "fm"], tmp_path / "a"))
     assert "No published number for Fashion-MNIST" in markdown
     assert "no samples or spectra" in markdown and "90.00" in page
@@ -143,16 +205,19 @@ def test_no_saved_dataset_and_no_runs(tmp_path):
     assert "from 0 of 0 run directories" in markdown and "no curves" in markdown
 
 
-@pytest.mark.parametrize("attack, defense, adversarial, expected", [
-    (None, "none", None, "clean"),
-    ("cuda", None, None, "cuda"),
-    ("cuda", "none", {"norm": "linf", "eps": 0.015}, "cuda+at"),
-    ("cuda", "none", {"norm": "linf", "eps": 8 / 255}, "other"),
-    ("cuda", "rsk+ff", None, "cuda+rsk+ff"),
-    ("cuda", "ssk+ff", None, "other"),
-    ("huda", "none", None, "other"),
-    (None, "rsk+ff", None, "other"),
-])
+@pytest.mark.parametrize(
+    "attack, defense, adversarial, expected",
+    [
+        (None, "none", None, "clean"),
+        ("cuda", None, None, "cuda"),
+        ("cuda", "none", {"norm": "linf", "eps": 0.015}, "cuda+at"),
+        ("cuda", "none", {"norm": "linf", "eps": 8 / 255}, "other"),
+        ("cuda", "rsk+ff", None, "cuda+rsk+ff"),
+        ("cuda", "ssk+ff", None, "other"),
+        ("huda", "none", None, "other"),
+        (None, "rsk+ff", None, "other"),
+    ],
+)
 def test_condition_of_older_results(attack, defense, adversarial, expected):
     assert condition_of(attack, defense, adversarial=adversarial) == expected
 

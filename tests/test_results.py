@@ -35,11 +35,27 @@ def test_results_json_of_the_previous_format_loads(tmp_path: Path) -> None:
     """A results.json written before `command` existed, with the `adversarial` option in its config."""
     from unlearnable.training.results import legacy_adversarial_chain
 
-    old = {"name": "cuda+at", "config": {"defense": "none", "defense_options": {}, "seed": 0,
-                                         "adversarial": {"norm": "linf", "eps": 4 / 255, "steps": 10,
-                                                         "alpha": 1.5 * (4 / 255) / 10, "random_start": True}},
-           "epochs": [{"epoch": 1, "test_acc": 40.0}], "final": {"test_acc_last": 40.0}, "status": "complete",
-           "note": "n", "world_size": 1, "something_newer": [1, 2]}
+    old = {
+        "name": "cuda+at",
+        "config": {
+            "defense": "none",
+            "defense_options": {},
+            "seed": 0,
+            "adversarial": {
+                "norm": "linf",
+                "eps": 4 / 255,
+                "steps": 10,
+                "alpha": 1.5 * (4 / 255) / 10,
+                "random_start": True,
+            },
+        },
+        "epochs": [{"epoch": 1, "test_acc": 40.0}],
+        "final": {"test_acc_last": 40.0},
+        "status": "complete",
+        "note": "n",
+        "world_size": 1,
+        "something_newer": [1, 2],
+    }
     (tmp_path / "results.json").write_text(json.dumps(old))
     read = RunResults.read(tmp_path / "results.json")
     assert read.command is None and read.name == "cuda+at" and read.complete and read.last_test_acc == 40.0
@@ -47,8 +63,12 @@ def test_results_json_of_the_previous_format_loads(tmp_path: Path) -> None:
     chain = legacy_adversarial_chain(read.config)
     assert chain["defense"] == "at-linf" and chain["defense_options"] == {"eps": 4 / 255, "steps": 10}
     assert "adversarial" not in chain
-    assert legacy_adversarial_chain({"defense": "rsk+ff", "adversarial": {"norm": "l2", "eps": 0.5, "steps": 5}})[
-        "defense"] == "rsk+ff+at-l2"
+    assert (
+        legacy_adversarial_chain({"defense": "rsk+ff", "adversarial": {"norm": "l2", "eps": 0.5, "steps": 5}})[
+            "defense"
+        ]
+        == "rsk+ff+at-l2"
+    )
     assert "adversarial" not in legacy_adversarial_chain({"defense": "none", "adversarial": None})
     unusual = {"defense": "none", "adversarial": {"norm": "linf", "eps": 0.1, "steps": 2, "alpha": 0.5}}
     assert legacy_adversarial_chain(unusual) == unusual  # a step size the chain cannot express
@@ -59,9 +79,15 @@ def test_results_json_of_the_previous_format_loads(tmp_path: Path) -> None:
     assert RunResults.read(tmp_path / "missing.json") is None
 
 
-def test_results_record_data_fingerprints_and_the_host(blobs, tiny_net, quick_config, tmp_path: Path, small_blob_data) -> None:
-    results = train(quick_config(tmp_path / "run", train="blobs-0", recipe=resolve_recipe("quick", epochs=1, batch_size=64)),
-                    *small_blob_data, model=tiny_net(), progress=False)
+def test_results_record_data_fingerprints_and_the_host(
+    blobs, tiny_net, quick_config, tmp_path: Path, small_blob_data
+) -> None:
+    results = train(
+        quick_config(tmp_path / "run", train="blobs-0", recipe=resolve_recipe("quick", epochs=1, batch_size=64)),
+        *small_blob_data,
+        model=tiny_net(),
+        progress=False,
+    )
     assert results["train_data"]["spec"] == "blobs-0" and results["test_data"]["spec"] is None
     assert results["train_data"]["digest"] == data_fingerprint(small_blob_data[0])["digest"]
     assert results["train_data"]["num_images"] == 128 and results["train_data"]["shape"] == [3, 32, 32]

@@ -38,6 +38,10 @@ def test_saved_dataset_keeps_or_gets_a_source(out_of_order_folder, tmp_path: Pat
     train.meta = {}
     save_dataset(tmp_path / "bare", train)
     again = load_dataset(str(tmp_path / "bare"))
-    assert again.meta["source"] == {"spec": str(tmp_path / "bare"), "kind": "saved", "split": "train",
-                                    "path": str(tmp_path / "bare")}
+    assert again.meta["source"] == {
+        "spec": str(tmp_path / "bare"),
+        "kind": "saved",
+        "split": "train",
+        "path": str(tmp_path / "bare"),
+    }
     np.testing.assert_array_equal(again.images.numpy(), train.images.numpy())

@@ -27,7 +27,6 @@ def _scipy_sharpen(x: np.ndarray, kernels: np.ndarray, pad_mode: str | None = No
     return np.clip(np.array(out), 0, 1)
 
 
-
 # --- SSK ---------------------------------------------------------------------------------------
 
 
@@ -60,7 +59,6 @@ def test_sharpen_same_padding_matches_numpy_pad(rand_images, padding, pad_mode):
     kernels = np.broadcast_to(static_sharpen_kernel(3.0, dtype=torch.float64).numpy(), (2, 3, 3))
     assert out.shape == x.shape
     np.testing.assert_allclose(out.numpy(), _scipy_sharpen(x.double().numpy(), kernels, pad_mode), atol=1e-5)
-
 
 
 # --- RSK ---------------------------------------------------------------------------------------
@@ -117,7 +115,6 @@ def test_rsk_without_a_generator_draws_from_torchs_global_one(rand_images):
     assert not torch.equal(first, RandomSharpen()(x))  # the global generator moved on
 
 
-
 # --- devices -----------------------------------------------------------------------------------
 
 
@@ -134,6 +131,7 @@ def test_sharpening_and_ff_run_on_cuda(rand_images):
     # RSK draws on the CUDA generator; the reference is CPU conv2d with those kernels.
     kernels = sample_sharpen_kernels(4, generator=torch.Generator(gpu).manual_seed(0)).cpu()
     out = RandomSharpen()(x.to(gpu), torch.Generator(gpu).manual_seed(0))
-    expected = torch.stack([F.conv2d(image.unsqueeze(1), k.view(1, 1, 3, 3)).squeeze(1)
-                            for image, k in zip(x, kernels)]).clamp(0, 1)
+    expected = torch.stack(
+        [F.conv2d(image.unsqueeze(1), k.view(1, 1, 3, 3)).squeeze(1) for image, k in zip(x, kernels)]
+    ).clamp(0, 1)
     torch.testing.assert_close(out.cpu(), expected, atol=1e-5, rtol=0)

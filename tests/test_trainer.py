@@ -32,14 +32,17 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 TRAINING_DEFENSES = ("mixup", "cutmix", "at-linf", "at-l2", "dat", "ueraser")
 
 
-
 # --- the pipeline ------------------------------------------------------------------------------
 
 
-def test_resized_crop_in_the_pipeline(blobs, tiny_net, quick_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resized_crop_in_the_pipeline(
+    blobs, tiny_net, quick_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = []
     real = train_module.random_resized_crop
-    monkeypatch.setattr(train_module, "random_resized_crop", lambda x, size, g: calls.append(x.shape) or real(x, size, g))
+    monkeypatch.setattr(
+        train_module, "random_resized_crop", lambda x, size, g: calls.append(x.shape) or real(x, size, g)
+    )
     large = blobs(64, seed=3, size=64)
     trainer = Trainer(resolve_config(quick_config(tmp_path, defense="rsk")), large, large, tiny_net(), None)
     images, _ = next(trainer.train_loader.shuffled(trainer.generator))
@@ -47,7 +50,9 @@ def test_resized_crop_in_the_pipeline(blobs, tiny_net, quick_config, tmp_path: P
     assert calls == [(64, 3, 62, 62)]  # "valid" RSK shrinks 64×64 to 62×62; the crop brings back 64×64
 
 
-def test_rotation_only_when_asked(tiny_net, quick_config, tmp_path: Path, blob_data, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rotation_only_when_asked(
+    tiny_net, quick_config, tmp_path: Path, blob_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = []
     monkeypatch.setattr(train_module, "random_rotation", lambda x, degrees, g: calls.append(degrees) or x)
     for rotate in (False, True):
@@ -70,8 +75,9 @@ class Recorder(nn.Module):
         return self.model(x)
 
 
-def test_defense_on_train_batches_only_and_test_is_normalize_only(tiny_net, quick_config, tmp_path: Path, blob_data,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defense_on_train_batches_only_and_test_is_normalize_only(
+    tiny_net, quick_config, tmp_path: Path, blob_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
     train_set, test_set = blob_data
     defended: list[torch.Tensor] = []
 
@@ -79,12 +85,12 @@ def test_defense_on_train_batches_only_and_test_is_normalize_only(tiny_net, quic
         def defense(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             defended.append(x.clone())
             return x[:, :, 1:-1, 1:-1]  # shrinks like "valid" RSK: the crop must re-frame it
+
         return TrainingDefense(before_crop=defense)
 
     monkeypatch.setattr(train_module, "training_defense", record_defense)
     model = Recorder(tiny_net())
-    train(quick_config(tmp_path, defense="rsk", normalization="data"), train_set, test_set, model=model,
-          progress=False)
+    train(quick_config(tmp_path, defense="rsk", normalization="data"), train_set, test_set, model=model, progress=False)
     train_images = {bytes(image.numpy()) for image in train_set.images}
     assert len(defended) == 2 * (len(train_set) // 64)
     for batch in defended:
@@ -107,8 +113,9 @@ class AfterCropDummy:
         return "AfterCropDummy()"
 
 
-def test_trainer_applies_the_kinds_in_pipeline_order(tiny_net, tmp_path: Path, square_blob_data, monkeypatch: pytest.MonkeyPatch,
-                                                      register) -> None:
+def test_trainer_applies_the_kinds_in_pipeline_order(
+    tiny_net, tmp_path: Path, square_blob_data, monkeypatch: pytest.MonkeyPatch, register
+) -> None:
     events: list[tuple] = []
 
     class Before:
@@ -135,6 +142,7 @@ def test_trainer_applies_the_kinds_in_pipeline_order(tiny_net, tmp_path: Path, s
         def wrapped(x, *args):
             events.append((name, x.shape))
             return function(x, *args)
+
         return wrapped
 
     register(DEFENSES, "test-before", Before, stage="before-crop")
@@ -143,8 +151,14 @@ def test_trainer_applies_the_kinds_in_pipeline_order(tiny_net, tmp_path: Path, s
     register(DEFENSES, "test-hook", Hook, stage="hook")
     monkeypatch.setattr(train_module, "random_crop", spy("crop", train_module.random_crop))
     monkeypatch.setattr(train_module, "random_flip", spy("flip", train_module.random_flip))
-    config = resolve_config(TrainConfig(out=str(tmp_path), device="cpu", recipe=resolve_recipe("quick", batch_size=16),
-                                        defense="test-hook+test-mix+test-after+test-before"))
+    config = resolve_config(
+        TrainConfig(
+            out=str(tmp_path),
+            device="cpu",
+            recipe=resolve_recipe("quick", batch_size=16),
+            defense="test-hook+test-mix+test-after+test-before",
+        )
+    )
     trainer = Trainer(config, *square_blob_data, tiny_net(), ([0.5] * 3, [0.25] * 3))
     updates = []
     monkeypatch.setattr(trainer, "update", lambda inputs, targets: updates.append((inputs, targets)) or (None, None))
@@ -156,22 +170,27 @@ def test_trainer_applies_the_kinds_in_pipeline_order(tiny_net, tmp_path: Path, s
     _, hooked_x, hooked_targets, training = events[5]
     assert training and hooked_x.min() >= 0.25 and hooked_x.max() <= 0.75  # after (×0.5), then mix (+0.25)
     torch.testing.assert_close(hooked_targets, F.one_hot(labels, 4).float().flip(0))  # the mixed targets
-    (inputs, targets), = updates
+    ((inputs, targets),) = updates
     torch.testing.assert_close(inputs, (hooked_x.flip(0) - 0.5) / 0.25)  # the hook's output, normalised
     torch.testing.assert_close(targets, hooked_targets)
 
 
-def test_soft_targets_keep_label_smoothing_and_train_accuracy_uses_the_labels(tiny_net, tmp_path: Path, square_blob_data) -> None:
+def test_soft_targets_keep_label_smoothing_and_train_accuracy_uses_the_labels(
+    tiny_net, tmp_path: Path, square_blob_data
+) -> None:
     recipe = resolve_recipe("quick", epochs=1, batch_size=16, label_smoothing=0.2)
-    trainer = Trainer(resolve_config(TrainConfig(out=str(tmp_path), device="cpu", recipe=recipe, defense="mixup")),
-                      *square_blob_data, tiny_net(), None)
+    trainer = Trainer(
+        resolve_config(TrainConfig(out=str(tmp_path), device="cpu", recipe=recipe, defense="mixup")),
+        *square_blob_data,
+        tiny_net(),
+        None,
+    )
     logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 1, 2, 3, 1])
     smooth = F.one_hot(labels, 4).float() * 0.8 + 0.2 / 4
     expected = -(smooth * logits.log_softmax(1)).sum(1).mean()
     torch.testing.assert_close(trainer.criterion(logits, F.one_hot(labels, 4).float()), expected)
     torch.testing.assert_close(trainer.criterion(logits, labels), expected)
-
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -194,8 +213,16 @@ def test_end_to_end_run_writes_results(blobs, tiny_net, quick_config, tmp_path: 
     assert written["config"]["recipe"]["batch_size"] == 32 and written["config"]["amp"] is False
     assert [record["epoch"] for record in written["epochs"]] == [1, 2]
     for record in written["epochs"]:
-        assert set(record) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
-                               "images_per_s"}
+        assert set(record) >= {
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "test_loss",
+            "test_acc",
+            "lr",
+            "seconds",
+            "images_per_s",
+        }
         assert 0 <= record["train_acc"] <= 100 and 0 <= record["test_acc"] <= 100 and record["images_per_s"] > 0
     final = written["final"]
     assert final["test_acc_last"] == written["epochs"][-1]["test_acc"]
@@ -206,7 +233,9 @@ def test_end_to_end_run_writes_results(blobs, tiny_net, quick_config, tmp_path: 
     assert checkpoint["epoch"] == 2 and len(checkpoint["history"]) == 2
 
 
-def test_model_by_name_goes_through_create_model(tiny_net, quick_config, tmp_path: Path, blob_data, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_by_name_goes_through_create_model(
+    tiny_net, quick_config, tmp_path: Path, blob_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
     built = []
 
     def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
@@ -222,26 +251,37 @@ def test_model_by_name_goes_through_create_model(tiny_net, quick_config, tmp_pat
 def test_too_few_images_for_a_batch(tiny_net, quick_config, tmp_path: Path, blob_data) -> None:
     train_set, test_set = blob_data
     with pytest.raises(UserInputError, match="fewer than one batch"):
-        train(quick_config(tmp_path, recipe=resolve_recipe("quick", batch_size=512)), train_set, test_set,
-              model=tiny_net(), progress=False)
+        train(
+            quick_config(tmp_path, recipe=resolve_recipe("quick", batch_size=512)),
+            train_set,
+            test_set,
+            model=tiny_net(),
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize("spec", TRAINING_DEFENSES)
 def test_one_epoch_with_each_training_defense(tmp_path: Path, square_blob_data, spec: str) -> None:
-    config = TrainConfig(out=str(tmp_path / spec), model="small", device="cpu", defense=spec,
-                         recipe=resolve_recipe("quick", epochs=1, batch_size=48, test_batch_size=32),
-                         defense_options={"steps": 2} if spec in ("at-linf", "at-l2", "dat") else {})
+    config = TrainConfig(
+        out=str(tmp_path / spec),
+        model="small",
+        device="cpu",
+        defense=spec,
+        recipe=resolve_recipe("quick", epochs=1, batch_size=48, test_batch_size=32),
+        defense_options={"steps": 2} if spec in ("at-linf", "at-l2", "dat") else {},
+    )
     results = train(config, *square_blob_data, progress=False)
     (epoch,) = results["epochs"]
     assert results["status"] == "complete" and results["config"]["defense"] == spec
     assert torch.isfinite(torch.tensor(epoch["train_loss"])) and 0 <= epoch["train_acc"] <= 100
 
 
-
 # --- resume and the restored state ---------------------------------------------------------------
 
 
-def test_resume_is_bit_identical(tiny_net, quick_config, crash_after_first_checkpoint, tmp_path: Path, blob_data, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_is_bit_identical(
+    tiny_net, quick_config, crash_after_first_checkpoint, tmp_path: Path, blob_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """2 epochs straight == 1 epoch, a crash, and a resume to 2: same accuracies, same weights."""
     train_set, test_set = blob_data
 
@@ -250,11 +290,13 @@ def test_resume_is_bit_identical(tiny_net, quick_config, crash_after_first_check
 
     straight = train(config(tmp_path / "a"), train_set, test_set, model=tiny_net(dropout=0.2), progress=False)
 
-    crash_after_first_checkpoint(lambda: train(config(tmp_path / "b"), train_set, test_set,
-                                                            model=tiny_net(dropout=0.2), progress=False))
+    crash_after_first_checkpoint(
+        lambda: train(config(tmp_path / "b"), train_set, test_set, model=tiny_net(dropout=0.2), progress=False)
+    )
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    resumed = train(config(tmp_path / "b"), train_set, test_set, model=tiny_net(dropout=0.2), resume=True,
-                    progress=False)
+    resumed = train(
+        config(tmp_path / "b"), train_set, test_set, model=tiny_net(dropout=0.2), resume=True, progress=False
+    )
 
     def outcome(results: dict) -> list[tuple]:
         return [(r["train_loss"], r["train_acc"], r["test_loss"], r["test_acc"], r["lr"]) for r in results["epochs"]]
@@ -266,15 +308,23 @@ def test_resume_is_bit_identical(tiny_net, quick_config, crash_after_first_check
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
-def test_resume_with_mixing_and_a_hook_is_bit_identical(tiny_net, crash_after_first_checkpoint, tmp_path: Path, square_blob_data, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_with_mixing_and_a_hook_is_bit_identical(
+    tiny_net, crash_after_first_checkpoint, tmp_path: Path, square_blob_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def config(out: Path) -> TrainConfig:
-        return TrainConfig(out=str(out), model="tiny", device="cpu", defense="rsk+cutmix+dat",
-                           defense_options={"steps": 2, "filter_size": 3},
-                           recipe=resolve_recipe("quick", epochs=2, batch_size=32, test_batch_size=32))
+        return TrainConfig(
+            out=str(out),
+            model="tiny",
+            device="cpu",
+            defense="rsk+cutmix+dat",
+            defense_options={"steps": 2, "filter_size": 3},
+            recipe=resolve_recipe("quick", epochs=2, batch_size=32, test_batch_size=32),
+        )
 
     straight = train(config(tmp_path / "a"), *square_blob_data, model=tiny_net(), progress=False)
-    crash_after_first_checkpoint(lambda: train(config(tmp_path / "b"), *square_blob_data, model=tiny_net(),
-                                                            progress=False))
+    crash_after_first_checkpoint(
+        lambda: train(config(tmp_path / "b"), *square_blob_data, model=tiny_net(), progress=False)
+    )
     resumed = train(config(tmp_path / "b"), *square_blob_data, model=tiny_net(), resume=True, progress=False)
     assert [r["train_loss"] for r in resumed["epochs"]] == [r["train_loss"] for r in straight["epochs"]]
     assert [r["test_loss"] for r in resumed["epochs"]] == [r["test_loss"] for r in straight["epochs"]]
@@ -282,7 +332,9 @@ def test_resume_with_mixing_and_a_hook_is_bit_identical(tiny_net, crash_after_fi
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
-def test_rng_states_reach_the_setters_as_cpu_bytes(tiny_net, quick_config, tmp_path: Path, small_blob_data, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rng_states_reach_the_setters_as_cpu_bytes(
+    tiny_net, quick_config, tmp_path: Path, small_blob_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A trainer on a (pretend) GPU gets its generator and CUDA states as CPU uint8 tensors, whatever
     dtype the checkpoint held them in; the restored CPU generator continues the saved stream."""
     config = resolve_config(quick_config(tmp_path))
@@ -299,15 +351,25 @@ def test_rng_states_reach_the_setters_as_cpu_bytes(tiny_net, quick_config, tmp_p
         def set_state(self, value: torch.Tensor) -> None:
             received.append(("generator", value.device.type, value.dtype))
 
-    monkeypatch.setattr(torch.cuda, "set_rng_state",
-                        lambda value, device=None: received.append(("cuda", value.device.type, value.dtype)))
+    monkeypatch.setattr(
+        torch.cuda,
+        "set_rng_state",
+        lambda value, device=None: received.append(("cuda", value.device.type, value.dtype)),
+    )
     trainer.generator, trainer.device = RecordingGenerator(), torch.device("cuda", 0)
     trainer.load_state_dict(state)
     assert received == [("generator", "cpu", torch.uint8), ("cuda", "cpu", torch.uint8)]
 
 
 @needs_cuda
-def test_resume_is_exact_in_its_restored_state_on_cuda(tiny_net, quick_config, crash_after_first_checkpoint, tmp_path: Path, small_blob_data, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_is_exact_in_its_restored_state_on_cuda(
+    tiny_net,
+    quick_config,
+    crash_after_first_checkpoint,
+    tmp_path: Path,
+    small_blob_data,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     out = tmp_path / "run"
     config = quick_config(out, device="cuda", defense="rsk+ff")
     crash_after_first_checkpoint(lambda: train(config, *small_blob_data, model=tiny_net(), progress=False))
@@ -322,7 +384,12 @@ def test_resume_is_exact_in_its_restored_state_on_cuda(tiny_net, quick_config, c
 
 @needs_cuda
 def test_amp_training_step_on_cuda(tiny_net, quick_config, tmp_path: Path, small_blob_data) -> None:
-    config = quick_config(tmp_path, device="cuda", defense="dat", defense_options={"steps": 1},
-                          recipe=resolve_recipe("quick", epochs=1, batch_size=32))
+    config = quick_config(
+        tmp_path,
+        device="cuda",
+        defense="dat",
+        defense_options={"steps": 1},
+        recipe=resolve_recipe("quick", epochs=1, batch_size=32),
+    )
     results = train(config, *small_blob_data, model=tiny_net(), progress=False)
     assert results["config"]["amp"] is True and results["host"]["cudnn"] and results["status"] == "complete"

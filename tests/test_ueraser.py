@@ -34,16 +34,21 @@ def test_ueraser_ops_match_torchvision() -> None:
     x = images.float() / 255
     torch.testing.assert_close(equalize(x), TF.equalize(images).float() / 255)
     bits = torch.tensor([1, 2, 3, 4, 2, 1])
-    torch.testing.assert_close(posterize(x, bits), torch.stack([TF.posterize(i, int(b)) for i, b in zip(images, bits)]
-                                                               ).float() / 255)
+    torch.testing.assert_close(
+        posterize(x, bits), torch.stack([TF.posterize(i, int(b)) for i, b in zip(images, bits)]).float() / 255
+    )
     factor = torch.linspace(0.1, 1.9, 6)
-    for name, reference in [("contrast", TF.adjust_contrast), ("brightness", TF.adjust_brightness),
-                            ("sharpness", TF.adjust_sharpness)]:
+    for name, reference in [
+        ("contrast", TF.adjust_contrast),
+        ("brightness", TF.adjust_brightness),
+        ("sharpness", TF.adjust_sharpness),
+    ]:
         expected = torch.cat([reference(image[None], float(f)) for image, f in zip(x, factor)])
         torch.testing.assert_close(apply_op(x, name, factor), expected, atol=1e-4, rtol=0)
     angle = torch.linspace(-30, 30, 6)
-    expected = torch.cat([TF.rotate(image[None], float(a), TF.InterpolationMode.BILINEAR)
-                          for image, a in zip(x, angle)])
+    expected = torch.cat(
+        [TF.rotate(image[None], float(a), TF.InterpolationMode.BILINEAR) for image, a in zip(x, angle)]
+    )
     torch.testing.assert_close(apply_op(x, "rotate", angle), expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(apply_op(x, "solarize", torch.full((6,), 0.5)), torch.where(x >= 0.5, 1 - x, x))
     translated = apply_op(x, "translate_x", torch.full((6,), 0.25))  # 4 of 16 pixels to the right
