@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench fashion-mnist
+.PHONY: demo lint test test-all bench fashion-mnist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +26,20 @@ CIFAR10 ?= $(firstword $(wildcard ../shared/data/cifar10-jpeg.tar.gz) cifar10)
 demo: $(STAMP)
 	$(BIN)/unlearnable demo --data $(CIFAR10)
 
-test: $(STAMP)
+# Lint, format and types first (seconds), then the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: lint
 	$(BIN)/python -m pytest -q -m ""
 
 bench: $(STAMP)
+	$(BIN)/python bench/bench_cli_startup.py
 	$(BIN)/python bench/bench_cuda.py
 	$(BIN)/python bench/bench_defenses.py
 	$(BIN)/python bench/bench_iss_coin.py

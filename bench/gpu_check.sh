@@ -13,9 +13,9 @@
 #      nothing is installed); else the venv is made with `make .venv/.installed` (needs the network).
 #   2. data: the archive when present, else a synthetic 10-class dataset made on the spot (said so:
 #      its accuracies mean nothing). On the CPU a small stratified subset of either.
-#   3. the GPU-only tests (pytest -m "" -k "gpu or on_cuda": the tests skipped without CUDA).
+#   3. the GPU-only tests (pytest -m cuda: the tests skipped without CUDA).
 #   4. `unlearnable reproduce` for one epoch (data prep, the CUDA poison, the four Table-1 conditions).
-#   5. every defense and step hook (and --adversarial) through the trainer, one short epoch each,
+#   5. every defense and step hook through the trainer, one short epoch each,
 #      bf16 autocast and channels_last on.
 #   6. resume: a run stopped by SIGINT after its first checkpoint; a fresh start in its folder must be
 #      refused (exit 2), --resume must finish it; compared with an uninterrupted run (bit-identical on
@@ -124,9 +124,9 @@ fi
 
 step "3. GPU-only tests"
 if [ "$DEVICE" = cuda ]; then
-    "$PY" -m pytest -q -m "" -rs -p no:cacheprovider -k "gpu or on_cuda" tests
+    "$PY" -m pytest -q -m cuda -rs -p no:cacheprovider tests
 else
-    "$PY" -m pytest -q -m "" -rs -p no:cacheprovider -k "gpu or on_cuda" tests | tail -n 15  # CUDA ones skip here
+    "$PY" -m pytest -q -m cuda -rs -p no:cacheprovider tests | tail -n 15  # CUDA ones skip here
 fi
 
 step "4. reproduce, one epoch ($MODEL_TABLE, $RECIPE_TABLE recipe)"
@@ -148,15 +148,14 @@ train_set = stratified_subset(load_saved(data), int(sys.argv[4]))
 test_set = stratified_subset(load_saved(data, "test"), int(sys.argv[5]))
 steps = {"at-linf": {"steps": 2}, "at-l2": {"steps": 2}, "dat": {"steps": 2}, "ueraser": {"draws": 2},
          "deconv": {"kernel_size": 3}, "deconv-spectrum": {"kernel_size": 3}}  # k = 3: no kernel-size search
-runs = [(name, name, steps.get(name, {}), None) for names in defense_kinds().values() for name in names]
-runs.append(("adversarial-l2", "none", {}, {"norm": "l2", "eps": 0.5, "steps": 2}))
+runs = [(name, name, steps.get(name, {})) for names in defense_kinds().values() for name in names]
 recipe = resolve_recipe("quick", epochs=1, batch_size=64, test_batch_size=256)
 print(f"{len(runs)} runs on {len(train_set)} training images ({data})")
 few = stratified_subset(train_set, min(50, int(sys.argv[4])))  # the deconv estimators run on the CPU
-for label, defense, options, adversarial in runs:
+for label, defense, options in runs:
     start = time.perf_counter()
     r = train(TrainConfig(out=str(out / label), model="small", recipe=recipe, defense=defense, defense_options=options,
-                          adversarial=adversarial, device=device, amp=True, channels_last=True),
+                          device=device, amp=True, channels_last=True),
               few if defense.startswith("deconv") else train_set, test_set, progress=False)
     assert r["status"] == "complete" and r["config"]["amp"] is True and r["config"]["channels_last"] is True
     e = r["epochs"][-1]

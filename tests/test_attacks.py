@@ -110,7 +110,7 @@ def test_the_mask_is_shared_by_the_additive_poisons(random_set, poison):
     assert all(k == keys[0] for k in keys)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", POISONS)
 def test_gpu_path_matches_cpu(random_set, poison, name):
     images, labels = random_set(300)

@@ -21,7 +21,6 @@ from unlearnable.training.augment import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_random_crop_reframes_30_into_32_with_zero_border() -> None:

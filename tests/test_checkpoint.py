@@ -10,7 +10,6 @@ import torch
 from unlearnable.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_resume_loads_the_checkpoint_onto_the_cpu(

@@ -172,7 +172,7 @@ def test_coin_severity_maps_to_alpha():
 # --- devices -----------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_iss_coin_and_cutout_run_on_cuda():
     gpu = torch.device("cuda")
     x = to_unit_float(_uint8_images((4, 3, 32, 32), seed=28))

@@ -6,13 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
 
 from unlearnable.errors import UserInputError
 from unlearnable.training.config import TrainConfig, config_to_dict, resolve_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def error(call) -> str:

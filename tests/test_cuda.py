@@ -180,7 +180,7 @@ def test_unknown_attack_lists_known_names():
     assert {"cuda", "vuda", "huda"} <= set(ATTACKS)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_gpu_path_matches_cpu():
     images, labels = random_set(300)
     cpu = cuda_poison(images, labels, 10, device="cpu")

@@ -90,7 +90,7 @@ def test_defenses_in_a_torchvision_pipeline_are_seeded_by_torch_manual_seed(rand
     )
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_images_draw_from_the_cuda_generator_and_refuse_a_cpu_one(rand_images):
     x = rand_images((2, 3, 16, 16)).cuda()
     torch.cuda.manual_seed(4)

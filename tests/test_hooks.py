@@ -19,7 +19,6 @@ from unlearnable.training.recipes import resolve_recipe
 from unlearnable.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +70,7 @@ def test_mixing_and_hooks_draw_only_from_the_given_generator(model_and_batch) ->
     assert torch.equal(torch.get_rng_state(), state)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_mixing_and_hooks_run_on_cuda(model_and_batch) -> None:
     model, x, y = model_and_batch
     gpu = torch.device("cuda")
@@ -151,7 +150,7 @@ def test_autocast_model_casts_the_forward_and_follows_train_eval() -> None:
     assert list(wrapped.parameters()) == list(model.parameters())
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("hook", [DeconvolutionAT(steps=2), UEraserMax(draws=2)])
 def test_hook_batches_stay_float32_on_cuda(hook) -> None:
     x, labels = batch(16, 32)

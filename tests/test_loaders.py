@@ -12,7 +12,6 @@ from unlearnable.training.loaders import DeviceLoader, StreamLoader, make_loader
 from unlearnable.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_stream_loader_serves_the_device_loaders_batches(tmp_path: Path, blob_data) -> None:

@@ -12,7 +12,6 @@ from unlearnable.errors import UserInputError
 from unlearnable.training.recipes import RECIPES, Recipe, lr_factor, resolve_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_published_recipes() -> None:

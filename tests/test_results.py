@@ -16,7 +16,6 @@ from unlearnable.training.results import RunResults, data_fingerprint
 from unlearnable.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_results_record_the_command(blobs, tiny_net, quick_config, tmp_path: Path, blob_data) -> None:

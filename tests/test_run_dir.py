@@ -18,7 +18,6 @@ from unlearnable.training.run_dir import interrupted_message
 from unlearnable.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def error(call) -> str:

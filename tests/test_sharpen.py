@@ -118,7 +118,7 @@ def test_rsk_without_a_generator_draws_from_torchs_global_one(rand_images):
 # --- devices -----------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_sharpening_and_ff_run_on_cuda(rand_images):
     x = rand_images((4, 3, 32, 32))
     gpu = torch.device("cuda")

@@ -26,7 +26,6 @@ from unlearnable.training.results import RunResults
 from unlearnable.training.trainer import Trainer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 TRAINING_DEFENSES = ("mixup", "cutmix", "at-linf", "at-l2", "dat", "ueraser")
@@ -361,7 +360,7 @@ def test_rng_states_reach_the_setters_as_cpu_bytes(
     assert received == [("generator", "cpu", torch.uint8), ("cuda", "cpu", torch.uint8)]
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_resume_is_exact_in_its_restored_state_on_cuda(
     tiny_net,
     quick_config,
@@ -382,7 +381,7 @@ def test_resume_is_exact_in_its_restored_state_on_cuda(
     assert torch.equal(torch.cuda.get_rng_state(trainer.device), state["cuda_rng"])
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_amp_training_step_on_cuda(tiny_net, quick_config, tmp_path: Path, small_blob_data) -> None:
     config = quick_config(
         tmp_path,

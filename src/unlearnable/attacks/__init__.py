@@ -15,7 +15,7 @@ ATTACKS = Registry("attack")
 ATTACKS.add(
     "cuda",
     "unlearnable.attacks.cuda:cuda_poison",
-    "class-wise random 3×3 blur, the published key (Sadasivan et al., CVPR 2023)",
+    "class-wise random k×k blur; k 3 and seed 0 give the published key (Sadasivan et al., CVPR 2023)",
 )
 ATTACKS.add("vuda", "unlearnable.attacks.cuda:vuda_poison", "CUDA with vertical k×1 kernels")
 ATTACKS.add("huda", "unlearnable.attacks.cuda:huda_poison", "CUDA with horizontal 1×k kernels")
