@@ -44,7 +44,7 @@ def naive(src: Path, dst: Path, strength: str) -> None:
     import torch.nn.functional as F
     from PIL import Image
 
-    from unlearnable.app.owner import STRENGTHS, class_kernels
+    from unlearnable.attacks.multiscale import STRENGTHS, class_kernels
 
     params = STRENGTHS[strength]
     classes = sorted(p.name for p in src.iterdir())

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from unlearnable.analysis.metrics import image_psnr as psnr
 from unlearnable.analysis.metrics import image_ssim as ssim
-from unlearnable.app.owner import STRENGTHS, class_kernels, protect_folder, scan
+from unlearnable.app.owner import protect_folder, scan
+from unlearnable.attacks.multiscale import STRENGTHS, class_kernels
 from unlearnable.data.imagefolder import load_imagefolder
 from unlearnable.data.photos import read_photo
 from unlearnable.training.trainer import TrainConfig, resolve_recipe, train

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,19 @@ def free_port():
             return s.getsockname()[1]
 
     return find
+
+
+@pytest.fixture
+def torchrun(free_port):
+    """``torchrun(args, timeout)``: ``python -m torch.distributed.run`` with 2 local processes running
+    ``python -m unlearnable ARGS`` (rendezvous on a free local port); the CompletedProcess, output as text."""
+
+    def run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                   "127.0.0.1", "--master-port", str(free_port()), "-m", "unlearnable", *args]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,16 @@
-"""Pure helpers needed when test modules are imported: the synthetic ImageNet tree (its class ids
-and names are expected values in the tests that read it)."""
+"""Pure helpers shared by several test modules: the synthetic ImageNet tree (its class ids and names
+are expected values in the tests that read it), small image makers, and one-line error checks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
+
+from unlearnable.errors import UserInputError
 
 WNIDS = ["n00000001", "n00000002", "n00000003", "n00000004"]
 
@@ -86,3 +90,54 @@ def write_imagenet(root: Path, val: str = "csv", seed: int = 0) -> dict:
         )
     (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} {n}\n" for w, n in zip(WNIDS, NAMES)))
     return {"train": train, "val": [(path, label) for label, _, path in sorted(val_entries)], "val_labels": labels_file}
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def expected_nchw(entries: list[tuple[str, int, np.ndarray]]) -> np.ndarray:
+    stacked = np.stack([pixels if pixels.ndim == 3 else pixels[..., None] for _, _, pixels in entries])
+    return stacked.transpose(0, 3, 1, 2)
+
+
+def seeded_generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class AfterCropDummy:
+    """A do-nothing after-crop transform, standing in for COIN / Cutout."""
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return x
+
+    def __repr__(self) -> str:
+        return "AfterCropDummy()"
+
+
+def uint8_images(shape: tuple[int, ...], seed: int = 0, smooth: bool = True) -> torch.Tensor:
+    """Random uint8 B×C×H×W images; `smooth` box-blurs them so JPEG has something image-like to do."""
+    x = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    if smooth:
+        x = torch.nn.functional.avg_pool2d(x.float(), 3, 1, 1, count_include_pad=False).round().to(torch.uint8)
+    return x
+
+
+def uint8_levels_of(x: torch.Tensor) -> np.ndarray:
+    """Float output on the uint8 grid → its integer levels (asserting it is on the grid)."""
+    levels = x.double().numpy() * 255
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)
+    return np.round(levels).astype(int)
+
+
+def one_line_error(call) -> str:
+    with pytest.raises(UserInputError) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def bilinear(pixels: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))

@@ -132,6 +132,8 @@ def test_audit_end_to_end(tiny_protocol, tiny_folder, tmp_path, monkeypatch, cap
     copy = load_saved(tmp_path / "audit" / "data" / "protected")
     assert copy.shape == (3, 32, 32) and copy.meta["attack"] == "cuda"
     assert (tmp_path / "audit" / "report" / "report.html").is_file()
+    recorded = {json.loads(path.read_text())["command"] for path in (tmp_path / "audit").glob("runs/*/*/results.json")}
+    assert recorded == {f"unlearnable audit {protected} --out {tmp_path / 'audit'}"}
 
 
 def _mixed_folder(root, classes=("a", "b"), per_class=6, seed=0):

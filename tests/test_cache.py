@@ -7,22 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from helpers import expected_nchw, write_png
 from unlearnable.data import imagefolder, load_dataset
 from unlearnable.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("private_cache")
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-def _expected_nchw(entries: list[tuple[str, int, np.ndarray]]) -> np.ndarray:
-    stacked = np.stack([pixels if pixels.ndim == 3 else pixels[..., None] for _, _, pixels in entries])
-    return stacked.transpose(0, 3, 1, 2)
 
 
 def test_second_load_hits_the_cache(out_of_order_folder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,8 +29,8 @@ def test_second_load_hits_the_cache(out_of_order_folder, tmp_path: Path, monkeyp
     for ds, path in zip(first, (tmp_path / "ds", archive)):
         again = load_dataset(str(path))
         assert again.classes == ds.classes and again.meta == ds.meta
-        np.testing.assert_array_equal(again.images.numpy(), _expected_nchw(entries))
+        np.testing.assert_array_equal(again.images.numpy(), expected_nchw(entries))
         np.testing.assert_array_equal(again.labels.numpy(), ds.labels.numpy())
-    _write_png(tmp_path / "ds" / "zebra" / "3.png", entries[0][2])  # a changed listing misses the cache
+    write_png(tmp_path / "ds" / "zebra" / "3.png", entries[0][2])  # a changed listing misses the cache
     with pytest.raises(UserInputError, match="decoded although"):
         load_dataset(str(tmp_path / "ds"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import AfterCropDummy, seeded_generator
 from unlearnable.defenses import (
     DEFENSES,
     Compose,
@@ -27,10 +28,6 @@ from unlearnable.defenses.adversarial import AdversarialTraining
 from unlearnable.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # --- image chains ------------------------------------------------------------------------------
@@ -91,15 +88,15 @@ def test_chains_route_options_and_apply_in_order():
     assert isinstance(defense, Compose)
     rsk, ff, coin = defense.defenses
     assert ff.keep_percent == 40 and coin.alpha == 1.0
-    x = torch.rand((3, 3, 32, 32), generator=_generator(25))
-    g = _generator(26)
+    x = torch.rand((3, 3, 32, 32), generator=seeded_generator(25))
+    g = seeded_generator(26)
     expected = coin(ff(rsk(x, g)), g)
-    torch.testing.assert_close(defense(x, _generator(26)), expected, atol=0, rtol=0)
+    torch.testing.assert_close(defense(x, seeded_generator(26)), expected, atol=0, rtol=0)
     assert expected.shape == (3, 3, 30, 30)
 
     iss = build_defense("gray+bdr+jpeg+cutout", bits=3, quality=30, size=8)
     assert repr(iss) == "Compose([Grayscale(), BitDepthReduction(bits=3), JpegCompression(quality=30), Cutout(size=8)])"
-    out = iss(x, _generator(27))
+    out = iss(x, seeded_generator(27))
     assert out.shape == x.shape and torch.equal(out[:, 0], out[:, 1])
     assert build_defense("coin", severity=2).alpha == 1.2
 
@@ -132,16 +129,6 @@ def test_build_defense_rejects_bad_coin_iss_and_cutout_options(spec, options, me
 
 
 # --- training chains: kinds, options, errors ------------------------------------------------------
-
-
-class AfterCropDummy:
-    """A do-nothing after-crop transform, standing in for COIN / Cutout."""
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return x
-
-    def __repr__(self) -> str:
-        return "AfterCropDummy()"
 
 
 def test_training_defense_routes_each_kind(register) -> None:

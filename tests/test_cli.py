@@ -205,11 +205,12 @@ def test_parser_constants_match_their_owners():
     from unlearnable.app.audit import BUDGETS
     from unlearnable.app.cli import common, protect
     from unlearnable.app.cli import list as list_command
+    from unlearnable.attacks.multiscale import STRENGTHS
 
     assert common.DATASET_NAMES == unlearnable.data.DATASET_NAMES
     assert common.DATASET_ALIASES == unlearnable.data.ALIASES
     assert common.BUDGET_NAMES == tuple(BUDGETS)
-    assert protect.STRENGTH_NAMES == tuple(owner.STRENGTHS)
+    assert protect.STRENGTH_NAMES == tuple(STRENGTHS)
     assert protect.FORMATS == tuple(owner.FORMATS) and protect.METADATA == tuple(owner.METADATA)
     assert tuple(list_command.DATASETS) == common.DATASET_NAMES
 

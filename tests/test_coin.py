@@ -9,6 +9,7 @@ import scipy.ndimage
 import scipy.stats
 import torch
 
+from helpers import seeded_generator, uint8_images, uint8_levels_of
 from unlearnable.data.dataset import to_unit_float
 from unlearnable.defenses import (
     Coin,
@@ -18,25 +19,6 @@ from unlearnable.defenses import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _uint8_images(shape: tuple[int, ...], seed: int = 0, smooth: bool = True) -> torch.Tensor:
-    """Random uint8 B×C×H×W images; `smooth` box-blurs them so JPEG has something image-like to do."""
-    x = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
-    if smooth:
-        x = torch.nn.functional.avg_pool2d(x.float(), 3, 1, 1, count_include_pad=False).round().to(torch.uint8)
-    return x
-
-
-def _levels(x: torch.Tensor) -> np.ndarray:
-    """Float output on the uint8 grid → its integer levels (asserting it is on the grid)."""
-    levels = x.double().numpy() * 255
-    np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)
-    return np.round(levels).astype(int)
-
-
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _loop_displace(x: np.ndarray, fields: np.ndarray) -> np.ndarray:
@@ -60,15 +42,17 @@ def _loop_displace(x: np.ndarray, fields: np.ndarray) -> np.ndarray:
 
 
 def test_displace_matches_a_per_pixel_loop():
-    x = torch.rand((3, 3, 5, 7), generator=_generator(1), dtype=torch.float64)
-    fields = sample_displacements(3, 5, 7, 3.5, generator=_generator(2), dtype=torch.float64)  # wraps past a full pixel
+    x = torch.rand((3, 3, 5, 7), generator=seeded_generator(1), dtype=torch.float64)
+    fields = sample_displacements(
+        3, 5, 7, 3.5, generator=seeded_generator(2), dtype=torch.float64
+    )  # wraps past a full pixel
     np.testing.assert_allclose(displace(x, fields).numpy(), _loop_displace(x.numpy(), fields.numpy()), atol=1e-12)
 
 
 @pytest.mark.parametrize("published_wrap, scipy_mode", [(False, "grid-wrap"), (True, "wrap")])
 def test_displace_matches_scipy_map_coordinates(published_wrap, scipy_mode):
-    x = torch.rand((2, 3, 6, 9), generator=_generator(3), dtype=torch.float64)
-    fields = sample_displacements(2, 6, 9, 2.5, generator=_generator(4), dtype=torch.float64)
+    x = torch.rand((2, 3, 6, 9), generator=seeded_generator(3), dtype=torch.float64)
+    fields = sample_displacements(2, 6, 9, 2.5, generator=seeded_generator(4), dtype=torch.float64)
     rows, cols = np.meshgrid(np.arange(6), np.arange(9), indexing="ij")
     expected = [
         [
@@ -81,7 +65,7 @@ def test_displace_matches_scipy_map_coordinates(published_wrap, scipy_mode):
 
 
 def test_displace_by_one_pixel_is_a_roll_and_the_published_wrap_skips_the_last_column():
-    x = torch.rand((1, 2, 4, 6), generator=_generator(5), dtype=torch.float64)
+    x = torch.rand((1, 2, 4, 6), generator=seeded_generator(5), dtype=torch.float64)
     fields = torch.zeros((1, 2, 4, 6), dtype=torch.float64)
     fields[:, 0] = 1  # dx = 1: output column j reads input column j + 1
     torch.testing.assert_close(displace(x, fields), torch.roll(x, -1, dims=-1), atol=1e-12, rtol=0)
@@ -92,7 +76,7 @@ def test_displace_by_one_pixel_is_a_roll_and_the_published_wrap_skips_the_last_c
 
 def test_displacement_statistics():
     alpha = 1.5
-    fields = sample_displacements(4000, 8, 8, alpha, generator=_generator(6), dtype=torch.float64)
+    fields = sample_displacements(4000, 8, 8, alpha, generator=seeded_generator(6), dtype=torch.float64)
     dx, dy = fields[:, 0].flatten().numpy(), fields[:, 1].flatten().numpy()
     for d in (dx, dy):
         assert d.min() >= -alpha and d.max() < alpha
@@ -100,30 +84,30 @@ def test_displacement_statistics():
         assert d.var() == pytest.approx(alpha**2 / 3, rel=0.01)
         assert scipy.stats.kstest(d[:20000], scipy.stats.uniform(-alpha, 2 * alpha).cdf).pvalue > 1e-3
     assert abs(np.corrcoef(dx, dy)[0, 1]) < 0.01
-    again = sample_displacements(4000, 8, 8, alpha, generator=_generator(6), dtype=torch.float64)
+    again = sample_displacements(4000, 8, 8, alpha, generator=seeded_generator(6), dtype=torch.float64)
     assert torch.equal(fields, again)
 
 
 def test_coin_alpha_zero_is_the_identity_on_uint8_levels():
-    x = to_unit_float(_uint8_images((4, 3, 16, 16), smooth=False))
+    x = to_unit_float(uint8_images((4, 3, 16, 16), smooth=False))
     for published_quirks in (False, True):
-        assert torch.equal(Coin(alpha=0, published_quirks=published_quirks)(x, _generator()), x)
+        assert torch.equal(Coin(alpha=0, published_quirks=published_quirks)(x, seeded_generator()), x)
 
 
 @pytest.mark.parametrize("published_quirks", [False, True])
 def test_coin_output_is_on_the_uint8_grid(published_quirks):
-    x = torch.rand((4, 3, 16, 16), generator=_generator(7))
-    out = Coin(published_quirks=published_quirks)(x, _generator())
+    x = torch.rand((4, 3, 16, 16), generator=seeded_generator(7))
+    out = Coin(published_quirks=published_quirks)(x, seeded_generator())
     assert out.shape == x.shape and out.dtype == torch.float32
-    levels = _levels(out)
+    levels = uint8_levels_of(out)
     assert levels.min() >= 0 and levels.max() <= 255
     assert not torch.equal(out, x)
 
 
 def test_coin_rounds_the_warp_and_shares_the_field_across_channels():
-    x = torch.rand((3, 1, 12, 12), generator=_generator(8)).expand(3, 3, 12, 12)
-    out = Coin(alpha=1.0)(x, _generator(9))
-    fields = sample_displacements(3, 12, 12, 1.0, generator=_generator(9))  # the draw Coin makes
+    x = torch.rand((3, 1, 12, 12), generator=seeded_generator(8)).expand(3, 3, 12, 12)
+    out = Coin(alpha=1.0)(x, seeded_generator(9))
+    fields = sample_displacements(3, 12, 12, 1.0, generator=seeded_generator(9))  # the draw Coin makes
     assert torch.equal(out, displace(x, fields).mul(255).round().div(255))
     assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 0], out[:, 2])
 
@@ -140,25 +124,25 @@ def _published_coin(image: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.nda
 
 
 def test_coin_published_quirks_match_the_published_code():
-    images = _uint8_images((6, 3, 32, 32), seed=10)
-    out = Coin(published_quirks=True)(to_unit_float(images), _generator(11))
-    fields = sample_displacements(6, 32, 32, 2.0, generator=_generator(11)).numpy()
+    images = uint8_images((6, 3, 32, 32), seed=10)
+    out = Coin(published_quirks=True)(to_unit_float(images), seeded_generator(11))
+    fields = sample_displacements(6, 32, 32, 2.0, generator=seeded_generator(11)).numpy()
     expected = np.stack(
         [
             _published_coin(image.permute(1, 2, 0).numpy(), field[0], field[1]).transpose(2, 0, 1)
             for image, field in zip(images, fields)
         ]
     )
-    np.testing.assert_array_equal(_levels(out), expected)
+    np.testing.assert_array_equal(uint8_levels_of(out), expected)
 
 
 def test_coin_is_seeded_fresh_per_call_and_needs_a_generator():
-    x = torch.rand((2, 3, 8, 8), generator=_generator(12))
+    x = torch.rand((2, 3, 8, 8), generator=seeded_generator(12))
     coin = Coin()
-    g = _generator(13)
+    g = seeded_generator(13)
     first, second = coin(x, g), coin(x, g)
     assert not torch.equal(first, second)
-    assert torch.equal(first, coin(x, _generator(13)))
+    assert torch.equal(first, coin(x, seeded_generator(13)))
     torch.manual_seed(13)
     assert torch.equal(coin(x), first)  # no generator: torch's global one
 
@@ -175,7 +159,7 @@ def test_coin_severity_maps_to_alpha():
 @pytest.mark.cuda
 def test_iss_coin_and_cutout_run_on_cuda():
     gpu = torch.device("cuda")
-    x = to_unit_float(_uint8_images((4, 3, 32, 32), seed=28))
+    x = to_unit_float(uint8_images((4, 3, 32, 32), seed=28))
     for spec in ("jpeg", "gray", "bdr"):  # deterministic: the CPU result is the reference
         out = build_defense(spec)(x.to(gpu))
         assert out.device.type == "cuda"

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import one_line_error
 from unlearnable.errors import UserInputError
 from unlearnable.training.config import TrainConfig, config_to_dict, resolve_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def error(call) -> str:
-    with pytest.raises(UserInputError) as caught:
-        call()
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
 
 
 def test_config_validation(quick_config, tmp_path: Path) -> None:
@@ -49,7 +42,7 @@ def test_config_validation(quick_config, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**63, 10**20, 1e20, 1.0, True, "0"])
 def test_seed_out_of_range_is_one_line(quick_config, tmp_path: Path, seed) -> None:
-    message = error(lambda: resolve_config(quick_config(tmp_path, seed=seed)))
+    message = one_line_error(lambda: resolve_config(quick_config(tmp_path, seed=seed)))
     assert message == f"seed must be an integer from 0 to 4294967295 (got {seed!r})"
 
 
@@ -61,6 +54,6 @@ def test_other_config_values_are_checked_uniformly(quick_config, tmp_path: Path)
         ({"augment": "rrc"}, "augment must be one of auto, crop, resized-crop (got 'rrc')"),
         ({"defense_options": [1]}, "defense_options must be a dict"),
     ]:
-        assert error(
+        assert one_line_error(
             lambda changes=changes: resolve_config(dataclasses.replace(quick_config(tmp_path), **changes))
         ).startswith(expected)

@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import seeded_generator
 from unlearnable.defenses import (
     Cutout,
 )
 from unlearnable.defenses.cutout import sample_hole_centres
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _devries_cutout(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, length: int) -> np.ndarray:
@@ -30,9 +27,9 @@ def _devries_cutout(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, length: i
 
 
 def test_cutout_zeroes_one_clipped_square_and_keeps_the_rest():
-    x = 0.1 + 0.9 * torch.rand((64, 3, 20, 24), generator=_generator(18))  # no zeros of its own
-    out = Cutout()(x, _generator(19))
-    g = _generator(19)  # the draws Cutout makes: rows, then columns
+    x = 0.1 + 0.9 * torch.rand((64, 3, 20, 24), generator=seeded_generator(18))  # no zeros of its own
+    out = Cutout()(x, seeded_generator(19))
+    g = seeded_generator(19)  # the draws Cutout makes: rows, then columns
     rows, cols = torch.randint(0, 20, (64,), generator=g), torch.randint(0, 24, (64,), generator=g)
     np.testing.assert_array_equal(out.numpy(), _devries_cutout(x.numpy(), rows.numpy(), cols.numpy(), 16))
     clipped = 0
@@ -50,21 +47,21 @@ def test_cutout_zeroes_one_clipped_square_and_keeps_the_rest():
 
 
 def test_cutout_odd_size_has_exactly_that_side():
-    out = Cutout(size=5)(0.5 + torch.zeros(200, 1, 40, 40), _generator(20))
+    out = Cutout(size=5)(0.5 + torch.zeros(200, 1, 40, 40), seeded_generator(20))
     full = [(image[0] == 0).sum().item() for image in out]
     assert max(full) == 25
 
 
 def test_cutout_is_seeded_and_needs_a_generator():
-    x = torch.rand((8, 3, 16, 16), generator=_generator(21)) + 0.1
+    x = torch.rand((8, 3, 16, 16), generator=seeded_generator(21)) + 0.1
     cutout = Cutout(size=8)
-    assert torch.equal(cutout(x, _generator(22)), cutout(x, _generator(22)))
-    assert not torch.equal(cutout(x, _generator(22)), cutout(x, _generator(23)))
+    assert torch.equal(cutout(x, seeded_generator(22)), cutout(x, seeded_generator(22)))
+    assert not torch.equal(cutout(x, seeded_generator(22)), cutout(x, seeded_generator(23)))
     torch.manual_seed(22)
-    assert torch.equal(cutout(x), cutout(x, _generator(22)))  # no generator: torch's global one
+    assert torch.equal(cutout(x), cutout(x, seeded_generator(22)))  # no generator: torch's global one
 
 
 def test_cutout_centres_are_uniform_over_the_pixels():
-    rows, cols = sample_hole_centres(16000, 4, 8, generator=_generator(24))
+    rows, cols = sample_hole_centres(16000, 4, 8, generator=seeded_generator(24))
     np.testing.assert_allclose(np.bincount(rows.numpy(), minlength=4) / 16000, 1 / 4, rtol=0.08)
     np.testing.assert_allclose(np.bincount(cols.numpy(), minlength=8) / 16000, 1 / 8, rtol=0.08)

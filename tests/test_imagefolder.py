@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import bilinear, expected_nchw, write_png
 from unlearnable.data import imagefolder, load_dataset
 from unlearnable.errors import UserInputError
 
@@ -24,23 +25,13 @@ def _pixels(seed: int, size: tuple[int, int] = (6, 5), mode: str = "RGB") -> np.
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-def _expected_nchw(entries: list[tuple[str, int, np.ndarray]]) -> np.ndarray:
-    stacked = np.stack([pixels if pixels.ndim == 3 else pixels[..., None] for _, _, pixels in entries])
-    return stacked.transpose(0, 3, 1, 2)
-
-
 def test_imagefolder_order_and_pixels(out_of_order_folder, tmp_path: Path) -> None:
     entries = out_of_order_folder(tmp_path / "ds")
     ds = load_dataset(str(tmp_path / "ds"), "train")
     assert ds.classes == ["apple", "mango", "zebra"]
     assert ds.labels.tolist() == [label for _, label, _ in entries]
     assert ds.images.shape == (7, 3, 5, 6)
-    np.testing.assert_array_equal(ds.images.numpy(), _expected_nchw(entries))
+    np.testing.assert_array_equal(ds.images.numpy(), expected_nchw(entries))
     assert ds.meta["source"] == {
         "spec": str(tmp_path / "ds"),
         "kind": "imagefolder",
@@ -71,7 +62,7 @@ def test_val_folder_is_the_test_split(out_of_order_folder, tmp_path: Path) -> No
     train = out_of_order_folder(tmp_path / "ds" / "train")
     val = out_of_order_folder(tmp_path / "ds" / "val", seed=50)
     assert load_dataset(str(tmp_path / "ds"), "train").labels.tolist() == [label for _, label, _ in train]
-    np.testing.assert_array_equal(load_dataset(str(tmp_path / "ds"), "test").images.numpy(), _expected_nchw(val))
+    np.testing.assert_array_equal(load_dataset(str(tmp_path / "ds"), "test").images.numpy(), expected_nchw(val))
 
 
 def test_archive_with_splits_under_a_top_folder(out_of_order_folder, tmp_path: Path) -> None:
@@ -84,7 +75,7 @@ def test_archive_with_splits_under_a_top_folder(out_of_order_folder, tmp_path: P
         ds = load_dataset(str(archive), split)
         assert ds.classes == ["apple", "mango", "zebra"]
         assert ds.labels.tolist() == [label for _, label, _ in entries]
-        np.testing.assert_array_equal(ds.images.numpy(), _expected_nchw(entries))
+        np.testing.assert_array_equal(ds.images.numpy(), expected_nchw(entries))
         assert ds.meta["source"]["kind"] == "imagefolder" and ds.meta["source"]["path"] == str(archive)
 
 
@@ -92,13 +83,13 @@ def test_grayscale_folder_gives_one_channel(out_of_order_folder, tmp_path: Path)
     entries = out_of_order_folder(tmp_path / "ds", mode="L")
     ds = load_dataset(str(tmp_path / "ds"))
     assert ds.images.shape == (7, 1, 5, 6)
-    np.testing.assert_array_equal(ds.images.numpy(), _expected_nchw(entries))
+    np.testing.assert_array_equal(ds.images.numpy(), expected_nchw(entries))
 
 
 def test_grayscale_then_colour_gives_three_channels(tmp_path: Path) -> None:
     gray, colour = _pixels(1, mode="L"), _pixels(2)
-    _write_png(tmp_path / "ds" / "a" / "0.png", gray)
-    _write_png(tmp_path / "ds" / "b" / "0.png", colour)
+    write_png(tmp_path / "ds" / "a" / "0.png", gray)
+    write_png(tmp_path / "ds" / "b" / "0.png", colour)
     images = load_dataset(str(tmp_path / "ds")).numpy_nhwc()
     np.testing.assert_array_equal(images[0], np.repeat(gray[..., None], 3, axis=2))
     np.testing.assert_array_equal(images[1], colour)
@@ -141,23 +132,19 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
 
 def test_mixed_sizes_are_refused(out_of_order_folder, tmp_path: Path) -> None:
     out_of_order_folder(tmp_path / "ds")
-    _write_png(tmp_path / "ds" / "zebra" / "3.png", _pixels(9, size=(8, 5)))
+    write_png(tmp_path / "ds" / "zebra" / "3.png", _pixels(9, size=(8, 5)))
     with pytest.raises(UserInputError, match=r"zebra/3\.png is 8x5 pixels but .* is 6x5.*--image-size S") as info:
         load_dataset(str(tmp_path / "ds"))
     assert "\n" not in str(info.value)
-
-
-def _bilinear(pixels: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
 
 
 @pytest.mark.parametrize("archived", [False, True])
 def test_mixed_sizes_with_image_size_are_stretched(tmp_path: Path, archived: bool) -> None:
     small, wide = _pixels(1, size=(6, 5)), _pixels(2, size=(40, 24))
     rgba = np.random.default_rng(3).integers(0, 256, (12, 9, 4), dtype=np.uint8)
-    _write_png(tmp_path / "ds" / "a" / "small.png", small)
-    _write_png(tmp_path / "ds" / "a" / "wide.png", wide)
-    _write_png(tmp_path / "ds" / "b" / "rgba.png", rgba)
+    write_png(tmp_path / "ds" / "a" / "small.png", small)
+    write_png(tmp_path / "ds" / "a" / "wide.png", wide)
+    write_png(tmp_path / "ds" / "b" / "rgba.png", rgba)
     spec = tmp_path / "ds"
     if archived:
         spec = tmp_path / "ds.tar"
@@ -165,7 +152,7 @@ def test_mixed_sizes_with_image_size_are_stretched(tmp_path: Path, archived: boo
             tar.add(tmp_path / "ds", arcname="ds")
     ds = load_dataset(str(spec), "train", image_size=8)
     assert ds.images.shape == (3, 3, 8, 8) and ds.labels.tolist() == [0, 0, 1]
-    expected = [_bilinear(small, 8), _bilinear(wide, 8), _bilinear(rgba, 8)[..., :3]]
+    expected = [bilinear(small, 8), bilinear(wide, 8), bilinear(rgba, 8)[..., :3]]
     rgb_of_rgba = np.asarray(Image.fromarray(rgba).convert("RGB").resize((8, 8), Image.Resampling.BILINEAR))
     expected[2] = rgb_of_rgba
     np.testing.assert_array_equal(ds.numpy_nhwc(), np.stack(expected))
@@ -180,10 +167,10 @@ def test_same_size_folder_at_its_own_size_is_unchanged(out_of_order_folder, tmp_
     entries = out_of_order_folder(tmp_path / "ds")
     native = load_dataset(str(tmp_path / "ds"))
     assert "image_size" not in native.meta["source"]
-    np.testing.assert_array_equal(native.images.numpy(), _expected_nchw(entries))
+    np.testing.assert_array_equal(native.images.numpy(), expected_nchw(entries))
     square = tmp_path / "sq"
     for i in range(2):
-        _write_png(square / "c" / f"{i}.png", _pixels(i, size=(7, 7)))
+        write_png(square / "c" / f"{i}.png", _pixels(i, size=(7, 7)))
     a, b = load_dataset(str(square)), load_dataset(str(square), image_size=7)
     np.testing.assert_array_equal(a.images.numpy(), b.images.numpy())
 
@@ -200,13 +187,13 @@ def test_macos_and_hidden_files_are_skipped(out_of_order_folder, tmp_path: Path)
     (tmp_path / "ds" / "apple" / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
     (tmp_path / "ds" / "apple" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (tmp_path / "ds" / "mango" / ".hidden.png").write_bytes(b"not really a png")
-    _write_png(tmp_path / "ds" / "zebra" / ".thumbs" / "t.png", _pixels(50))
+    write_png(tmp_path / "ds" / "zebra" / ".thumbs" / "t.png", _pixels(50))
     (tmp_path / "ds" / "__MACOSX" / "apple").mkdir(parents=True)
     (tmp_path / "ds" / "__MACOSX" / "apple" / "._a.png").write_bytes(b"fork")
     (tmp_path / "ds" / ".git").mkdir()
     ds = load_dataset(str(tmp_path / "ds"))
     assert ds.classes == ["apple", "mango", "zebra"]
-    np.testing.assert_array_equal(ds.images.numpy(), _expected_nchw(entries))
+    np.testing.assert_array_equal(ds.images.numpy(), expected_nchw(entries))
     archive = tmp_path / "ds.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "ds", arcname="ds")
@@ -222,9 +209,9 @@ def test_symlinked_file_and_folder_are_read_once(out_of_order_folder, tmp_path: 
     os.symlink(tmp_path / "ds" / "apple" / "sub", tmp_path / "ds" / "zebra" / "sub-link")
     ds = load_dataset(str(tmp_path / "ds"))
     assert ds.labels.tolist() == [label for _, label, _ in entries]
-    np.testing.assert_array_equal(ds.images.numpy(), _expected_nchw(entries))
+    np.testing.assert_array_equal(ds.images.numpy(), expected_nchw(entries))
     # A link to a file outside the set is an image like any other.
-    _write_png(tmp_path / "elsewhere" / "x.png", _pixels(77))
+    write_png(tmp_path / "elsewhere" / "x.png", _pixels(77))
     os.symlink(tmp_path / "elsewhere" / "x.png", tmp_path / "ds" / "mango" / "y.png")
     assert load_dataset(str(tmp_path / "ds")).labels.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
 

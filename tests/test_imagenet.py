@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -379,7 +377,7 @@ def test_cli_prepare(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert not (tmp_path / "other").exists()
 
 
-def test_torchrun_two_processes_give_the_same_store(free_port, tree: Path, tmp_path: Path) -> None:
+def test_torchrun_two_processes_give_the_same_store(torchrun, tree: Path, tmp_path: Path) -> None:
     args = [
         "prepare",
         "imagenet100",
@@ -395,23 +393,7 @@ def test_torchrun_two_processes_give_the_same_store(free_port, tree: Path, tmp_p
         "1",
     ]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "unlearnable",
-        *args,
-        "--out",
-        str(tmp_path / "two"),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = torchrun([*args, "--out", str(tmp_path / "two")], timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 process(es)" in done.stdout and done.stdout.count("imagenet100:") == 1
     assert tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")

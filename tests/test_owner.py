@@ -17,16 +17,8 @@ from PIL import Image, ImageOps
 from unlearnable.analysis.metrics import image_psnr as psnr
 from unlearnable.analysis.metrics import image_ssim as ssim
 from unlearnable.app.cli import owner as cli_owner
-from unlearnable.app.owner import (
-    STRENGTHS,
-    blur,
-    class_kernels,
-    downsample,
-    protect_folder,
-    protect_pixels,
-    verify_folder,
-    working_grid,
-)
+from unlearnable.app.owner import protect_folder, verify_folder
+from unlearnable.attacks.multiscale import STRENGTHS, blur, class_kernels, downsample, protect_pixels, working_grid
 from unlearnable.data.photos import decode_photo, encode_png16, read_photo
 from unlearnable.errors import UserInputError
 

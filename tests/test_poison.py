@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -87,7 +86,7 @@ def test_cli_attack_help_lists_the_registry(poison, capsys):
     assert all(name in text for name in ATTACKS)
 
 
-def test_poisoning_splits_over_torchrun_processes(poison, free_port, imagenet_store: Path, tmp_path: Path) -> None:
+def test_poisoning_splits_over_torchrun_processes(poison, torchrun, imagenet_store: Path, tmp_path: Path) -> None:
     """Two processes each blur their half of the store into one memory-mapped file: the same bytes as one."""
     args = [
         "poison",
@@ -101,23 +100,7 @@ def test_poisoning_splits_over_torchrun_processes(poison, free_port, imagenet_st
         "0.06",
     ]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "unlearnable",
-        *args,
-        "--out",
-        str(tmp_path / "two"),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = torchrun([*args, "--out", str(tmp_path / "two")], timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert is_saved_dataset(tmp_path / "two") and not list(tmp_path.glob(".*partial"))
     for name in ("images.npy", "labels.npy", "test/images.npy"):

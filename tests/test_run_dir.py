@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import one_line_error
 from unlearnable.errors import UserInputError
 from unlearnable.training.checkpoint import save_checkpoint
 from unlearnable.training.recipes import resolve_recipe
@@ -18,14 +19,6 @@ from unlearnable.training.run_dir import interrupted_message
 from unlearnable.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def error(call) -> str:
-    with pytest.raises(UserInputError) as caught:
-        call()
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
 
 
 @pytest.fixture
@@ -68,14 +61,14 @@ def test_fresh_run_refuses_an_interrupted_run_and_keeps_its_files(
     out = tmp_path / "run"
     interrupted(out, small_blob_data, monkeypatch)
     kept = {name: (out / name).read_bytes() for name in (CHECKPOINT, RESULTS)}
-    message = error(lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), progress=False))
+    message = one_line_error(lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), progress=False))
     assert (
         message == f"{out} holds an interrupted run at epoch 1 of 2; continue it with --resume, or choose another --out"
     )
     assert {name: (out / name).read_bytes() for name in kept} == kept
     resumed = train(quick_config(out), *small_blob_data, model=tiny_net(), resume=True, progress=False)
     assert [record["epoch"] for record in resumed["epochs"]] == [1, 2]
-    finished = error(lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), progress=False))
+    finished = one_line_error(lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), progress=False))
     assert (
         finished == f"{out} holds a finished run (2 epochs); pass --resume to keep it as it is, or choose another --out"
     )
@@ -93,22 +86,24 @@ def test_a_lone_checkpoint_or_results_file_is_a_run_too(
     out = tmp_path / "run"  # stopped between writing the checkpoint and results.json: the checkpoint tells
     crash_after_first_checkpoint(lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), progress=False))
     assert not (out / RESULTS).exists()
-    assert f"{out} holds an interrupted run at epoch 1 of 2; continue it with --resume" in error(
+    assert f"{out} holds an interrupted run at epoch 1 of 2; continue it with --resume" in one_line_error(
         lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), progress=False)
     )
     assert interrupted_message(out).startswith(f"epoch 1 of 2 is kept in {out} (checkpoint.pt);")
     (out / CHECKPOINT).write_bytes(b"damaged")
-    assert "holds an earlier run (checkpoint.pt); continue it with --resume" in error(
+    assert "holds an earlier run (checkpoint.pt); continue it with --resume" in one_line_error(
         lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), progress=False)
     )
     other = tmp_path / "other"
     interrupted(other, small_blob_data, monkeypatch)
     (other / CHECKPOINT).unlink()
-    assert "epoch 1 of 2" in error(
+    assert "epoch 1 of 2" in one_line_error(
         lambda: train(quick_config(other), *small_blob_data, model=tiny_net(), progress=False)
     )
     # With --resume, results.json without its checkpoint cannot be continued.
-    message = error(lambda: train(quick_config(other), *small_blob_data, model=tiny_net(), resume=True, progress=False))
+    message = one_line_error(
+        lambda: train(quick_config(other), *small_blob_data, model=tiny_net(), resume=True, progress=False)
+    )
     assert "checkpoint.pt is missing" in message and "choose another --out" in message
 
 
@@ -139,7 +134,7 @@ def test_resume_with_other_training_data_names_the_fields(
     out = tmp_path / "run"
     interrupted(out, small_blob_data, monkeypatch, train="blobs-0")
     other = blobs(128, seed=5)  # same size, shape and classes: only the content differs
-    message = error(
+    message = one_line_error(
         lambda: train(
             quick_config(out, train="blobs-5"), other, small_blob_data[1], model=tiny_net(), resume=True, progress=False
         )
@@ -149,7 +144,7 @@ def test_resume_with_other_training_data_names_the_fields(
     assert "training data spec 'blobs-0' → 'blobs-5'" in message
     assert "test data" not in message and "{" not in message and "num_images" not in message
     smaller = small_blob_data[0].subset(torch.arange(96))
-    message = error(
+    message = one_line_error(
         lambda: train(quick_config(out), smaller, small_blob_data[1], model=tiny_net(), resume=True, progress=False)
     )
     assert "training data num_images 128 → 96" in message
@@ -166,7 +161,7 @@ def test_resume_refusal_names_only_the_changed_recipe_field(
     out = tmp_path / "run"
     interrupted(out, small_blob_data, monkeypatch)
     changed = quick_config(out, recipe=resolve_recipe("quick", epochs=2, batch_size=64, test_batch_size=64, lr=0.3))
-    message = error(lambda: train(changed, *small_blob_data, model=tiny_net(), resume=True, progress=False))
+    message = one_line_error(lambda: train(changed, *small_blob_data, model=tiny_net(), resume=True, progress=False))
     assert message == (
         f"cannot resume {out}: it was started with other settings or data: recipe.lr 0.2 → 0.3; use "
         "the same ones, or choose another --out"
@@ -181,7 +176,9 @@ def test_resume_on_another_device_type_is_refused(
     state = torch.load(out / CHECKPOINT, weights_only=True)
     state["run"]["config"]["device"] = "cuda:0"  # as if it had been started on a GPU
     save_checkpoint(out / CHECKPOINT, state)
-    message = error(lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), resume=True, progress=False))
+    message = one_line_error(
+        lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), resume=True, progress=False)
+    )
     assert "device type cuda → cpu" in message
 
 
@@ -193,7 +190,7 @@ def test_checks_fall_back_to_results_json_for_older_checkpoints(
     state = torch.load(out / CHECKPOINT, weights_only=True)
     del state["run"]
     save_checkpoint(out / CHECKPOINT, state)
-    assert "seed 0 → 1" in error(
+    assert "seed 0 → 1" in one_line_error(
         lambda: train(quick_config(out, seed=1), *small_blob_data, model=tiny_net(), resume=True, progress=False)
     )
     assert (
@@ -210,17 +207,19 @@ def test_damaged_files_give_one_line_with_the_fix(
     good = (out / CHECKPOINT).read_bytes()
     for damage in (good[: len(good) // 2], b"not a checkpoint", b""):
         (out / CHECKPOINT).write_bytes(damage)
-        message = error(
+        message = one_line_error(
             lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), resume=True, progress=False)
         )
         assert f"{out / CHECKPOINT} is damaged" in message and "choose another --out" in message
     (out / CHECKPOINT).write_bytes(good)
     (out / RESULTS).write_text('{"config": {"recipe": ')
-    message = error(lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), resume=True, progress=False))
+    message = one_line_error(
+        lambda: train(quick_config(out), *small_blob_data, model=tiny_net(), resume=True, progress=False)
+    )
     assert message.startswith(f"{out / RESULTS} is damaged") and "delete it and run again with --resume" in message
     # The fix works: the checkpoint alone continues the run (and still checks the settings).
     (out / RESULTS).unlink()
-    assert "seed 0 → 3" in error(
+    assert "seed 0 → 3" in one_line_error(
         lambda: train(quick_config(out, seed=3), *small_blob_data, model=tiny_net(), resume=True, progress=False)
     )
     resumed = train(quick_config(out), *small_blob_data, model=tiny_net(), resume=True, progress=False)
@@ -236,7 +235,9 @@ def test_a_checkpoint_of_another_model_is_refused(
     wider = torch.nn.Sequential(
         torch.nn.Conv2d(3, 5, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(5, 4)
     )
-    message = error(lambda: train(quick_config(out), *small_blob_data, model=wider, resume=True, progress=False))
+    message = one_line_error(
+        lambda: train(quick_config(out), *small_blob_data, model=wider, resume=True, progress=False)
+    )
     assert "checkpoint.pt does not fit this run" in message
 
 
@@ -255,7 +256,7 @@ def test_a_checkpoint_with_the_adversarial_option_resumes_as_the_chain(
         adversarial={"norm": "linf", "eps": 4 / 255, "steps": 1, "alpha": 1.5 * (4 / 255), "random_start": True},
     )
     save_checkpoint(out / CHECKPOINT, state)
-    assert "defense_options.steps 1 → 2" in error(
+    assert "defense_options.steps 1 → 2" in one_line_error(
         lambda: train(
             quick_config(out, defense="at-linf", defense_options={"eps": 4 / 255, "steps": 2}),
             *small_blob_data,

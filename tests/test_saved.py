@@ -6,15 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from helpers import bilinear
 from unlearnable.data import load_dataset, save_dataset
 
 pytestmark = pytest.mark.usefixtures("private_cache")
-
-
-def _bilinear(pixels: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def test_saved_dataset_is_stretched_when_asked(out_of_order_folder, tmp_path: Path) -> None:
@@ -23,7 +19,7 @@ def test_saved_dataset_is_stretched_when_asked(out_of_order_folder, tmp_path: Pa
     (tmp_path / "saved").mkdir()
     save_dataset(tmp_path / "saved", train)
     ds = load_dataset(str(tmp_path / "saved"), image_size=4)
-    expected = np.stack([_bilinear(image, 4) for image in train.numpy_nhwc()])
+    expected = np.stack([bilinear(image, 4) for image in train.numpy_nhwc()])
     np.testing.assert_array_equal(ds.numpy_nhwc(), expected)
     assert ds.meta["image_size"] == 4 and ds.meta["source"] == train.meta["source"]
 

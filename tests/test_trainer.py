@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import unlearnable.training.trainer as train_module
+from helpers import AfterCropDummy
 from unlearnable.defenses import DEFENSES, TrainingDefense
 from unlearnable.errors import UserInputError
 from unlearnable.training.augment import (
@@ -100,16 +101,6 @@ def test_defense_on_train_batches_only_and_test_is_normalize_only(
     assert len(evaluated) == 2 * math.ceil(len(test_set) / 64)
     torch.testing.assert_close(torch.cat(evaluated[:2]), expected.float(), rtol=0, atol=1e-5)
     assert all(x.shape[-2:] == (32, 32) for _, x in model.seen)
-
-
-class AfterCropDummy:
-    """A do-nothing after-crop transform, standing in for COIN / Cutout."""
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return x
-
-    def __repr__(self) -> str:
-        return "AfterCropDummy()"
 
 
 def test_trainer_applies_the_kinds_in_pipeline_order(

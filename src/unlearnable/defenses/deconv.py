@@ -689,24 +689,15 @@ def diagnostics(poisoned: ImageDataset, recovered: ImageDataset, clean: ImageDat
     return result
 
 
-class Deconvolve(Configurable):
-    """The ``deconv`` preprocessing defense: a `Deconvolver` fitted on the whole training set, then applied to it.
+class Deconvolve(Deconvolver):
+    """The ``deconv`` preprocessing defense: a fresh `Deconvolver` with these settings, fitted on the
+    whole training set and applied to it (calling it twice fits twice; it keeps no state).
 
     Args:
         kernel_size: odd k, or None to search.
         regularization: Tikhonov λ > 0.
         method: kernel estimator, "border" or "spectrum".
     """
-
-    PARAMETER_CONSTRAINTS = Deconvolver.PARAMETER_CONSTRAINTS
-
-    def __init__(
-        self, kernel_size: int | None = None, regularization: float = REGULARIZATION, method: str = "border"
-    ) -> None:
-        self._validate(kernel_size=kernel_size, regularization=regularization, method=method)
-        self.kernel_size = kernel_size
-        self.regularization = float(regularization)
-        self.method = method
 
     def __call__(self, dataset: ImageDataset) -> ImageDataset:
         return Deconvolver(self.kernel_size, self.regularization, self.method).fit_transform(dataset)

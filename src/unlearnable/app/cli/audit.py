@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from unlearnable import params as P
-from unlearnable.app.cli.common import BUDGET_NAMES, add_training_run_args, kept_runs_note
+from unlearnable.app.cli.common import BUDGET_NAMES, add_training_run_args, command_line, kept_runs_note
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
         args.seed,
         args.device,
         image_size=args.image_size,
+        command=command_line(args),
     )
     runs = sorted(Path(args.out).glob("runs/*/*"))
     md, html = write_report(runs, Path(args.out) / "report", title=f"Audit of {args.data}")

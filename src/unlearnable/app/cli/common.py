@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import shlex
+import sys
 from typing import Any
 
 from unlearnable import params as P
@@ -114,3 +116,8 @@ def kept_runs_note(args: argparse.Namespace, command_line: str) -> str:
         f"finished runs are kept under {args.out} and the run in progress at its last checkpoint: run the "
         f"same command to continue"
     )
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command line that started this command, as results.json and the report record it."""
+    return "unlearnable " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from unlearnable.app.cli.common import BUDGET_NAMES, add_training_run_args, kept_runs_note
+from unlearnable.app.cli.common import BUDGET_NAMES, add_training_run_args, command_line, kept_runs_note
 from unlearnable.attacks import ATTACKS
 
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     protocol = fitted_protocol(plan.protocol, training_images(args.data, args.data_root, plan.protocol.train_per_class))
     data = prepare_data(args.data, Path(args.out), protocol, args.data_root, poisons)
-    runs = run_grid(data, defenses, args.out, protocol, args.seed, args.device)
+    runs = run_grid(data, defenses, args.out, protocol, args.seed, args.device, command=command_line(args))
     md, html = write_report(list(runs.values()), Path(args.out) / "report", title=f"Defenses × poisons on {args.data}")
     table = "\n".join(grid_table(runs))
     (Path(args.out) / "table.md").write_text(table + "\n")

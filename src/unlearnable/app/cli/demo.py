@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from unlearnable import params as P
-from unlearnable.app.cli.common import kept_runs_note
+from unlearnable.app.cli.common import command_line, kept_runs_note
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> None:
     from unlearnable.app.report import write_report
 
     t = time.perf_counter()
-    runs = run_table1(args.data, args.out, DEMO, args.data_root, device=args.device)
+    runs = run_table1(args.data, args.out, DEMO, args.data_root, device=args.device, command=command_line(args))
     md, html = write_report(runs, Path(args.out) / "report", title=f"CPU demo: Table 1 conditions on {args.data}")
     print("\n".join(summarize(runs)))
     print(f"total {time.perf_counter() - t:.0f} s; report: {md} and {html}")

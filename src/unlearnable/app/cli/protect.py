@@ -13,7 +13,7 @@ from unlearnable import params as P
 from unlearnable.params import Interval
 
 STRENGTH_NAMES = ("low", "mid", "high")
-"""= tuple(unlearnable.app.owner.STRENGTHS)."""
+"""= tuple(unlearnable.attacks.multiscale.STRENGTHS)."""
 FORMATS = ("same", "png", "jpg")
 """= unlearnable.app.owner.FORMATS."""
 METADATA = ("strip", "keep")

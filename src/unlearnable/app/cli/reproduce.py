@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from unlearnable import params as P
-from unlearnable.app.cli.common import kept_runs_note, names
+from unlearnable.app.cli.common import command_line, kept_runs_note, names
 from unlearnable.models import MODELS
 from unlearnable.training import RECIPES
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
         rotate=args.dataset == "cifar100" or args.rotate,
     )
     source = args.source or args.dataset
-    runs = run_table1(source, args.out, protocol, args.data_root, args.seed, args.device)
+    runs = run_table1(source, args.out, protocol, args.data_root, args.seed, args.device, command=command_line(args))
     if distributed.init().main:
         md, html = write_report(runs, Path(args.out) / "report", title=f"Table 1 on {source}")
         print(f"report: {md} and {html}")

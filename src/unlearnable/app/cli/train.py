@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from unlearnable import params as P
-from unlearnable.app.cli.common import names
+from unlearnable.app.cli.common import command_line, names
 from unlearnable.defenses import DEFENSES, STAGES
 from unlearnable.errors import UserInputError
 from unlearnable.models import MODELS
@@ -361,7 +360,7 @@ def run(args: argparse.Namespace) -> None:
         if defaults:
             print(f"unlearnable train: {defaults}", file=sys.stderr)
         report_cost(args, model, recipe, options, train_set, device, world.size)
-    command = "unlearnable " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])  # for the report
+    command = command_line(args)  # for the report
     results = train(config, train_set, test_set, resume=args.resume, command=command)
     final = results["final"]
     if world.main:
