@@ -88,6 +88,15 @@ def test_out_of_range_parameters_are_refused(random_set, poison, name, params):
         poison(name, images, labels, 4, **params)
 
 
+@pytest.mark.parametrize("name", ["cuda", "ops", "noise"])
+def test_seed_and_mix_are_checked_declaratively(random_set, poison, name):
+    images, labels = random_set(8)
+    with pytest.raises(UserInputError, match=rf"^{name}: seed must be an integer in \[0, 4294967295\] \(got -1\)$"):
+        poison(name, images, labels, 4, seed=-1)
+    with pytest.raises(UserInputError, match=rf"^{name}: mix must be a number in \[0, 1\] \(got 1.5\)$"):
+        poison(name, images, labels, 4, mix=1.5)
+
+
 @pytest.mark.parametrize(
     "name,shape,classes,label_classes",
     [

@@ -43,15 +43,15 @@ def test_config_validation(quick_config, tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**63, 10**20, 1e20, 1.0, True, "0"])
 def test_seed_out_of_range_is_one_line(quick_config, tmp_path: Path, seed) -> None:
     message = one_line_error(lambda: resolve_config(quick_config(tmp_path, seed=seed)))
-    assert message == f"seed must be an integer from 0 to 4294967295 (got {seed!r})"
+    assert message == f"seed must be an integer in [0, 4294967295] (got {seed!r})"
 
 
 def test_other_config_values_are_checked_uniformly(quick_config, tmp_path: Path) -> None:
     for changes, expected in [
         ({"out": ""}, "out must be a run directory (got '')"),
         ({"recipe": 3}, "recipe must be a Recipe or one of paper, cuda-paper, quick (got 3)"),
-        ({"amp": "yes"}, "amp must be true, false or 'auto' (got 'yes')"),
-        ({"augment": "rrc"}, "augment must be one of auto, crop, resized-crop (got 'rrc')"),
+        ({"amp": "yes"}, "amp must be 'auto' or True or False (got 'yes')"),
+        ({"augment": "rrc"}, "augment must be one of 'auto', 'crop', 'resized-crop' (got 'rrc')"),
         ({"defense_options": [1]}, "defense_options must be a dict"),
     ]:
         assert one_line_error(

@@ -1,8 +1,7 @@
-"""unlearnable.app.owner / cli_owner: protect a mixed photo collection, resume, verify, refuse."""
+"""unlearnable.app.owner and its commands: protect a mixed photo collection, resume, verify, refuse."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -16,7 +15,7 @@ from PIL import Image, ImageOps
 
 from unlearnable.analysis.metrics import image_psnr as psnr
 from unlearnable.analysis.metrics import image_ssim as ssim
-from unlearnable.app.cli import owner as cli_owner
+from unlearnable.app.cli import main
 from unlearnable.app.owner import protect_folder, verify_folder
 from unlearnable.attacks.multiscale import STRENGTHS, blur, class_kernels, downsample, protect_pixels, working_grid
 from unlearnable.data.photos import decode_photo, encode_png16, read_photo
@@ -294,16 +293,10 @@ def test_ssim_against_hand_computed_and_scipy_reference() -> None:
     assert ssim(x, x) == pytest.approx(1.0)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    cli_owner.register(p.add_subparsers(dest="command"))
-    return p
-
-
 def test_cli_protect_and_verify_exit_codes(collection, tmp_path, capsys) -> None:
     src, expect = collection
     out, key = tmp_path / "pub", tmp_path / "secret.json"
-    args = parser().parse_args(
+    code = main(
         [
             "protect",
             str(src),
@@ -319,17 +312,16 @@ def test_cli_protect_and_verify_exit_codes(collection, tmp_path, capsys) -> None
             "low",
         ]
     )
-    assert args.func(args) == 0
+    assert code == 0
     printed = capsys.readouterr().out
     assert f"published {len(expect)} photos" in printed and "secret.json" in printed
     assert all(p.suffix == ".png" for p in out.rglob("*") if p.is_file())
     assert Image.open(out / "cats/o6.png").getexif().get(0x0112) == 1  # kept EXIF, orientation reset
-    args = parser().parse_args(["verify", str(out), "--key", str(key)])
-    assert args.func(args) == 0 and "verification passed" in capsys.readouterr().out
+    assert main(["verify", str(out), "--key", str(key)]) == 0
+    assert "verification passed" in capsys.readouterr().out
     (out / "cats/o1.png").unlink()
-    assert args.func(args) == 1
+    assert main(["verify", str(out), "--key", str(key)]) == 1
     assert "1 missing" in capsys.readouterr().out
-    with pytest.raises(UserInputError, match="does not exist"):
-        args = parser().parse_args(["verify", str(out), "--key", str(tmp_path / "nokey.json")])
-        args.func(args)
+    assert main(["verify", str(out), "--key", str(tmp_path / "nokey.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     assert decode_photo((out / "dógs/g16.png").read_bytes()).depth == 16

@@ -42,7 +42,7 @@ def test_resolve_recipe_overrides_and_errors() -> None:
         {"clip_grad_norm": 0},
     ):
         name, value = next(iter(bad.items()))
-        with pytest.raises(UserInputError, match=rf"^{name} must be .* \(got {re.escape(repr(value))}\)$"):
+        with pytest.raises(UserInputError, match=rf"^recipe: {name} must be .* \(got {re.escape(repr(value))}\)$"):
             resolve_recipe("paper", **bad)
 
 
@@ -83,16 +83,16 @@ def test_linear_warmup_schedule() -> None:
 @pytest.mark.parametrize(
     "field,value,expected",
     [
-        ("epochs", 0, "epochs must be an integer >= 1 (got 0)"),
-        ("epochs", -3, "epochs must be an integer >= 1 (got -3)"),
-        ("batch_size", 0, "batch_size must be an integer >= 1 (got 0)"),
-        ("test_batch_size", -1, "test_batch_size must be an integer >= 1 (got -1)"),
-        ("lr", 0.0, "lr must be a number > 0 (got 0.0)"),
-        ("lr", -0.1, "lr must be a number > 0 (got -0.1)"),
-        ("lr", float("nan"), "lr must be a number > 0 (got nan)"),
-        ("lr", float("inf"), "lr must be a number > 0 (got inf)"),
-        ("momentum", 1.0, "momentum must be a number in [0, 1) (got 1.0)"),
-        ("weight_decay", -1e-4, "weight_decay must be a number >= 0 (got -0.0001)"),
+        ("epochs", 0, "recipe: epochs must be an integer ≥ 1 (got 0)"),
+        ("epochs", -3, "recipe: epochs must be an integer ≥ 1 (got -3)"),
+        ("batch_size", 0, "recipe: batch_size must be an integer ≥ 1 (got 0)"),
+        ("test_batch_size", -1, "recipe: test_batch_size must be an integer ≥ 1 (got -1)"),
+        ("lr", 0.0, "recipe: lr must be a number > 0 (got 0.0)"),
+        ("lr", -0.1, "recipe: lr must be a number > 0 (got -0.1)"),
+        ("lr", float("nan"), "recipe: lr must be a number > 0 (got nan)"),
+        ("lr", float("inf"), "recipe: lr must be a number > 0 (got inf)"),
+        ("momentum", 1.0, "recipe: momentum must be a number in [0, 1) (got 1.0)"),
+        ("weight_decay", -1e-4, "recipe: weight_decay must be a number ≥ 0 (got -0.0001)"),
     ],
 )
 def test_recipe_values_are_checked_uniformly(field: str, value, expected: str) -> None:

@@ -41,12 +41,13 @@ class Interval:
         """The constraint in words, e.g. "an integer ≥ 1", "a number in (0, 1]"."""
         noun = ("an odd integer" if self.odd else "an integer") if self.kind is int else "a number"
         left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
-        if self.low is not None and self.high is not None:
-            return f"{noun} in {'[' if left else '('}{self.low:g}, {self.high:g}{']' if right else ')'}"
-        if self.low is not None:
-            return f"{noun} {'≥' if left else '>'} {self.low:g}"
-        if self.high is not None:
-            return f"{noun} {'≤' if right else '<'} {self.high:g}"
+        low, high = (None if b is None else f"{b:d}" if self.kind is int else f"{b:g}" for b in (self.low, self.high))
+        if low is not None and high is not None:
+            return f"{noun} in {'[' if left else '('}{low}, {high}{']' if right else ')'}"
+        if low is not None:
+            return f"{noun} {'≥' if left else '>'} {low}"
+        if high is not None:
+            return f"{noun} {'≤' if right else '<'} {high}"
         return f"a finite {'integer' if self.kind is int else 'number'}"
 
     def contains(self, value: Any) -> bool:
@@ -90,6 +91,8 @@ class StrOptions:
         self.options = tuple(options)
 
     def describe(self) -> str:
+        if len(self.options) == 1:
+            return repr(self.options[0])
         return "one of " + ", ".join(repr(option) for option in self.options)
 
     def contains(self, value: Any) -> bool:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unlearnable.attacks.cuda import Poison
+from unlearnable.attacks.cuda import COMMON_CONSTRAINTS, Poison
 from unlearnable.devices import default_device
 from unlearnable.errors import UserInputError
+from unlearnable.params import validate_params
 
 Rounding = Literal["round", "truncate"]
 
@@ -75,10 +76,7 @@ def check_poison_args(
         raise UserInputError(f"{len(labels)} labels for {len(images)} images; give one label per image")
     if num_classes < 1 or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes):
         raise UserInputError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes})")
-    if not 0 <= seed < 2**32:
-        raise UserInputError(f"--seed {seed} is out of range; use an integer in [0, 2**32)")
-    if not 0.0 <= mix <= 1.0:
-        raise UserInputError(f"--mix {mix} is out of range; use the poisoned fraction in [0, 1]")
+    validate_params(attack, {"seed": seed, "mix": mix}, COMMON_CONSTRAINTS)
 
 
 def check_eps(eps: float, attack: str) -> None:

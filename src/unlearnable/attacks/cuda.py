@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from unlearnable.devices import default_device
 from unlearnable.errors import UserInputError
+from unlearnable.params import SEED, Constraint, Interval, validate_params
 
 KernelShape = Literal["full", "vertical", "horizontal"]
 
@@ -196,6 +197,12 @@ def convolve_classwise(
     return out
 
 
+COMMON_CONSTRAINTS: dict[str, Constraint] = {"seed": SEED, "mix": Interval(float, 0, 1)}
+"""What every attack takes: the key's seed (numpy's RandomState range) and the poisoned fraction."""
+CUDA_CONSTRAINTS: dict[str, Constraint] = {**COMMON_CONSTRAINTS, "blur_parameter": Interval(float, 0, 1)}
+"""p_b in [0, 1] (paper: 0.3 for CIFAR, 0.06 for ImageNet-100)."""
+
+
 def check_cuda_params(
     kernel_size: int, blur_parameter: float, seed: int, mix: float, image_hw: tuple[int, ...]
 ) -> None:
@@ -204,14 +211,7 @@ def check_cuda_params(
         raise UserInputError(
             f"--kernel-size {kernel_size} is invalid; use an odd size from 1 to {min(image_hw)} (paper: 3 for 32×32, 9 for 224×224)"
         )
-    if not 0.0 <= blur_parameter <= 1.0:
-        raise UserInputError(
-            f"--blur-parameter {blur_parameter} is out of range; use a value in [0, 1] (paper: 0.3 for CIFAR, 0.06 for ImageNet-100)"
-        )
-    if not 0 <= seed < 2**32:
-        raise UserInputError(f"--seed {seed} is out of range; use an integer in [0, 2**32)")
-    if not 0.0 <= mix <= 1.0:
-        raise UserInputError(f"--mix {mix} is out of range; use the poisoned fraction in [0, 1]")
+    validate_params("cuda", {"blur_parameter": blur_parameter, "seed": seed, "mix": mix}, CUDA_CONSTRAINTS)
 
 
 def cuda_poison(

@@ -13,13 +13,10 @@ import torch
 
 from unlearnable.defenses import training_defense
 from unlearnable.errors import UserInputError
+from unlearnable.params import BOOLEAN, SEED, Options, StrOptions
 from unlearnable.training.augment import AUGMENTATIONS, NORMALIZATIONS
 from unlearnable.training.loaders import PLACEMENTS
-from unlearnable.training.recipes import RECIPES, Recipe, _is_int, resolve_recipe
-
-MAX_SEED = 2**32 - 1
-"""Seeds stay below 2³²: rank r of a torchrun run seeds its generator with seed + r·2³², so the ranks' streams
-never collide, and NumPy's legacy seeding (the subsets, the CUDA key) takes the same range."""
+from unlearnable.training.recipes import RECIPES, Recipe, resolve_recipe
 
 
 @dataclass
@@ -89,6 +86,10 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
+AUTO_OR_BOOLEAN = Options(StrOptions(["auto"]), BOOLEAN)
+"""amp, channels_last, compile: True, False, or "auto" (decided by the device)."""
+
+
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """A copy of `config` with every "auto"/None resolved and every field validated.
 
@@ -100,8 +101,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     recipe = resolve_recipe(config.recipe) if isinstance(config.recipe, str) else config.recipe
     if not str(config.out).strip():
         raise UserInputError(f"out must be a run directory (got {config.out!r})")
-    if not _is_int(config.seed, 0) or config.seed > MAX_SEED:
-        raise UserInputError(f"seed must be an integer from 0 to {MAX_SEED} (got {config.seed!r})")
+    SEED.check("seed", config.seed)  # < 2³²: rank r seeds seed + r·2³², so the ranks' streams never collide
     if not isinstance(config.defense_options, dict):
         raise UserInputError(
             f"defense_options must be a dict of option names to values (got {config.defense_options!r})"
@@ -110,19 +110,13 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     on_cuda = device.type == "cuda"
 
     def flag(name: str, value: bool | str, auto: bool) -> bool:
-        if value == "auto":
-            return auto
-        if not isinstance(value, bool):
-            raise UserInputError(f"{name} must be true, false or 'auto' (got {value!r})")
-        return value
+        AUTO_OR_BOOLEAN.check(name, value)
+        return auto if value == "auto" else bool(value)
 
     training_defense(config.defense, **config.defense_options)  # validates the chain and its options
-    if config.normalization not in NORMALIZATIONS:
-        raise UserInputError(f"normalization must be one of {', '.join(NORMALIZATIONS)} (got {config.normalization!r})")
-    if config.augment not in AUGMENTATIONS:
-        raise UserInputError(f"augment must be one of {', '.join(AUGMENTATIONS)} (got {config.augment!r})")
-    if config.data_placement not in PLACEMENTS:
-        raise UserInputError(f"data_placement must be one of {', '.join(PLACEMENTS)} (got {config.data_placement!r})")
+    StrOptions(NORMALIZATIONS).check("normalization", config.normalization)
+    StrOptions(AUGMENTATIONS).check("augment", config.augment)
+    StrOptions(PLACEMENTS).check("data_placement", config.data_placement)
     if config.sync_batchnorm and not on_cuda:
         raise UserInputError(
             "sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); drop --sync-batchnorm"

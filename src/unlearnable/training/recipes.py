@@ -7,9 +7,20 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from unlearnable.errors import UserInputError
+from unlearnable.params import (
+    BOOLEAN,
+    NONNEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Constraint,
+    Interval,
+    Options,
+    StrOptions,
+    validate_params,
+)
 from unlearnable.registry import Registry
 
 SCHEDULES = ("cosine", "step", "linear-warmup")
@@ -53,55 +64,31 @@ class Recipe:
     label_smoothing: float = 0.0
     test_batch_size: int = 1024
 
+    PARAMETER_CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "epochs": POSITIVE_INT,
+        "batch_size": POSITIVE_INT,
+        "test_batch_size": POSITIVE_INT,
+        "lr": POSITIVE,
+        "momentum": Interval(float, 0, 1, closed="left"),
+        "nesterov": BOOLEAN,
+        "weight_decay": NONNEGATIVE,
+        "schedule": StrOptions(SCHEDULES),
+        "gamma": Interval(float, 0, 1, closed="right"),
+        "warmup_fraction": Interval(float, 0, 1, closed="left"),
+        "clip_grad_norm": Options(None, POSITIVE),
+        "normalize": BOOLEAN,
+        "label_smoothing": Interval(float, 0, 1, closed="left"),
+    }
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(self.milestones))
-        checks = [
-            ("epochs", _is_int(self.epochs, 1), "an integer >= 1"),
-            ("batch_size", _is_int(self.batch_size, 1), "an integer >= 1"),
-            ("test_batch_size", _is_int(self.test_batch_size, 1), "an integer >= 1"),
-            ("lr", _is_number(self.lr) and self.lr > 0, "a number > 0"),
-            ("momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)"),
-            (
-                "nesterov",
-                isinstance(self.nesterov, bool) and (not self.nesterov or self.momentum > 0),
-                "true or false (true needs momentum > 0)",
-            ),
-            ("weight_decay", _is_number(self.weight_decay) and self.weight_decay >= 0, "a number >= 0"),
-            ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            (
-                "milestones",
-                all(_is_int(m, 1) for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
-                "increasing epoch numbers >= 1",
-            ),
-            ("gamma", _is_number(self.gamma) and 0 < self.gamma <= 1, "a number in (0, 1]"),
-            (
-                "warmup_fraction",
-                _is_number(self.warmup_fraction) and 0 <= self.warmup_fraction < 1,
-                "a number in [0, 1)",
-            ),
-            (
-                "clip_grad_norm",
-                self.clip_grad_norm is None or (_is_number(self.clip_grad_norm) and self.clip_grad_norm > 0),
-                "a number > 0, or None to turn it off",
-            ),
-            ("normalize", isinstance(self.normalize, bool), "true or false"),
-            (
-                "label_smoothing",
-                _is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
-                "a number in [0, 1)",
-            ),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise UserInputError(f"{name} must be {expected} (got {getattr(self, name)!r})")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        validate_params("recipe", dataclasses.asdict(self), self.PARAMETER_CONSTRAINTS)
+        if not all(POSITIVE_INT.contains(m) for m in self.milestones) or list(self.milestones) != sorted(
+            self.milestones
+        ):
+            raise UserInputError(f"recipe: milestones must be increasing epoch numbers ≥ 1 (got {self.milestones!r})")
+        if self.nesterov and self.momentum == 0:
+            raise UserInputError("recipe: nesterov needs momentum > 0 (got momentum 0)")
 
 
 _PAPER = Recipe(
