@@ -141,3 +141,13 @@ def one_line_error(call) -> str:
 
 def bilinear(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def smooth_photo(h: int, w: int, c: int, seed: int) -> np.ndarray:
+    """A smooth float H×W×C photo-like image in [0, 1] (sines of random frequencies)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    f = rng.uniform(2, 6, 3)
+    base = np.stack([np.sin(f[0] * xx + k + seed) * np.cos(f[1] * yy - k) for k in range(c)], axis=2) * 0.35 + 0.5
+    blocks = rng.random((h // 8 + 1, w // 8 + 1, c)).repeat(8, 0).repeat(8, 1)[:h, :w] * 0.2
+    return np.clip(base + blocks - 0.1 + 0.02 * rng.standard_normal((h, w, c)), 0, 1)

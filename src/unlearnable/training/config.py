@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from unlearnable.defenses import training_defense
+from unlearnable.devices import default_device
 from unlearnable.errors import UserInputError
 from unlearnable.params import BOOLEAN, SEED, Options, StrOptions
 from unlearnable.training.augment import AUGMENTATIONS, NORMALIZATIONS
@@ -74,7 +75,7 @@ class TrainConfig:
 def resolve_device(device: str | None) -> torch.device:
     """`device` as a torch.device (None: CUDA when available, else CPU); UserInputError if unusable."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
