@@ -352,6 +352,32 @@ CASES = {
     "reproduce: --device foo": (["reproduce", "--dataset", "tiny", "--device", "foo", "--out", "o"], "--device", None),
     "compare: --poisons unknown": (["compare", "--data", "tiny", "--poisons", "nope", "--out", "c"], "nope", None),
     "compare: --defenses unknown": (["compare", "--data", "tiny", "--defenses", "nope", "--out", "c"], "nope", None),
+    "compare: --poisons bad value": (
+        ["compare", "--data", "tiny", "--poisons", "cuda,cuda:kernel_size=4", "--out", "c"],
+        "kernel_size must be an odd integer",
+        None,
+    ),
+    "compare: --poisons parameter the attack lacks": (
+        ["compare", "--data", "tiny", "--poisons", "ops:kernel_size=3", "--out", "c"],
+        "ops does not take 'kernel_size'",
+        None,
+    ),
+    "compare: --poisons kernel larger than the images": (
+        ["compare", "--data", "tiny", "--poisons", "cuda:kernel_size=31", "--out", "c"],
+        "larger than the 16×16 images",
+        None,
+    ),
+    "compare: --poisons twice the same column": (
+        ["compare", "--data", "tiny", "--poisons", "cuda:mix=0.5,cuda:mix=0.50", "--out", "c"],
+        "twice",
+        None,
+    ),
+    "compare: --preset with --poisons": (
+        ["compare", "--data", "tiny", "--preset", "benchmark", "--poisons", "cuda", "--out", "c"],
+        "not allowed with",
+        None,
+    ),
+    "compare: --preset unknown": (["compare", "--data", "tiny", "--preset", "all", "--out", "c"], "--preset", None),
     "demo: --device foo": (["demo", "--data", "tiny", "--device", "foo", "--out", "d"], "--device", None),
     # prepare
     "prepare: --image-size huge": (

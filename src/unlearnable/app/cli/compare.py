@@ -1,4 +1,5 @@
-"""`unlearnable compare`: the defense × poison table (every defense on every poison and on clean data)."""
+"""`unlearnable compare`: the defense × poison table (every defense on every poison and on clean data),
+kept as OUT/table.md, a report, and the benchmark files (app/benchmark.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,35 @@ from pathlib import Path
 from unlearnable.app.cli.common import BUDGET_NAMES, add_training_run_args, command_line, kept_runs_note
 from unlearnable.attacks import ATTACKS
 
+DEFAULT_POISONS = "cuda,ops,lsp,ar,noise"
+PRESET_NAMES = ("benchmark",)
+"""= tuple(unlearnable.app.benchmark.PRESETS)."""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "compare", help="the defense × poison table: train every defense on every poison and on clean data"
+        "compare",
+        help="the defense × poison table: train every defense on every poison and on clean data",
+        description="Train every defense on every poison variant and on the clean data (finished cells are "
+        "skipped, so rerunning continues an interrupted table). Writes OUT/table.md, OUT/report/, and the "
+        "benchmark: OUT/benchmark.json and .csv (one entry per finished cell), OUT/benchmark.md and .html "
+        "(the table, a heat map, how to read it) and OUT/benchmark.png.",
     )
     p.add_argument("--data", required=True, metavar="SPEC", help="the clean dataset to poison")
-    p.add_argument(
+    columns = p.add_mutually_exclusive_group()
+    columns.add_argument(
         "--poisons",
-        default="cuda,ops,lsp,ar,noise",
-        help=f"comma-separated attacks ({', '.join(ATTACKS)}); default cuda,ops,lsp,ar,noise, each with its defaults",
+        metavar="COLUMNS",
+        help=f"comma-separated columns, each an attack ({', '.join(ATTACKS)}) with its defaults, or with "
+        "parameters as NAME:KEY=VALUE+KEY=VALUE (keys kernel_size, blur_parameter, grayscale=true|false, eps, "
+        "norm, patch_size, mix, seed; e.g. cuda:kernel_size=5, cuda:kernel_size=9+mix=0.5), or clean (always "
+        f"trained, first column); default {DEFAULT_POISONS}",
+    )
+    columns.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        help="benchmark: the published columns (clean, cuda, cuda-reflect, cuda:kernel_size=5, "
+        "cuda:kernel_size=9, cuda:grayscale=true, vuda, huda, cuda:mix=0.5, ops, lsp, ar, noise)",
     )
     p.add_argument("--defenses", help="comma-separated defense chains (default: the audit battery of --budget)")
     p.add_argument("--budget", default="quick", choices=BUDGET_NAMES, help="protocol as for `audit`")
@@ -29,41 +49,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> None:
     from unlearnable.app.audit import BUDGETS, fitted_protocol
-    from unlearnable.app.experiments import grid_table, prepare_data, run_grid
+    from unlearnable.app.benchmark import PRESETS, check_fits, data_summary, parse_columns, plan_rows, run_benchmark
+    from unlearnable.app.experiments import grid_table
     from unlearnable.app.report import write_report
-    from unlearnable.defenses import training_defense
 
     plan = BUDGETS[args.budget]
-    defenses = (
-        plan.defenses
-        if args.defenses is None
-        else {name: plan.defenses.get(name, {"defense": name}) for name in args.defenses.split(",")}
-    )
-    for settings in defenses.values():
-        training_defense(settings["defense"], **settings.get("defense_options", {}))  # fail before any work
-    poisons: dict[str, tuple[str, dict]] = {name: (name, {}) for name in args.poisons.split(",")}
-    for attack in poisons:
-        ATTACKS.get(attack)
+    rows = plan_rows(plan.defenses, args.defenses)  # every name and value checked before any work
+    columns = parse_columns(PRESETS[args.preset] if args.preset else args.poisons or DEFAULT_POISONS)
     t = time.perf_counter()
-    protocol = fitted_protocol(plan.protocol, training_images(args.data, args.data_root, plan.protocol.train_per_class))
-    data = prepare_data(args.data, Path(args.out), protocol, args.data_root, poisons)
-    runs = run_grid(data, defenses, args.out, protocol, args.seed, args.device, command=command_line(args))
-    md, html = write_report(list(runs.values()), Path(args.out) / "report", title=f"Defenses × poisons on {args.data}")
-    table = "\n".join(grid_table(runs))
+    images, image_hw = data_summary(args.data, args.data_root, plan.protocol.train_per_class)
+    check_fits(columns, image_hw)
+    protocol = fitted_protocol(plan.protocol, images)
+    title = f"Defenses × poisons on {args.data}"
+    runs = run_benchmark(
+        args.data,
+        args.out,
+        protocol,
+        columns,
+        rows,
+        args.data_root,
+        args.seed,
+        args.device,
+        command=command_line(args),
+        title=title,
+    )
+    md, html = write_report(list(runs.values()), Path(args.out) / "report", title=title)
+    labels = {c.key: c.label for c in columns}
+    table = "\n".join(grid_table({(labels[column], row): run for (column, row), run in runs.items()}))
     (Path(args.out) / "table.md").write_text(table + "\n")
     print(table)
-    print(f"total {time.perf_counter() - t:.0f} s; report: {md} and {html}")
+    print(
+        f"total {time.perf_counter() - t:.0f} s; report: {md} and {html}; "
+        f"benchmark: {Path(args.out) / 'benchmark.md'}, .html, .json and .csv"
+    )
 
 
 interrupted_note = kept_runs_note
-
-
-def training_images(spec: str, data_root: str | None, per_class: int | None) -> int:
-    """How many training images a protocol taking `per_class` per class gets from `spec`."""
-    import numpy as np
-
-    from unlearnable.data import load_dataset
-
-    train = load_dataset(spec, "train", data_root)
-    counts = np.bincount(train.labels.numpy(), minlength=train.num_classes)
-    return int(np.minimum(counts, per_class).sum()) if per_class else len(train)
