@@ -14,6 +14,7 @@ from unlearnable.app.audit import BUDGETS, Budget
 from unlearnable.app.benchmark import (
     PRESETS,
     Column,
+    check_page_files,
     parse_column,
     parse_columns,
     table_rows,
@@ -223,3 +224,18 @@ def test_write_benchmark_on_an_empty_grid_writes_blank_cells(tmp_path):
     assert [p.name for p in paths] == [f"benchmark.{e}" for e in ("json", "csv", "png", "md", "html")]
     assert json.loads((tmp_path / "benchmark.json").read_text())["cells"] == []
     assert "| none |  |  |  |" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_benchmark_files_of_someone_else_are_never_replaced(finished, tmp_path, capsys):
+    """A benchmark.md (or .png) in OUT that this tool did not write stops compare before any work."""
+    _, argv = finished
+    for name, content in (("benchmark.md", b"my notes"), ("benchmark.png", b"\x89PNG not ours")):
+        out = tmp_path / name
+        out.mkdir()
+        (out / name).write_bytes(content)
+        assert main([*argv[:-1], str(out)]) == 2
+        assert "this tool did not write" in capsys.readouterr().err
+        assert [p.name for p in out.iterdir()] == [name] and (out / name).read_bytes() == content
+    out = tmp_path / "ours"
+    shutil.copytree(finished[0], out)
+    check_page_files(out)  # the files an earlier compare wrote are replaced freely

@@ -39,7 +39,7 @@ from unlearnable import params as P
 from unlearnable.app.experiments import TrainingProtocol, is_complete, prepare_data, train_once
 from unlearnable.app.report.render import Block, Code, Figure, Heading, Paragraph, Table, number, to_html, to_markdown
 from unlearnable.errors import UserInputError
-from unlearnable.io import atomic_write_bytes, write_json
+from unlearnable.io import atomic_write_bytes, is_own_json, is_own_png, write_json
 from unlearnable.training.results import RESULTS, RunResults
 
 logger = logging.getLogger(__name__)
@@ -366,6 +366,30 @@ def csv_text(cells: list[dict[str, Any]], protocol: dict[str, Any]) -> str:
             }
         )
     return buffer.getvalue()
+
+
+PAGE_FILES = ("benchmark.json", "benchmark.csv", "benchmark.md", "benchmark.html", "benchmark.png")
+"""What `write_records` and `write_benchmark` write into OUT."""
+
+
+def check_page_files(out: str | Path) -> None:
+    """Refuse an OUT whose benchmark files this tool did not write (before any work).
+
+    They are ours when benchmark.json holds the "benchmark" key and benchmark.png (if present)
+    carries the tool's PNG text; a file of the same name left by anything else is never replaced.
+    """
+    out = Path(out)
+    present = [name for name in PAGE_FILES if (out / name).exists()]
+    if not present:
+        return
+    ours = is_own_json(out / "benchmark.json", "benchmark") and (
+        not (out / "benchmark.png").exists() or is_own_png(out / "benchmark.png")
+    )
+    if not ours:
+        raise UserInputError(
+            f"--out {out} holds {', '.join(present)} that this tool did not write; "
+            "choose another --out, or move those files away"
+        )
 
 
 def write_records(

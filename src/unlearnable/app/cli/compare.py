@@ -49,13 +49,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> None:
     from unlearnable.app.audit import BUDGETS, fitted_protocol
-    from unlearnable.app.benchmark import PRESETS, check_fits, data_summary, parse_columns, plan_rows, run_benchmark
+    from unlearnable.app.benchmark import (
+        PRESETS,
+        check_fits,
+        check_page_files,
+        data_summary,
+        parse_columns,
+        plan_rows,
+        run_benchmark,
+    )
     from unlearnable.app.experiments import grid_table
     from unlearnable.app.report import write_report
 
     plan = BUDGETS[args.budget]
     rows = plan_rows(plan.defenses, args.defenses)  # every name and value checked before any work
     columns = parse_columns(PRESETS[args.preset] if args.preset else args.poisons or DEFAULT_POISONS)
+    check_page_files(args.out)
     t = time.perf_counter()
     images, image_hw = data_summary(args.data, args.data_root, plan.protocol.train_per_class)
     check_fits(columns, image_hw)
