@@ -229,7 +229,7 @@ def test_write_benchmark_on_an_empty_grid_writes_blank_cells(tmp_path):
 def test_benchmark_files_of_someone_else_are_never_replaced(finished, tmp_path, capsys):
     """A benchmark.md (or .png) in OUT that this tool did not write stops compare before any work."""
     _, argv = finished
-    for name, content in (("benchmark.md", b"my notes"), ("benchmark.png", b"\x89PNG not ours")):
+    for name, content in (("benchmark.md", b"my notes"), ("benchmark.png", b"\x89PNG not ours"), ("table.md", b"mine")):
         out = tmp_path / name
         out.mkdir()
         (out / name).write_bytes(content)

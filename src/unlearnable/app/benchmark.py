@@ -373,13 +373,13 @@ PAGE_FILES = ("benchmark.json", "benchmark.csv", "benchmark.md", "benchmark.html
 
 
 def check_page_files(out: str | Path) -> None:
-    """Refuse an OUT whose benchmark files this tool did not write (before any work).
+    """Refuse an OUT whose benchmark files (or table.md) this tool did not write (before any work).
 
     They are ours when benchmark.json holds the "benchmark" key and benchmark.png (if present)
     carries the tool's PNG text; a file of the same name left by anything else is never replaced.
     """
     out = Path(out)
-    present = [name for name in PAGE_FILES if (out / name).exists()]
+    present = [name for name in (*PAGE_FILES, "table.md") if (out / name).exists()]
     if not present:
         return
     ours = is_own_json(out / "benchmark.json", "benchmark") and (
