@@ -14,12 +14,17 @@ from unlearnable.attacks import cuda_poison
 from unlearnable.data import ImageDataset, save_dataset
 from unlearnable.defenses import training_defense
 from unlearnable.defenses.deconv import (
+    MIN_TRACE_T,
     Deconvolve,
     Deconvolver,
+    blur_matrix,
     blurred_mask,
+    border_trace,
     deconvolve_blurred,
     estimate_kernels,
+    exact_deconvolve,
     kernel_errors,
+    neumann_laplacian,
     recover,
     replay,
     wiener_deconvolve,
@@ -116,6 +121,62 @@ def test_recover_leaves_clean_data_untouched():
     assert torch.equal(recovered.images, clean)
 
 
+def test_recover_leaves_clean_data_untouched_even_when_the_kernel_search_finds_kernels():
+    """A kernel fitted to a clean set (here forced to 9×9) is only used where the border trace is significant."""
+    clean = smooth_images(400, seed=4)
+    labels = torch.arange(400) % CLASSES
+    fitted = Deconvolver(kernel_size=9).fit(ImageDataset(clean, labels, [str(c) for c in range(CLASSES)], {}))
+    assert fitted.kernel_size_ == 1 and not bool(fitted.blurred_.any())
+    assert float(border_trace(clean, labels, CLASSES, 9).abs().max()) < MIN_TRACE_T
+
+
+def test_border_trace_separates_blurred_from_clean_classes(poisoned):
+    clean, images, labels, _ = poisoned
+    mixed = torch.where((labels < 2)[:, None, None, None], images, clean)[:200]  # classes 0, 1 blurred
+    t = border_trace(mixed, labels[:200], CLASSES, 3)
+    assert bool((t[:2] > 3 * MIN_TRACE_T).all()), t
+    assert bool((t[2:].abs() < 3).all()), t
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_blur_matrix_is_the_poisons_blur(padding):
+    g = torch.Generator().manual_seed(0)
+    kernel = torch.rand(5, 5, generator=g, dtype=torch.float64)
+    image = torch.rand(1, 1, 7, 9, generator=g, dtype=torch.float64)
+    mode = "reflect" if padding == "reflect" else "constant"
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(image, (2, 2, 2, 2), mode=mode), kernel[None, None])
+    matrix = blur_matrix(kernel, (7, 9), padding)
+    torch.testing.assert_close(matrix @ image.flatten(), expected.flatten())
+
+
+def test_neumann_laplacian_is_the_squared_gradient():
+    x = torch.rand(6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    squared = x.diff(dim=0).square().sum() + x.diff(dim=1).square().sum()
+    torch.testing.assert_close(x.flatten() @ neumann_laplacian((6, 5)) @ x.flatten(), squared)
+
+
+def test_exact_inversion_undoes_the_blur_better_than_wiener(poisoned):
+    clean, images, labels, true = poisoned
+    exact = exact_deconvolve(images[:200], labels[:200], true, 1e-4)
+    wiener = wiener_deconvolve(images[:200], labels[:200], true)
+    assert exact.dtype == torch.uint8 and exact.shape == images[:200].shape and int(exact.amax()) == 255
+
+    def error(restored: torch.Tensor) -> float:  # after the least-squares gain (CUDA rescaled each image)
+        a, b = restored.double(), clean[:200].double()
+        gain = (a * b).sum(dim=(1, 2, 3), keepdim=True) / a.square().sum(dim=(1, 2, 3), keepdim=True)
+        return float((a * gain - b).square().mean())
+
+    assert error(exact) < 0.8 * error(wiener) < 0.8 * error(images[:200])  # measured 19.9, 31.1
+
+
+def test_exact_inversion_checks_its_inputs(poisoned):
+    _, images, labels, true = poisoned
+    with pytest.raises(UserInputError, match='at most 4096 pixels, got 65×65; use inversion="wiener"'):
+        exact_deconvolve(torch.zeros(4, 3, 65, 65, dtype=torch.uint8), labels[:4], true)
+    with pytest.raises(UserInputError, match="regularization must be a number > 0"):
+        exact_deconvolve(images[:4], labels[:4], true, 0.0)
+
+
 def test_wiener_with_true_kernels_raises_psnr(poisoned):
     clean, images, labels, true = poisoned
     restored = wiener_deconvolve(images[:200], labels[:200], true)
@@ -163,8 +224,9 @@ def test_deconvolver_fit_transform_is_the_border_recipe(poisoned, kernel_size):
     _, images, labels, _ = poisoned
     images, labels = images[:400], labels[:400]
     first = estimate_kernels(images, labels, CLASSES, kernel_size)
+    assert bool((border_trace(images, labels, CLASSES, first.shape[-1]) >= MIN_TRACE_T).all())
     kernels = estimate_kernels(images, labels, CLASSES, first.shape[-1], mask=blurred_mask(images, labels, first))
-    expected, mask = deconvolve_blurred(images, labels, kernels, 0.02)
+    expected, mask = deconvolve_blurred(images, labels, kernels, 0.02, "border", "exact")
     fitted = Deconvolver(kernel_size, regularization=0.02).fit(_dataset(images, labels))
     assert torch.equal(fitted.kernels_, kernels) and fitted.kernel_size_ == kernels.shape[-1] == 3
     assert torch.equal(fitted.blurred_, blurred_mask(images, labels, first))
@@ -175,6 +237,7 @@ def test_deconvolver_fit_transform_is_the_border_recipe(poisoned, kernel_size):
         "kernel_size": 3,
         "regularization": 0.02,
         "method": "border",
+        "inversion": "exact",
         "deconvolved": int(mask.sum()),
     }
     assert torch.equal(Deconvolver(kernel_size, 0.02).fit_transform(_dataset(images, labels)).images, expected)
@@ -194,6 +257,20 @@ def test_deconvolver_state_dict_replays_bit_identically(poisoned):
         assert torch.equal(replayed.transform(dataset).images, expected.images)
         assert torch.equal(replay(dataset, expected.meta["deconv"]).images, expected.images)
     assert replay(train, {"kernels": state["kernels"], "regularization": 0.01}).meta["deconv"]["regularization"] == 0.01
+    # A record from before the exact inversion (no "inversion" key) replays as the Wiener one it was made with.
+    old = {"kernels": state["kernels"], "regularization": 0.01, "method": "border"}
+    expected, _ = deconvolve_blurred(train.images, train.labels, fitted.kernels_, 0.01, "border", "wiener")
+    assert torch.equal(replay(train, old).images, expected)
+
+
+def test_deconvolver_resolves_inversion_and_regularization(poisoned):
+    _, images, labels, _ = poisoned
+    small = Deconvolver(3).fit(_dataset(images[:400], labels[:400]))
+    assert (small.inversion_, small.regularization_) == ("exact", 1e-3)
+    big = torch.nn.functional.interpolate(images[:400].float(), size=(72, 72)).round().to(torch.uint8)
+    large = Deconvolver(3).fit(_dataset(big, labels[:400]))
+    assert (large.inversion_, large.regularization_) == ("wiener", 0.01)
+    assert Deconvolver(3, 0.05, inversion="wiener").fit(_dataset(images[:400], labels[:400])).regularization_ == 0.05
 
 
 def test_deconvolver_needs_fit_and_checks_its_options(poisoned):
@@ -205,18 +282,21 @@ def test_deconvolver_needs_fit_and_checks_its_options(poisoned):
     for options, message in [
         ({"kernel_size": "3"}, "Deconvolve: kernel_size must be None or an odd integer ≥ 1 (got '3')"),
         ({"kernel_size": 4}, "Deconvolve: kernel_size must be None or an odd integer ≥ 1 (got 4)"),
-        ({"regularization": 0}, "Deconvolve: regularization must be a number > 0 (got 0)"),
+        ({"regularization": 0}, "Deconvolve: regularization must be None or a number > 0 (got 0)"),
         ({"method": "blind"}, "Deconvolve: method must be one of 'border', 'spectrum' (got 'blind')"),
+        ({"inversion": "fft"}, "Deconvolve: inversion must be one of 'auto', 'exact', 'wiener' (got 'fft')"),
     ]:
         with pytest.raises(UserInputError) as info:
             Deconvolve(**options)
         assert str(info.value) == message
     with pytest.raises(UserInputError, match="^Deconvolver: kernel_size"):
         Deconvolver(kernel_size=2.0)
-    assert repr(Deconvolver()) == "Deconvolver(kernel_size=None, regularization=0.01, method='border')"
+    assert (
+        repr(Deconvolver()) == "Deconvolver(kernel_size=None, regularization=None, method='border', inversion='auto')"
+    )
     assert (
         repr(training_defense("deconv-spectrum").preprocess)
-        == "Deconvolve(kernel_size=None, regularization=0.01, method='spectrum')"
+        == "Deconvolve(kernel_size=None, regularization=None, method='spectrum', inversion='auto')"
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from unlearnable.defenses.deconv import REGULARIZATION, Deconvolver, diagnostics, replay
+from unlearnable.defenses.deconv import Deconvolver, diagnostics, replay
 
 __all__ = ["diagnostics", "kernels_png", "recover_command", "replay"]
 
@@ -39,8 +39,9 @@ def recover_command(
     data: str,
     out: str,
     kernel_size: int | None = None,
-    regularization: float = REGULARIZATION,
+    regularization: float | None = None,
     method: str = "border",
+    inversion: str = "auto",
     data_root: str | None = None,
     overwrite: bool = False,
 ) -> list[str]:
@@ -54,7 +55,9 @@ def recover_command(
     from unlearnable.data.lineage import load_source
     from unlearnable.io import atomic_directory, check_output
 
-    deconvolver = Deconvolver(kernel_size, regularization, method)  # bad options fail before any data is read
+    deconvolver = Deconvolver(
+        kernel_size, regularization, method, inversion
+    )  # bad options fail before any data is read
     check_output(out, overwrite, inputs=[data])
     poisoned = load_dataset(data, "train", data_root)
     recovered = deconvolver.fit_transform(poisoned)

@@ -19,13 +19,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--kernel-size", type=Interval(int, 1, 9, odd=True), help="odd kernel size (default: search up to 9)"
     )
-    p.add_argument("--regularization", type=P.POSITIVE, default=0.01, help="Tikhonov lambda > 0 (default 0.01)")
+    p.add_argument(
+        "--regularization",
+        type=P.POSITIVE,
+        help="lambda > 0 of the inversion (default 0.001 for exact, 0.01 for wiener)",
+    )
     p.add_argument(
         "--method",
         choices=("border", "spectrum"),
         default="border",
         help="kernel estimator: border (zero-padding drop of the class mean, default) or spectrum "
         "(class power spectra, for blurs without a border cue)",
+    )
+    p.add_argument(
+        "--inversion",
+        choices=("auto", "exact", "wiener"),
+        default="auto",
+        help="exact (the blur as the linear map it was, zero padding included; images up to 64x64), "
+        "wiener (Fourier, any size) or auto (exact where it fits, default)",
     )
     p.add_argument("--data-root", metavar="DIR", help="where the clean source dataset lives (evaluation only)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
@@ -37,6 +48,13 @@ def run(args: argparse.Namespace) -> None:
     from unlearnable.app.recover import recover_command
 
     lines = recover_command(
-        args.data, args.out, args.kernel_size, args.regularization, args.method, args.data_root, args.overwrite
+        args.data,
+        args.out,
+        args.kernel_size,
+        args.regularization,
+        args.method,
+        args.inversion,
+        args.data_root,
+        args.overwrite,
     )
     print("\n".join(lines))
