@@ -121,6 +121,18 @@ _add(
     "project out a linear model's class directions (Sandoval-Segura et al. 2023)",
     stage="preprocess",
 )
+_add(
+    "dvae",
+    "unlearnable.defenses.dvae:DVAE",
+    "replace each image by a rate-constrained D-VAE's purification (Yu et al. 2024)",
+    stage="preprocess",
+)
+_add(
+    "diffpure",
+    "unlearnable.defenses.diffusion:DiffusionPurification",
+    "diffuse to t* and denoise with a DDPM trained on clean images (AVATAR 2024, ECLIPSE 2024)",
+    stage="preprocess",
+)
 del _add
 
 _EXPORTS = {
@@ -163,5 +175,7 @@ _EXPORTS = {
         for name in ("Deconvolve", "Deconvolver", "estimate_kernels", "recover", "replay", "wiener_deconvolve")
     },
     "OrthogonalProjection": "unlearnable.defenses.projection",
+    "DVAE": "unlearnable.defenses.dvae",
+    "DiffusionPurification": "unlearnable.defenses.diffusion",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -71,6 +71,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--filter-size", type=int, choices=(3, 5, 7), help="dat's filter size: 3, 5 or 7 (default 5)")
     p.add_argument("--mix-alpha", type=P.POSITIVE, help="mixup / cutmix: λ ~ Beta(α, α) (default 1: uniform)")
     p.add_argument(
+        "--diffusion-checkpoint",
+        metavar="PATH",
+        help="diffpure's DDPM trained on clean images (python bench/train_diffusion.py makes one)",
+    )
+    p.add_argument(
+        "--t-star", type=P.Interval(float, 0, 1), help="diffpure's diffusion time as a fraction of T (default 0.1)"
+    )
+    p.add_argument(
         "--imagenet-variant",
         action="store_true",
         help="ff keeps int(0.4·N·p/100) frequencies per axis, the published ImageNet-100 setting",
@@ -138,6 +146,8 @@ def defense_options(args: argparse.Namespace) -> dict:
         "filter_size": args.filter_size,
         "mix_alpha": args.mix_alpha,
         "imagenet_variant": True if args.imagenet_variant else None,
+        "checkpoint": args.diffusion_checkpoint,
+        "t_star": args.t_star,
     }
     if args.adversarial is None:
         options["eps"] = args.eps
