@@ -28,6 +28,11 @@ ATTACKS.add(
     "ar", "unlearnable.attacks.ar:ar_poison", "class-wise autoregressive noise (Sandoval-Segura et al., NeurIPS 2022)"
 )
 ATTACKS.add("noise", "unlearnable.attacks.additive:noise_poison", "class-wise uniform L∞ noise, 8/255")
+ATTACKS.add(
+    "dune",
+    "unlearnable.attacks.dune:dune_poison",
+    "ensemble targeted PGD plus a class-wise colour shift, surrogate trained in the call (Wang et al., ICML 2026)",
+)
 
 _EXPORTS = {
     "Poison": "unlearnable.attacks.cuda",
@@ -37,6 +42,7 @@ _EXPORTS = {
     "lsp_poison": "unlearnable.attacks.lsp",
     "ar_poison": "unlearnable.attacks.ar",
     "noise_poison": "unlearnable.attacks.additive",
+    "dune_poison": "unlearnable.attacks.dune",
     "poison_dataset": "unlearnable.attacks.apply",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
     from unlearnable.attacks.apply import poison_dataset
     from unlearnable.attacks.ar import ar_poison
     from unlearnable.attacks.cuda import Poison, cuda_key, cuda_poison
+    from unlearnable.attacks.dune import dune_poison
     from unlearnable.attacks.lsp import lsp_poison
     from unlearnable.attacks.ops import ops_poison
 
@@ -55,6 +62,7 @@ __all__ = [
     "ar_poison",
     "cuda_key",
     "cuda_poison",
+    "dune_poison",
     "lsp_poison",
     "noise_poison",
     "ops_poison",
