@@ -1,13 +1,19 @@
 """AR: autoregressive perturbations (Sandoval-Segura et al., NeurIPS 2022), model-free.
 
+Published code: github.com/psandovalsegura/autoregressive-poisoning (``create_ar_poisons_3channel.py``,
+``autoregressive.py``, ``autoregressive_param_finder.py``).
+
 Class c owns, per channel, a causal 3×3 AR filter: 8 coefficients summing to 1 on the 3×3 window
 whose bottom-right entry is the value being generated (that tap is 0; it is the "excluded" one, the
 window is not centred on it). A poisoned image draws a Gaussian (H+crop)×(W+crop) field per
 channel, overwrites it in raster order, every position from row 2 and column 2 on becoming the
 weighted sum of its window (no innovation noise), keeps the last H×W, scales the whole C×H×W
-perturbation to L2 norm ``norm`` (1.0) in [0, 1] units, adds it and rounds. The crop is the
-published one per image size (`ar_crop`): 4 below 224 px (CIFAR 36 → 32, STL-10 100 → 96), 2 from
-224 px on (the ImageNet-100 setting, 226 → 224).
+perturbation to L2 norm ``norm`` (1.0) in [0, 1] units, adds it and rounds. The crop follows the
+published settings, which are keyed on the dataset name (CIFAR-10/100, SVHN: 36 → 32, crop 4; STL-10:
+100 → 96, crop 4; ImageNet-100: 226 → 224, crop 2); the project has no dataset name here and keys on
+the image size instead (`ar_crop`): crop 2 when the shorter side is at least 224 px, crop 4 below.
+Deviation: sizes the published code never used take the rule of their size class (e.g. 64 px: crop 4,
+256 px: crop 2).
 
 Coefficient draw. The published repository ships fixed coefficient sets found by a greedy search
 script; this module re-runs that search's recipe on its own seeded stream instead of shipping sets:
