@@ -61,7 +61,7 @@ def test_a_column_is_an_attack_with_parameters(text, label, key, spec, params):
 def test_the_benchmark_preset_lists_the_published_columns_clean_first():
     columns = parse_columns(PRESETS["benchmark"])
     assert [c.label for c in columns] == [
-        "clean", "cuda", "cuda-reflect", "cuda k5", "cuda k9", "cuda gray", "vuda", "huda", "cuda mix 0.5",
+        "clean", "cuda", "cuda-reflect", "cuda k5", "cuda k9", "cuda pb 0.5", "cuda gray", "vuda", "huda", "cuda mix 0.5",
         "ops", "lsp", "ar", "noise",
     ]  # fmt: skip
     assert PRESET_NAMES == tuple(PRESETS)
