@@ -33,6 +33,11 @@ ATTACKS.add(
     "unlearnable.attacks.dune:dune_poison",
     "ensemble targeted PGD plus a class-wise colour shift, surrogate trained in the call (Wang et al., ICML 2026)",
 )
+ATTACKS.add(
+    "grating",
+    "unlearnable.attacks.grating:grating_poison",
+    "class-wise low-frequency luminance grating, random phase per image (this project)",
+)
 
 _EXPORTS = {
     "Poison": "unlearnable.attacks.cuda",
@@ -43,6 +48,7 @@ _EXPORTS = {
     "ar_poison": "unlearnable.attacks.ar",
     "noise_poison": "unlearnable.attacks.additive",
     "dune_poison": "unlearnable.attacks.dune",
+    "grating_poison": "unlearnable.attacks.grating",
     "poison_dataset": "unlearnable.attacks.apply",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
     from unlearnable.attacks.ar import ar_poison
     from unlearnable.attacks.cuda import Poison, cuda_key, cuda_poison
     from unlearnable.attacks.dune import dune_poison
+    from unlearnable.attacks.grating import grating_poison
     from unlearnable.attacks.lsp import lsp_poison
     from unlearnable.attacks.ops import ops_poison
 
@@ -63,6 +70,7 @@ __all__ = [
     "cuda_key",
     "cuda_poison",
     "dune_poison",
+    "grating_poison",
     "lsp_poison",
     "noise_poison",
     "ops_poison",

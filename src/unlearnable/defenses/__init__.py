@@ -133,6 +133,12 @@ _add(
     "diffuse to t* and denoise with a DDPM trained on clean images (AVATAR 2024, ECLIPSE 2024)",
     stage="preprocess",
 )
+_add(
+    "notch",
+    "unlearnable.defenses.notch:Notch",
+    "remove each class's peak low frequency: the adaptive defense against grating (this project)",
+    stage="preprocess",
+)
 del _add
 
 _EXPORTS = {
@@ -176,6 +182,7 @@ _EXPORTS = {
     },
     "OrthogonalProjection": "unlearnable.defenses.projection",
     "DVAE": "unlearnable.defenses.dvae",
+    "Notch": "unlearnable.defenses.notch",
     "DiffusionPurification": "unlearnable.defenses.diffusion",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

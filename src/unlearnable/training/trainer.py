@@ -92,7 +92,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PREPROCESS_RECORDS = ("deconv", "ortho_proj", "dvae", "diffpure")
+PREPROCESS_RECORDS = ("deconv", "ortho_proj", "dvae", "diffpure", "notch")
 """Keys a preprocessing defense adds to the training set's meta that results.json keeps (``preprocessed``)."""
 
 
