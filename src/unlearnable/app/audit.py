@@ -84,7 +84,7 @@ def _defense(spec: str, **options: Any) -> dict[str, Any]:
 
 
 BUDGETS = {
-    # Cheap settings so the battery fits in about 20 minutes on 2 CPU cores: AT with 2 PGD steps,
+    # Cheap settings so the battery fits in about 25 minutes on 2 CPU cores: AT with 2 PGD steps,
     # UEraser with one draw (UEraser-Lite). Left out, as measured on CIFAR-10 with this protocol:
     # UEraser-Max (5 draws) and DAT, which do not learn in 8 epochs even on clean data (11.1% and
     # 14.3% clean test accuracy).
@@ -96,6 +96,7 @@ BUDGETS = {
             "none": _defense("none"),
             "rsk+ff": _defense("rsk+ff"),
             "at-linf": _defense("at-linf", steps=2),
+            "at-linf-8": _defense("at-linf", eps=8 / 255, steps=2),
             "coin": _defense("coin"),
             "jpeg": _defense("jpeg"),
             "gray": _defense("gray"),
@@ -107,6 +108,7 @@ BUDGETS = {
             "rsk+ff+coin": _defense("rsk+ff+coin"),
             "deconv": _defense("deconv"),
             "deconv-spectrum": _defense("deconv-spectrum"),
+            "deconv+rsk+ff": _defense("deconv+rsk+ff"),
             # Orthogonal projection's published 20 epochs are ~980 SGD steps on all of CIFAR-10 but 100 on
             # 5,000 images, where the linear model learns little but the mean image (27.75% on clean data);
             # 200 epochs restore the published step count (50.50% clean, 54.60% on OPS).
@@ -133,6 +135,7 @@ BUDGETS = {
             "rsk+ff+coin": _defense("rsk+ff+coin"),
             "deconv": _defense("deconv"),
             "deconv-spectrum": _defense("deconv-spectrum"),
+            "deconv+rsk+ff": _defense("deconv+rsk+ff"),
             "ortho-proj": _defense("ortho-proj"),
             # D-VAE at its published 2 × 60 epochs: hours on a CPU, so only in the GPU battery. Diffusion
             # purification needs a DDPM checkpoint trained on clean data, so it is in neither.
