@@ -62,7 +62,7 @@ def test_the_benchmark_preset_lists_the_published_columns_clean_first():
     columns = parse_columns(PRESETS["benchmark"])
     assert [c.label for c in columns] == [
         "clean", "cuda", "cuda-reflect", "cuda k5", "cuda k9", "cuda pb 0.5", "cuda gray", "vuda", "huda", "cuda mix 0.5",
-        "ops", "lsp", "ar", "noise",
+        "ops", "lsp", "ar", "noise", "grating",
     ]  # fmt: skip
     assert PRESET_NAMES == tuple(PRESETS)
     assert parse_columns("ops,clean,cuda")[0] == Column(None) and len(parse_columns("ops,cuda")) == 3

@@ -109,6 +109,7 @@ BUDGETS = {
             "deconv": _defense("deconv"),
             "deconv-spectrum": _defense("deconv-spectrum"),
             "deconv+rsk+ff": _defense("deconv+rsk+ff"),
+            "notch": _defense("notch"),
             # Orthogonal projection's published 20 epochs are ~980 SGD steps on all of CIFAR-10 but 100 on
             # 5,000 images, where the linear model learns little but the mean image (27.75% on clean data);
             # 200 epochs restore the published step count (50.50% clean, 54.60% on OPS).
@@ -136,6 +137,7 @@ BUDGETS = {
             "deconv": _defense("deconv"),
             "deconv-spectrum": _defense("deconv-spectrum"),
             "deconv+rsk+ff": _defense("deconv+rsk+ff"),
+            "notch": _defense("notch"),
             "ortho-proj": _defense("ortho-proj"),
             # D-VAE at its published 2 × 60 epochs: hours on a CPU, so only in the GPU battery. Diffusion
             # purification needs a DDPM checkpoint trained on clean data, so it is in neither.

@@ -49,7 +49,7 @@ CLEAN = "clean"
 
 PRESETS: dict[str, str] = {
     "benchmark": "clean,cuda,cuda-reflect,cuda:kernel_size=5,cuda:kernel_size=9,cuda:blur_parameter=0.5,"
-    "cuda:grayscale=true,vuda,huda,cuda:mix=0.5,ops,lsp,ar,noise",
+    "cuda:grayscale=true,vuda,huda,cuda:mix=0.5,ops,lsp,ar,noise,grating",
 }
 """Named column lists for `--preset`; "benchmark" is the published table."""
 
