@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_defenses.py
 	$(BIN)/python bench/bench_iss_coin.py
 	$(BIN)/python bench/bench_poisons.py
+	$(BIN)/python bench/bench_dune.py
 	$(BIN)/python bench/bench_training_defenses.py
 	$(BIN)/python bench/bench_deconv.py
 	$(BIN)/python bench/bench_distributed.py

@@ -15,8 +15,10 @@ from unlearnable.app.benchmark import (
     PRESETS,
     Column,
     check_page_files,
+    image_quality,
     parse_column,
     parse_columns,
+    protection_rows,
     table_rows,
     write_benchmark,
 )
@@ -107,6 +109,21 @@ def test_the_best_defense_of_each_poison_is_bold_and_missing_cells_blank():
     ]
 
 
+def test_each_protection_is_judged_by_the_audits_rule():
+    columns = [Column(None), Column("cuda"), Column("ops"), Column("noise"), Column("lsp")]
+    rows = ["none", "rsk+ff", "gray"]
+    accuracy = [[80.0, 20.0, 30.0, 75.0, 40.0], [75.5, 60.0, None, 70.0, 45.0], [81.0, 40.0, 35.0, 81.0, None]]
+    quality = {"cuda": (18.061, 0.7612)}
+    assert protection_rows(accuracy, columns, rows, quality) == [
+        ["cuda", "20.00", "rsk+ff 60.00", "67%", "rsk+ff 60.00", "18.06", "0.761", "broken"],
+        ["ops", "30.00", "gray 35.00", "10%", "–", "", "", "holds"],
+        ["noise", "75.00", "gray 81.00", "120%", "gray 81.00", "", "", "no protection"],
+        ["lsp", "40.00", "rsk+ff 45.00", "12%", "–", "", "", "holds"],
+    ]
+    accuracy[0][0] = None
+    assert protection_rows(accuracy, columns, rows, quality) == []
+
+
 # --- the command ---------------------------------------------------------------------------------
 
 
@@ -185,6 +202,11 @@ def test_the_page_has_the_table_the_figure_and_the_command(finished):
     assert "unlearnable " + " ".join(argv) in md
     assert "data:image/png;base64," in html and "<table>" in html and 'src="http' not in html
     assert "6 of 6 cells finished" in md
+    # the per-protection table, its image quality measured on the saved sets
+    quality = image_quality(out, parse_columns(POISONS))
+    assert set(quality) == {"cuda_k5", "cuda_mix_0.5"} and 0 < quality["cuda_k5"][1] < 1
+    assert quality["cuda_k5"][0] < quality["cuda_mix_0.5"][0] < float("inf")
+    assert "## Per protection" in md and "| cuda k5 | " in md and f"| {quality['cuda_k5'][0]:.2f} |" in md
 
 
 def test_a_rerun_trains_nothing_and_missing_cells_stay_blank(finished, tmp_path, monkeypatch):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from unlearnable.analysis.metrics import batch_ssim
 from unlearnable.analysis.metrics import image_ssim as ssim
 
 
@@ -27,3 +29,11 @@ def test_ssim_against_hand_computed_and_scipy_reference() -> None:
         values.append(s.mean())
     assert ssim(x, y) == pytest.approx(float(np.mean(values)), rel=1e-6)
     assert ssim(x, x) == pytest.approx(1.0)
+
+
+def test_batch_ssim_is_image_ssim_of_each_pair() -> None:
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(4, 3, 20, 24, generator=g, dtype=torch.float64)
+    b = (a + 0.1 * torch.randn(a.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    each = [ssim(x.permute(1, 2, 0).numpy(), y.permute(1, 2, 0).numpy()) for x, y in zip(a, b, strict=True)]
+    assert batch_ssim(a, b).tolist() == pytest.approx(each, rel=1e-12)

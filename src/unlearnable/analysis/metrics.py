@@ -3,6 +3,7 @@
 - `psnr`: one number for a whole set of uint8 images (the pooled mean squared error).
 - `psnr_per_image`: one number per uint8 image of a set.
 - `image_psnr`, `image_ssim`: one float image pair (numpy H×W×C in [0, 1]), e.g. a photo at its own size.
+- `batch_ssim`: `image_ssim` of every pair of two float batches of the same size.
 """
 
 from __future__ import annotations
@@ -44,18 +45,25 @@ def image_ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, radius: int = 5
     and the channels, the convention of skimage's ``structural_similarity(gaussian_weights=True,
     use_sample_covariance=False, data_range=1)``.
     """
-    x = torch.from_numpy(np.ascontiguousarray(a, np.float64)).permute(2, 0, 1)[:, None]
-    y = torch.from_numpy(np.ascontiguousarray(b, np.float64)).permute(2, 0, 1)[:, None]
+    x = torch.from_numpy(np.ascontiguousarray(a, np.float64)).permute(2, 0, 1)[None]
+    y = torch.from_numpy(np.ascontiguousarray(b, np.float64)).permute(2, 0, 1)[None]
+    return float(batch_ssim(x, y, sigma, radius)[0])
+
+
+def batch_ssim(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5, radius: int = 5) -> torch.Tensor:
+    """`image_ssim` of every pair of float N×C×H×W images in [0, 1] (H, W > 2·radius): float64 (N,)."""
+    n, c, h, w = a.shape
+    x = a.double().reshape(n * c, 1, h, w)
+    y = b.double().reshape(n * c, 1, h, w)
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     g = torch.exp(-(t**2) / (2 * sigma**2))
     g /= g.sum()
-    window = (g[:, None] * g[None, :])[None, None]
 
-    def mean(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, window)
+    def mean(z: torch.Tensor) -> torch.Tensor:  # the separable gaussian window, valid positions only
+        return F.conv2d(F.conv2d(z, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
 
     mx, my = mean(x), mean(y)
     vx, vy, cxy = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(s.mean())
+    return s.reshape(n, -1).mean(dim=1)

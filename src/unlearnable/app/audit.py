@@ -110,6 +110,8 @@ BUDGETS = {
             "deconv-spectrum": _defense("deconv-spectrum"),
             "deconv+rsk+ff": _defense("deconv+rsk+ff"),
             "notch": _defense("notch"),
+            "unshift": _defense("unshift"),
+            "unshift+jpeg": _defense("unshift+jpeg"),
             # Orthogonal projection's published 20 epochs are ~980 SGD steps on all of CIFAR-10 but 100 on
             # 5,000 images, where the linear model learns little but the mean image (27.75% on clean data);
             # 200 epochs restore the published step count (50.50% clean, 54.60% on OPS).
@@ -138,6 +140,8 @@ BUDGETS = {
             "deconv-spectrum": _defense("deconv-spectrum"),
             "deconv+rsk+ff": _defense("deconv+rsk+ff"),
             "notch": _defense("notch"),
+            "unshift": _defense("unshift"),
+            "unshift+jpeg": _defense("unshift+jpeg"),
             "ortho-proj": _defense("ortho-proj"),
             # D-VAE at its published 2 × 60 epochs: hours on a CPU, so only in the GPU battery. Diffusion
             # purification needs a DDPM checkpoint trained on clean data, so it is in neither.
@@ -179,6 +183,15 @@ def chance_accuracy(test_labels: torch.Tensor, num_classes: int) -> float:
     return 100 * float(torch.bincount(test_labels, minlength=num_classes).max()) / max(len(test_labels), 1)
 
 
+def protection_status(clean: float, undefended: float, defended: float) -> str:
+    """The audit's rule on accuracies (%): "no protection" when the protection takes less than
+    MIN_EFFECT points, "broken" when the defense wins back at least half of them, else "holds"."""
+    lost = clean - undefended
+    if lost < MIN_EFFECT:
+        return "no protection"
+    return "broken" if defended - undefended >= lost / 2 else "holds"
+
+
 def verdict(
     clean: float, results: dict[str, float], chance: float | None = None, test_images: int | None = None
 ) -> str:
@@ -194,9 +207,10 @@ def verdict(
     best = max((name for name in results if name != "none"), key=results.__getitem__)
     lost, regained = clean - undefended, results[best] - undefended
     figures = f"clean training {clean:.1f}%, undefended {undefended:.1f}%"
-    if lost < MIN_EFFECT:
+    status = protection_status(clean, undefended, results[best])
+    if status == "no protection":
         return f"no protection: training on the protected data already reaches {undefended:.1f}% ({figures})"
-    if regained >= lost / 2:
+    if status == "broken":
         return (
             f"protection broken by {best} at {results[best]:.1f}%: it wins back {regained:.1f} of the "
             f"{lost:.1f} points the protection took ({figures})"

@@ -80,6 +80,11 @@ _LABELS: dict[str, Callable[[Any], str]] = {
 BEST = "**"
 """How the table marks the best defense of a poison column (Markdown bold)."""
 
+QUALITY_STEP = 10
+"""Image quality is measured on every 10th training image ..."""
+QUALITY_IMAGES = 1000
+"""... and on images further apart where that would be more than this many."""
+
 
 @dataclass(frozen=True)
 class Column:
@@ -432,7 +437,8 @@ def write_benchmark(
     accuracy = accuracy_grid(cells, columns, list(rows))
     png = heatmap_png(accuracy, [c.label for c in columns], list(rows))
     atomic_write_bytes(out / "benchmark.png", png)
-    blocks = page_blocks(accuracy, columns, list(rows), cells, plan, command, png, title)
+    summary = protection_rows(accuracy, columns, list(rows), image_quality(out, columns))
+    blocks = page_blocks(accuracy, columns, list(rows), cells, plan, command, png, title, summary)
     heading = title or "Defenses × poisons"
     atomic_write_bytes(out / "benchmark.md", to_markdown(blocks).encode())
     atomic_write_bytes(out / "benchmark.html", to_html(blocks, heading).encode())
@@ -471,6 +477,77 @@ def table_rows(accuracy: list[list[float | None]], columns: list[Column], rows: 
             text = _cell(accuracy[r][c])
             cells.append(f"{BEST}{text}{BEST}" if text and r in best[c] else text)
         lines.append(cells)
+    return lines
+
+
+def image_quality(out: Path, columns: list[Column]) -> dict[str, tuple[float, float]]:
+    """{column key: (PSNR in dB, mean SSIM)} of each protected training set under OUT/data against the
+    clean one, on every ``QUALITY_STEP``-th image (further apart past ``QUALITY_IMAGES`` images);
+    columns without both saved sets, or of another shape, are left out."""
+    from unlearnable.analysis.metrics import batch_ssim, psnr
+    from unlearnable.data import is_saved_dataset, load_saved
+
+    root = out / "data"
+    if not is_saved_dataset(root / CLEAN):
+        return {}
+    clean = load_saved(root / CLEAN).images
+    step = max(QUALITY_STEP, -(-len(clean) // QUALITY_IMAGES))
+    reference = clean[::step]
+    found = {}
+    for column in columns[1:]:
+        if not is_saved_dataset(root / column.key):
+            continue
+        images = load_saved(root / column.key).images
+        if images.shape != clean.shape:
+            continue
+        images = images[::step]
+        ssim = float(batch_ssim(images.double() / 255, reference.double() / 255).mean())
+        found[column.key] = (psnr(images, reference), ssim)
+    return found
+
+
+def protection_rows(
+    accuracy: list[list[float | None]],
+    columns: list[Column],
+    rows: list[str],
+    quality: dict[str, tuple[float, float]],
+) -> list[list[str]]:
+    """One line per poison column whose clean and undefended cells have finished, by the audit's rule
+    (`audit.protection_status`): protection, undefended, best defense, the share of the loss it wins
+    back, every defense winning back at least half, PSNR, SSIM, verdict."""
+    from unlearnable.app.audit import protection_status
+
+    if "none" not in rows:
+        return []
+    none = rows.index("none")
+    clean = accuracy[none][0]
+    lines = []
+    for c, column in enumerate(columns[1:], start=1):
+        undefended = accuracy[none][c]
+        defended: dict[str, float] = {}
+        for r, row in enumerate(rows):
+            value = accuracy[r][c]
+            if r != none and value is not None:
+                defended[row] = value
+        if clean is None or undefended is None or not defended:
+            continue
+        best = max(defended, key=defended.__getitem__)
+        lost = clean - undefended
+        share = f"{100 * (defended[best] - undefended) / lost:.0f}%" if lost > 0 else "–"
+        breakers = [f"{row} {number(v)}" for row, v in defended.items() if lost > 0 and v - undefended >= lost / 2]
+        psnr_db, ssim = quality.get(column.key, (None, None))
+        lines.append(
+            [
+                column.label,
+                number(undefended),
+                f"{best} {number(defended[best])}",
+                share,
+                ", ".join(breakers) or "–",
+                "" if psnr_db is None else f"{psnr_db:.2f}",
+                "" if ssim is None else f"{ssim:.3f}",
+                protection_status(clean, undefended, defended[best]),
+            ]
+        )
     return lines
 
 
@@ -515,6 +592,7 @@ def page_blocks(
     command: str | None,
     png: bytes,
     title: str | None = None,
+    summary: list[list[str]] | None = None,
 ) -> list[Block]:
     """The page as report blocks (rendered to Markdown and HTML by app/report/render.py)."""
     total = len(columns) * len(rows)
@@ -555,6 +633,31 @@ def page_blocks(
             "every finished cell with its protocol, seed, versions and host."
         ),
     ]
+    if summary:
+        blocks += [
+            Heading(2, "Per protection"),
+            Paragraph(
+                "Each poison column by the audit's rule: a defense breaks a protection when it wins back at least "
+                "half of what the protection took from clean training (the `none` row's clean cell); a "
+                "protection that takes less than 10 points is no protection. PSNR and SSIM compare the "
+                f"protected training images with their clean originals, on every {QUALITY_STEP}th image (images "
+                f"further apart in sets of more than {QUALITY_STEP * QUALITY_IMAGES:,})."
+            ),
+            Table(
+                [
+                    "protection",
+                    "undefended",
+                    "best defense",
+                    "wins back",
+                    "defenses that win back ≥ half",
+                    "PSNR (dB)",
+                    "SSIM",
+                    "verdict",
+                ],
+                summary,
+                {1, 3, 5, 6},
+            ),
+        ]
     if command:
         blocks += [Paragraph("The command that made this page (it skips finished cells):"), Code(command)]
     return blocks

@@ -139,6 +139,12 @@ _add(
     "remove each class's peak low frequency: the adaptive defense against grating (this project)",
     stage="preprocess",
 )
+_add(
+    "unshift",
+    "unlearnable.defenses.colour:ColourUnshift",
+    "find each class's colour shift from its clipped pixels and undo it: the adaptive defense against DUNE (this project)",
+    stage="preprocess",
+)
 del _add
 
 _EXPORTS = {
@@ -183,6 +189,7 @@ _EXPORTS = {
     "OrthogonalProjection": "unlearnable.defenses.projection",
     "DVAE": "unlearnable.defenses.dvae",
     "Notch": "unlearnable.defenses.notch",
+    "ColourUnshift": "unlearnable.defenses.colour",
     "DiffusionPurification": "unlearnable.defenses.diffusion",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

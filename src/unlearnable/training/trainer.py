@@ -92,7 +92,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PREPROCESS_RECORDS = ("deconv", "ortho_proj", "dvae", "diffpure", "notch")
+PREPROCESS_RECORDS = ("deconv", "ortho_proj", "dvae", "diffpure", "notch", "unshift")
 """Keys a preprocessing defense adds to the training set's meta that results.json keeps (``preprocessed``)."""
 
 

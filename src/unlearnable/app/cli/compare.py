@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--preset",
         choices=PRESET_NAMES,
         help="benchmark: the published columns (clean, cuda, cuda-reflect, cuda:kernel_size=5, "
-        "cuda:kernel_size=9, cuda:grayscale=true, vuda, huda, cuda:mix=0.5, ops, lsp, ar, noise)",
+        "cuda:kernel_size=9, cuda:blur_parameter=0.5, cuda:grayscale=true, vuda, huda, cuda:mix=0.5, ops, lsp, "
+        "ar, noise) and the project's own grating",
     )
     p.add_argument("--defenses", help="comma-separated defense chains (default: the audit battery of --budget)")
     p.add_argument("--budget", default="quick", choices=BUDGET_NAMES, help="protocol as for `audit`")
