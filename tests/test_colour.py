@@ -70,3 +70,9 @@ def test_registered_and_checked():
     assert training_defense("unshift").preprocess is not None
     with pytest.raises(UserInputError, match="ColourUnshift: tail must be"):
         ColourUnshift(tail=0.5)
+
+
+def test_a_class_reaching_neither_end_or_without_images_gets_no_shift():
+    histograms = torch.zeros(2, 3, 256, dtype=torch.int64)
+    histograms[0, :, 40] = 100  # class 0: every pixel at level 40, so it never reaches 0 or 255
+    assert estimate_shifts(histograms, 1e-3).tolist() == [[0, 0, 0], [0, 0, 0]]

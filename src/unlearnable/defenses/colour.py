@@ -49,11 +49,9 @@ def estimate_shifts(histograms: torch.Tensor, tail: float) -> torch.Tensor:
     total = histograms.sum(dim=-1, keepdim=True)
     need = (tail * total).clamp_min(1)
     lo = (histograms.cumsum(-1) >= need).int().argmax(-1)
-    hi = 255 - (histograms.flip(-1).cumsum(-1) >= need).int().argmax(-1)
-    empty = total.squeeze(-1) == 0
+    hi = 255 - (histograms.flip(-1).cumsum(-1) >= need).int().argmax(-1)  # a class without images: lo 0, hi 255
     shifts = torch.where((lo > 0) & (hi == 255), lo, torch.zeros_like(lo))
-    shifts = torch.where((hi < 255) & (lo == 0), hi - 255, shifts)
-    return torch.where(empty, torch.zeros_like(shifts), shifts)
+    return torch.where((hi < 255) & (lo == 0), hi - 255, shifts)
 
 
 class ColourUnshift(Configurable):
